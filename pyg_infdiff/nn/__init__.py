@@ -1,0 +1,1 @@
+"""pyg_infdiff.nn"""

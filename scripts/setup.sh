@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Idempotent set-up for pyg_infdiff: installs what is missing, nothing more.
+#
+#   1. torch (CPU build 2.13.0 when no torch is installed; override with TORCH_SPEC,
+#      e.g. TORCH_SPEC="torch==2.13.0 --index-url ..." on a GPU machine),
+#   2. torch-cluster (built from source against the installed torch when pip has no
+#      cached wheel: about 15 minutes on 2 cores the first time),
+#   3. the package itself, editable, with the extras in PYG_INFDIFF_EXTRAS (default: test).
+#
+# Re-running it when everything is present takes a few seconds.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
+TORCH_CLUSTER_SPEC=${TORCH_CLUSTER_SPEC:-torch-cluster==1.6.3}
+EXTRAS=${PYG_INFDIFF_EXTRAS:-test}
+PIP=("$PYTHON" -m pip install --disable-pip-version-check --progress-bar off)
+
+have() { "$PYTHON" -c "import $1" >/dev/null 2>&1; }
+
+if have torch; then
+  echo "[setup] torch $("$PYTHON" -c 'import torch; print(torch.__version__)') already installed"
+else
+  echo "[setup] installing $TORCH_SPEC"
+  # shellcheck disable=SC2086
+  "${PIP[@]}" $TORCH_SPEC
+fi
+
+if have torch_cluster; then
+  echo "[setup] torch-cluster already installed"
+else
+  echo "[setup] installing $TORCH_CLUSTER_SPEC (builds from source if no wheel is cached; ~15 min on 2 cores)"
+  # No build isolation: the extension must compile against the torch installed above, and an
+  # isolated build environment would resolve a bare `torch` (a multi-GB CUDA build).
+  "${PIP[@]}" setuptools wheel ninja
+  MAX_JOBS=${MAX_JOBS:-$(nproc)} "${PIP[@]}" --no-build-isolation "$TORCH_CLUSTER_SPEC"
+fi
+
+if "$PYTHON" -m pip show pyg_infdiff >/dev/null 2>&1 && [ -z "${PYG_INFDIFF_REINSTALL:-}" ]; then
+  echo "[setup] pyg_infdiff already installed"
+else
+  echo "[setup] installing pyg_infdiff[$EXTRAS] (editable)"
+  "${PIP[@]}" -e ".[$EXTRAS]"
+fi
+echo "[setup] done"
