@@ -1,4 +1,20 @@
 r"""Coordinates, lattices, subsampling, image-to-graph transforms and neighbour search."""
 from pyg_infdiff.graph.lattice import LatticeIndex, lattice, pixel_to_pos
+from pyg_infdiff.graph.search import knn, max_neighbors_bound, radius, radius_graph
+from pyg_infdiff.graph.subsample import halton, morton_order, subsample, subsample_size
+from pyg_infdiff.graph.transforms import ImageToGraph
 
-__all__ = ["LatticeIndex", "lattice", "pixel_to_pos"]
+__all__ = [
+    "ImageToGraph",
+    "LatticeIndex",
+    "halton",
+    "knn",
+    "lattice",
+    "max_neighbors_bound",
+    "morton_order",
+    "pixel_to_pos",
+    "radius",
+    "radius_graph",
+    "subsample",
+    "subsample_size",
+]

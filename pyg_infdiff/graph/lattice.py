@@ -127,7 +127,10 @@ class LatticeIndex:
         by :class:`pyg_infdiff.graph.ImageToGraph`. All graphs must share one lattice shape."""
         shapes = data.lattice_shape.view(-1, data.lattice_shape.size(-1))
         if not bool((shapes == shapes[0]).all()):
-            raise ValueError("All graphs of a batch must share one lattice shape for a LatticeIndex")
+            raise ValueError(
+                "All graphs of a batch must share one lattice shape for a LatticeIndex, got "
+                f"{shapes.unique(dim=0).tolist()}"
+            )
         batch = getattr(data, "batch", None)
         if batch is None:
             batch = torch.zeros_like(data.pixel)
