@@ -1,1 +1,68 @@
-"""pyg_infdiff.training"""
+r"""Training: the :class:`Trainer` loop, EMA, atomic checkpoints, logs and distributed data
+parallel helpers."""
+from pyg_infdiff.training.checkpoint import (
+    CheckpointManager,
+    capture_rng_state,
+    check_storable,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+    state_is_finite,
+)
+from pyg_infdiff.training.config import TrainerConfig
+from pyg_infdiff.training.cursor import DataCursor, move_to_device
+from pyg_infdiff.training.distributed import (
+    DistributedContext,
+    all_gather_objects,
+    all_reduce_sum,
+    barrier,
+    cleanup_distributed,
+    distributed_sampler,
+    get_rank,
+    get_world_size,
+    init_distributed,
+    is_distributed,
+    is_main_process,
+    unwrap_model,
+    wrap_ddp,
+)
+from pyg_infdiff.training.ema import create_ema, update_ema
+from pyg_infdiff.training.logging import RunningMeans, TrainingLog, plot_loss_curve, read_log
+from pyg_infdiff.training.signals import StopSignal
+from pyg_infdiff.training.trainer import NonFiniteLossError, Trainer, TrainResult
+
+__all__ = [
+    "CheckpointManager",
+    "DataCursor",
+    "DistributedContext",
+    "NonFiniteLossError",
+    "RunningMeans",
+    "StopSignal",
+    "TrainResult",
+    "Trainer",
+    "TrainerConfig",
+    "TrainingLog",
+    "all_gather_objects",
+    "all_reduce_sum",
+    "barrier",
+    "capture_rng_state",
+    "check_storable",
+    "cleanup_distributed",
+    "create_ema",
+    "distributed_sampler",
+    "get_rank",
+    "get_world_size",
+    "init_distributed",
+    "is_distributed",
+    "is_main_process",
+    "load_checkpoint",
+    "move_to_device",
+    "plot_loss_curve",
+    "read_log",
+    "restore_rng_state",
+    "save_checkpoint",
+    "state_is_finite",
+    "unwrap_model",
+    "update_ema",
+    "wrap_ddp",
+]
