@@ -1,1 +1,64 @@
-"""pyg_infdiff.metrics"""
+r"""Sample-quality metrics, computed offline.
+
+* FID and KID on the pool features of the standard FID InceptionV3
+  (:func:`load_inception`, :func:`extract_features`, :func:`fid_from_features`,
+  :func:`kernel_inception_distance`), with an on-disk cache of reference statistics
+  (:class:`StatisticsCache`). The weights are never downloaded: see
+  :func:`find_inception_weights`.
+* A weight-free multi-scale sliced Wasserstein distance on Laplacian-pyramid patches
+  (:func:`sliced_wasserstein_distance`), for quick checks and CI.
+* A command line: ``python -m pyg_infdiff.metrics --real ... --fake ...`` (see
+  :mod:`pyg_infdiff.metrics.cli`).
+
+SciPy is needed only by the ``"scipy"`` backend of :func:`frechet_distance` and is imported
+lazily; the ``"torch"`` backend needs nothing beyond PyTorch.
+"""
+from .fid import (
+    FeatureStatistics,
+    StatisticsCache,
+    compute_statistics,
+    extract_features,
+    fid_from_features,
+    frechet_distance,
+    kernel_inception_distance,
+)
+from .inception import (
+    FEATURE_DIM,
+    WEIGHTS_ENV_VAR,
+    WEIGHTS_SHA1,
+    InceptionV3Features,
+    find_inception_weights,
+    load_inception,
+    preprocess_images,
+    weights_sha1,
+)
+from .swd import (
+    SWDResult,
+    laplacian_pyramid,
+    patch_descriptors,
+    sliced_wasserstein,
+    sliced_wasserstein_distance,
+)
+
+__all__ = [
+    "FEATURE_DIM",
+    "WEIGHTS_ENV_VAR",
+    "WEIGHTS_SHA1",
+    "InceptionV3Features",
+    "find_inception_weights",
+    "load_inception",
+    "preprocess_images",
+    "weights_sha1",
+    "FeatureStatistics",
+    "StatisticsCache",
+    "compute_statistics",
+    "extract_features",
+    "fid_from_features",
+    "frechet_distance",
+    "kernel_inception_distance",
+    "SWDResult",
+    "laplacian_pyramid",
+    "patch_descriptors",
+    "sliced_wasserstein",
+    "sliced_wasserstein_distance",
+]
