@@ -1,1 +1,50 @@
-"""pyg_infdiff.data"""
+r"""Datasets and collation into graph batches.
+
+* :class:`ContinuousShapes`: the built-in dataset of continuous (analytic, resolution-free)
+  images, rendered at any resolution and evaluable at any coordinate. No data to fetch.
+* :class:`FashionMNIST`, :class:`MNIST`: readers for the offline digit datasets.
+* :class:`ImageFolder`: CelebA-HQ / FFHQ style folders, robust to corrupt files.
+* :class:`GraphCollator`, :func:`make_loader`: images to batches of mollified, subsampled
+  point-cloud graphs, reproducible for any number of workers.
+"""
+from pyg_infdiff.data.collate import (
+    GraphCollator,
+    SeededBatchSampler,
+    batch_generator,
+    make_loader,
+    seed_worker,
+)
+from pyg_infdiff.data.folder import IMAGE_EXTENSIONS, ImageFolder, SkippedImageWarning
+from pyg_infdiff.data.mnist import MNIST, FashionMNIST, read_idx, resize_image
+from pyg_infdiff.data.render import ContinuousImage, render_function
+from pyg_infdiff.data.shapes import (
+    DEFAULT_SHAPES_CONFIG,
+    SHAPE_KINDS,
+    ContinuousShapes,
+    ShapesConfig,
+    item_seed,
+    sample_continuous_image,
+)
+
+__all__ = [
+    "DEFAULT_SHAPES_CONFIG",
+    "IMAGE_EXTENSIONS",
+    "MNIST",
+    "SHAPE_KINDS",
+    "ContinuousImage",
+    "ContinuousShapes",
+    "FashionMNIST",
+    "GraphCollator",
+    "ImageFolder",
+    "SeededBatchSampler",
+    "ShapesConfig",
+    "SkippedImageWarning",
+    "batch_generator",
+    "item_seed",
+    "make_loader",
+    "read_idx",
+    "render_function",
+    "resize_image",
+    "sample_continuous_image",
+    "seed_worker",
+]
