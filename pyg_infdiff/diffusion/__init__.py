@@ -1,1 +1,44 @@
-"""pyg_infdiff.diffusion"""
+r"""Schedules, the mollified forward process and its training loss, time-step samplers,
+DDPM/DDIM samplers, sampling at any resolution, and conditioning on observed nodes."""
+from pyg_infdiff.diffusion.conditioning import Observation, renoise, repaint_levels
+from pyg_infdiff.diffusion.process import (
+    MollifiedDiffusion,
+    Parametrization,
+    TrainingLosses,
+    canonical_parametrization,
+    predict_noise,
+    predict_x0,
+    training_target,
+)
+from pyg_infdiff.diffusion.samplers import DDIMSampler, DDPMSampler, SamplerOutput
+from pyg_infdiff.diffusion.sampling import SampleOutput, sample
+from pyg_infdiff.diffusion.schedules import NoiseSchedule, cosine_schedule, linear_schedule
+from pyg_infdiff.diffusion.timesteps import (
+    LossAwareTimestepSampler,
+    TimestepSampler,
+    UniformTimestepSampler,
+)
+
+__all__ = [
+    "DDIMSampler",
+    "DDPMSampler",
+    "LossAwareTimestepSampler",
+    "MollifiedDiffusion",
+    "NoiseSchedule",
+    "Observation",
+    "Parametrization",
+    "SampleOutput",
+    "SamplerOutput",
+    "TimestepSampler",
+    "TrainingLosses",
+    "UniformTimestepSampler",
+    "canonical_parametrization",
+    "cosine_schedule",
+    "linear_schedule",
+    "predict_noise",
+    "predict_x0",
+    "renoise",
+    "repaint_levels",
+    "sample",
+    "training_target",
+]

@@ -1,0 +1,203 @@
+r"""Drawing samples from a trained denoiser at any resolution or on any point set."""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from pyg_infdiff.graph.lattice import LatticeIndex
+
+from .conditioning import Observation, renoise, repaint_levels
+from .process import MollifiedDiffusion
+from .samplers import DDIMSampler, DDPMSampler
+
+_POS_TOL = 1e-6
+
+
+@dataclass
+class SampleOutput:
+    r"""Samples at the nodes, and as images when they were drawn on lattices.
+
+    Args:
+        values (torch.Tensor): Sampled (mollified) values at the nodes, :math:`(N, C)`.
+        pos (torch.Tensor): Node coordinates, :math:`(N, d)`.
+        batch (torch.Tensor): Sample index of each node, :math:`(N,)`.
+        images (torch.Tensor, optional): :math:`(B, C, n_1, \dots, n_d)` when sampled with
+            :obj:`shape`, else :obj:`None`.
+    """
+
+    values: Tensor
+    pos: Tensor
+    batch: Tensor
+    images: Tensor | None = None
+
+
+def _nodes(pos: Tensor | None, batch: Tensor | None, shape: Sequence[int] | None,
+           num_samples: int | None, device, dtype: torch.dtype | None
+           ) -> tuple[Tensor, Tensor, int, LatticeIndex | None]:
+    if (pos is None) == (shape is None):
+        raise ValueError("Pass exactly one of 'pos' (points) and 'shape' (a lattice)")
+    if num_samples is not None and num_samples < 1:
+        raise ValueError(f"'num_samples' must be positive, got {num_samples}")
+    if shape is not None:
+        if batch is not None:
+            raise ValueError("'batch' goes with 'pos', not with 'shape'")
+        num_graphs = num_samples or 1
+        lattice = LatticeIndex.full(shape, num_graphs, device)
+        return lattice.pos(dtype or torch.float32), lattice.batch, num_graphs, lattice
+    if pos.dim() != 2 or not pos.is_floating_point():
+        raise ValueError(f"'pos' must be a floating [N, d] tensor, got {pos.dtype} "
+                         f"{tuple(pos.shape)}")
+    pos = pos.to(device=device if device is not None else pos.device, dtype=dtype or pos.dtype)
+    if pos.numel() and not (float(pos.min()) >= -_POS_TOL and float(pos.max()) <= 1 + _POS_TOL):
+        raise ValueError(f"Coordinates must lie in [0, 1]^d, got values in "
+                         f"[{float(pos.min())}, {float(pos.max())}]")
+    if batch is None:
+        num_graphs = num_samples or 1
+        batch = torch.arange(num_graphs, device=pos.device).repeat_interleave(pos.size(0))
+        return pos.repeat(num_graphs, 1), batch, num_graphs, None
+    if batch.shape != (pos.size(0),) or batch.dtype != torch.long:
+        raise ValueError(f"'batch' must be a long tensor of shape ({pos.size(0)},), got "
+                         f"{batch.dtype} {tuple(batch.shape)}")
+    num_graphs = int(batch.max()) + 1 if batch.numel() else 1
+    if int(batch.min()) < 0 or torch.bincount(batch, minlength=num_graphs).min() == 0:
+        raise ValueError(f"'batch' must number the samples 0..{num_graphs - 1}, each with nodes")
+    if num_samples is not None and num_samples != num_graphs:
+        raise ValueError(f"'num_samples'={num_samples} disagrees with 'batch', which holds "
+                         f"{num_graphs} samples")
+    return pos, batch.to(pos.device), num_graphs, None
+
+
+@torch.no_grad()
+def sample(
+    model: Callable[..., Tensor],
+    diffusion: MollifiedDiffusion,
+    *,
+    pos: Tensor | None = None,
+    batch: Tensor | None = None,
+    shape: Sequence[int] | None = None,
+    num_samples: int | None = None,
+    channels: int | None = None,
+    steps: int = 50,
+    sampler: Literal["ddim", "ddpm"] = "ddim",
+    eta: float = 0.0,
+    clip_x0: float | bool | None = 1.0,
+    generator: torch.Generator | None = None,
+    progress: bool = True,
+    observation: Observation | None = None,
+    resample: int = 1,
+    jump_length: int = 1,
+    edge_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> SampleOutput:
+    r"""Samples functions from a denoiser and reads them at lattice pixels or at given points.
+
+    The initial state and every fresh noise of the chain are whole mollified fields,
+    ``diffusion.noise.draw(num_samples, channels, generator)`` read at the nodes. Hence the
+    same :obj:`generator` seed gives the same fields at every resolution, and DDIM with
+    :math:`\eta = 0` (deterministic after the first draw) gives the same function at every
+    resolution, up to the model's own discretisation error.
+
+    The values are samples of the mollified data :math:`T x_0`; deblur images with
+    ``diffusion.mollifier.undo(out.images, ndim)``. The model is used as given (call
+    ``model.eval()`` first), under :func:`torch.no_grad`.
+
+    Draws from :obj:`generator`, in order: the initial field; then per reverse step, a field
+    for the sampler if the step is stochastic and a field for the observation if any (unless
+    it is the last step); and one field per RePaint forward jump.
+
+    Args:
+        model (callable): The denoiser ``model(x_t, pos, t, batch, edge_index=, lattice=)``.
+        diffusion (MollifiedDiffusion): The process (noise, schedule, parametrisation).
+        pos (torch.Tensor, optional): Node coordinates :math:`(N, d)`: one point set shared by
+            all samples, or all nodes with :obj:`batch`. (default: :obj:`None`)
+        batch (torch.Tensor, optional): Sample index of each node of :obj:`pos`.
+            (default: :obj:`None`)
+        shape (Sequence[int], optional): Sample on full lattices of this shape instead; the
+            model then gets a :class:`~pyg_infdiff.graph.LatticeIndex`. (default: :obj:`None`)
+        num_samples (int, optional): :math:`B`. (default: :obj:`None`, 1 or from :obj:`batch`)
+        channels (int, optional): :math:`C`. (default: :obj:`None`, from :obj:`observation`)
+        steps (int, optional): Inference steps, at most the training steps.
+            (default: :obj:`50`)
+        sampler (str, optional): ``"ddim"`` or ``"ddpm"``. (default: :obj:`"ddim"`)
+        eta (float, optional): DDIM stochasticity. (default: :obj:`0.0`)
+        clip_x0 (float, optional): Clamp the predicted clean data to :math:`[-c, c]`;
+            :obj:`True` means 1.0 (images in :math:`[-1, 1]`), :obj:`None` or :obj:`False`
+            disables. (default: :obj:`1.0`)
+        generator (torch.Generator, optional): The source of every noise field.
+            (default: :obj:`None`)
+        progress (bool, optional): Show a progress bar. (default: :obj:`True`)
+        observation (Observation, optional): Known node values to inpaint around.
+            (default: :obj:`None`)
+        resample (int, optional): RePaint resampling: passes over each segment of
+            :obj:`jump_length` steps, noising forward between passes (see
+            :func:`~pyg_infdiff.diffusion.conditioning.repaint_levels`); needs an
+            :obj:`observation`. (default: :obj:`1`, no resampling)
+        jump_length (int, optional): RePaint's jump length in inference steps.
+            (default: :obj:`1`)
+        edge_fn (callable, optional): Builds ``edge_index`` once from ``(pos, batch)`` for
+            models that need a graph, e.g. a radius graph. (default: :obj:`None`)
+        device (torch.device, optional): Where to sample. (default: :obj:`None`, the device of
+            :obj:`pos`, else CPU)
+        dtype (torch.dtype, optional): Floating type of the states. (default: :obj:`None`,
+            that of :obj:`pos`, else float32)
+    """
+    pos, batch, num_graphs, lattice = _nodes(pos, batch, shape, num_samples, device, dtype)
+    if observation is not None:
+        if observation.num_nodes != pos.size(0):
+            raise ValueError(f"The observation covers {observation.num_nodes} nodes, the "
+                             f"samples have {pos.size(0)}")
+        if channels is not None and channels != observation.channels:
+            raise ValueError(f"'channels'={channels} disagrees with the observation "
+                             f"({observation.channels} channels)")
+        channels = observation.channels
+        observation = Observation(observation.mask.to(pos.device),
+                                  observation.values.to(device=pos.device, dtype=pos.dtype))
+    if channels is None or channels < 1:
+        raise ValueError(f"'channels' must be a positive integer, got {channels}")
+    if resample > 1 and observation is None:
+        raise ValueError(f"'resample'={resample} (RePaint) needs an observation")
+    if clip_x0 is True:
+        clip_x0 = 1.0
+    elif clip_x0 is False:
+        clip_x0 = None
+
+    schedule = diffusion.schedule
+    if sampler == "ddim":
+        solver = DDIMSampler(schedule, diffusion.parametrization, eta=eta, clip_x0=clip_x0)
+    elif sampler == "ddpm":
+        solver = DDPMSampler(schedule, diffusion.parametrization, clip_x0=clip_x0)
+    else:
+        raise ValueError(f"Unknown sampler {sampler!r}, expected 'ddim' or 'ddpm'")
+    solver.set_timesteps(steps)
+    edge_index = edge_fn(pos, batch) if edge_fn is not None else None
+
+    def draw() -> Tensor:
+        return diffusion.draw_noise(num_graphs, channels, pos, batch, lattice, generator)
+
+    timesteps = solver.timesteps.tolist() + [-1]  # level l is timesteps[steps - l]
+    levels = repaint_levels(steps, jump_length, resample)
+    x = draw()
+    pairs = list(zip(levels[:-1], levels[1:], strict=True))
+    for level, next_level in tqdm(pairs, disable=not progress, desc="sampling"):
+        t, t_next = timesteps[steps - level], timesteps[steps - next_level]
+        if next_level > level:  # RePaint: noise forward again
+            x = renoise(x, schedule, t, t_next, draw())
+            continue
+        t_vec = torch.full((num_graphs,), t, dtype=torch.long, device=pos.device)
+        output = model(x, pos, t_vec, batch, edge_index=edge_index, lattice=lattice)
+        x = solver.step(output, t, x, noise=draw() if solver.needs_noise(t) else None).prev_sample
+        if observation is not None:
+            known = observation.noised(schedule, t_next, draw() if t_next >= 0 else None)
+            x = observation.replace(x, known)
+
+    images = None
+    if lattice is not None:
+        images = x.view(num_graphs, lattice.num_pixels, channels).transpose(1, 2)
+        images = images.reshape(num_graphs, channels, *lattice.shape)
+    return SampleOutput(x, pos, batch, images)
