@@ -11,6 +11,10 @@ settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 FULL_TEST = os.environ.get("PYG_INFDIFF_FULL_TEST", "0") == "1"
 
+# Most tests run small tensors, where thread start-up dominates: one thread is faster, and far
+# faster on a shared machine. PYG_INFDIFF_TEST_THREADS overrides it.
+torch.set_num_threads(int(os.environ.get("PYG_INFDIFF_TEST_THREADS", "1")))
+
 
 def pytest_collection_modifyitems(config, items):
     if FULL_TEST:
