@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 TORCH_CLUSTER_SPEC=${TORCH_CLUSTER_SPEC:-torch-cluster==1.6.3}
-EXTRAS=${PYG_INFDIFF_EXTRAS:-test}
+EXTRAS=${PYG_INFDIFF_EXTRAS:-test,docs,bench}
 PIP=("$PYTHON" -m pip install --disable-pip-version-check --progress-bar off)
 
 have() { "$PYTHON" -c "import $1" >/dev/null 2>&1; }

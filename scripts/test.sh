@@ -4,7 +4,7 @@
 # Extra arguments go to pytest, e.g.  bash scripts/test.sh tests/graph -x
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYG_INFDIFF_EXTRAS=${PYG_INFDIFF_EXTRAS:-test,docs} bash scripts/setup.sh
+PYG_INFDIFF_EXTRAS=${PYG_INFDIFF_EXTRAS:-test,docs,bench} bash scripts/setup.sh
 PYTHON=${PYTHON:-python3}
 
 echo "[test] ruff"

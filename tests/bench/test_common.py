@@ -1,0 +1,88 @@
+"""Shared benchmark utilities (bench/_common.py): interleaved timing, peak memory in a fresh
+subprocess, markdown sections rewritten in place."""
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+
+from _common import (  # noqa: E402
+    Timing,
+    format_bytes,
+    machine_description,
+    markdown_table,
+    peak_memory,
+    time_cases,
+    write_section,
+)
+
+ALLOC = 48 * 2**20
+
+
+def make_alloc_step(nbytes: int):
+    """Factory for the peak-memory test: each step holds ``nbytes`` of tensors at once."""
+    held = torch.ones(nbytes // 4)  # part of the baseline, not of the step
+
+    def step():
+        x = torch.empty(nbytes // 4)
+        x.fill_(1.0)
+        return float(x[-1] + held[0])
+
+    return step
+
+
+def test_time_cases_interleaves_and_counts():
+    calls = []
+    cases = {"a": lambda: calls.append("a"), "b": lambda: (calls.append("b"), time.sleep(0.01))}
+    result = time_cases(cases, repeats=3, warmup=1)
+    assert calls == ["a", "b"] + ["a", "b"] * 3
+    assert len(result["a"].times) == 3 and result["b"].median >= 0.01 > result["a"].median
+    assert Timing((1.0, 2.0, 3.0, 4.0, 100.0)).median == 3.0
+    with pytest.raises(ValueError, match="repeats"):
+        time_cases(cases, repeats=0)
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")
+def test_peak_memory_measures_the_step_only():
+    peak = peak_memory(f"{__file__}:make_alloc_step", args=[ALLOC], warmup=1, threads=1)
+    assert peak.method == "rss-hwm"
+    assert 0.9 * ALLOC < peak.peak_bytes < 1.25 * ALLOC, format_bytes(peak.peak_bytes)
+    assert peak.baseline_bytes > ALLOC  # the held tensor (and the interpreter) are baseline
+    with pytest.raises(RuntimeError, match="no_such_function"):
+        peak_memory(f"{__file__}:no_such_function")
+
+
+def test_write_section_replaces_only_its_own(tmp_path):
+    doc = tmp_path / "docs" / "benchmarks.md"
+    write_section("one", "first", doc)
+    write_section("two", "second", doc)
+    write_section("one", "FIRST\n", doc)
+    text = doc.read_text()
+    assert text.count("<!-- bench:one -->") == 1 and "FIRST" in text and "first" not in text
+    assert text.index("FIRST") < text.index("second")
+    doc.write_text("# Title\n\nhand-written\n\n" + text)
+    threads = [
+        threading.Thread(target=write_section, args=(f"s{i}", f"body {i}", doc)) for i in range(8)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    text = doc.read_text()
+    assert text.startswith("# Title") and "hand-written" in text and "second" in text
+    assert all(text.count(f"body {i}\n") == 1 for i in range(8))
+    with pytest.raises(ValueError, match="section name"):
+        write_section("bad name", "x", doc)
+
+
+def test_formatting_helpers():
+    assert format_bytes(1536) == "1.5 KiB" and format_bytes(3 * 2**30) == "3.00 GiB"
+    assert markdown_table(["a", "b"], [[1, 2]]) == "| a | b |\n|---|---|\n| 1 | 2 |"
+    with pytest.raises(ValueError, match="cells"):
+        markdown_table(["a", "b"], [[1]])
+    desc = machine_description()
+    assert "torch " + torch.__version__ in desc and "UTC" in desc
