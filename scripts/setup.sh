@@ -5,7 +5,7 @@
 #      e.g. TORCH_SPEC="torch==2.13.0 --index-url ..." on a GPU machine),
 #   2. torch-cluster (built from source against the installed torch when pip has no
 #      cached wheel: about 15 minutes on 2 cores the first time),
-#   3. the package itself, editable, with the extras in PYG_INFDIFF_EXTRAS (default: test).
+#   3. the package itself, editable, with the extras in PYG_INFDIFF_EXTRAS (default: test,docs,bench).
 #
 # Re-running it when everything is present takes a few seconds.
 set -euo pipefail
