@@ -1,1 +1,31 @@
-"""pyg_infdiff.nn"""
+r"""Neural-operator layers for graphs of function samples.
+
+* :class:`KernelIntegralConv`: the integral-kernel operator, as message passing over radius edges
+  or as a (masked, direct or FFT) convolution on lattices, with the same numbers.
+* :class:`ContinuousKernel`: the continuous kernel :math:`\kappa(\delta)` in domain units.
+* :class:`GridPool` / :class:`GridUnpool`: nodes to a fixed lattice and back.
+* :class:`OperatorBlock`: operator + norm + MLP with time conditioning (the sparse U-Net levels).
+* :class:`ResBlock`, :class:`Downsample`, :class:`Upsample`, :class:`SelfAttention`: dense blocks.
+* :class:`SinusoidalTimeEmbedding`, :class:`TimeEmbedding`: diffusion-time features.
+"""
+from pyg_infdiff.nn.dense import Downsample, ResBlock, SelfAttention, Upsample
+from pyg_infdiff.nn.embedding import SinusoidalTimeEmbedding, TimeEmbedding
+from pyg_infdiff.nn.kernel import ContinuousKernel, LatticeStencil
+from pyg_infdiff.nn.kernel_conv import KernelIntegralConv
+from pyg_infdiff.nn.operator_block import OperatorBlock
+from pyg_infdiff.nn.pool import GridPool, GridUnpool
+
+__all__ = [
+    "ContinuousKernel",
+    "Downsample",
+    "GridPool",
+    "GridUnpool",
+    "KernelIntegralConv",
+    "LatticeStencil",
+    "OperatorBlock",
+    "ResBlock",
+    "SelfAttention",
+    "SinusoidalTimeEmbedding",
+    "TimeEmbedding",
+    "Upsample",
+]
