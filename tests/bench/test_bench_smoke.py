@@ -1,0 +1,174 @@
+"""Smoke tests of the benchmark scripts of issue 5 (bench/subsampling.py, vs_dense.py,
+resolution.py, consistency.py, quality.py, beyond_resolution.py): each runs its ``--smoke``
+configuration (tiny models, seconds) end to end and writes its section into a temporary copy of
+the docs. No timings are asserted: only that the scripts run and report what they promise."""
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+sys.path.append(str(BENCH))  # appended: bench/kernel_conv.py must not shadow the standard module
+
+import consistency  # noqa: E402
+import resolution  # noqa: E402
+import subsampling  # noqa: E402
+
+from pyg_infdiff.models import MultiscaleOperatorUNet  # noqa: E402
+from pyg_infdiff.training import create_ema, save_checkpoint  # noqa: E402
+
+
+def _section(doc: Path, name: str) -> str:
+    text = doc.read_text()
+    match = re.search(rf"<!-- bench:{name} -->\n(.*)\n<!-- /bench:{name} -->", text, re.S)
+    assert match is not None, text
+    return match.group(1)
+
+
+def _common_lines(body: str) -> None:
+    assert "- Command: `python " in body and "--smoke" in body
+    assert "Machine:" in body or "Machine per arm:" in body
+
+
+def test_subsampling_smoke(tmp_path):
+    doc, figures = tmp_path / "benchmarks.md", tmp_path / "figures"
+    result = subsampling.main(["--smoke", "--write", "--doc", str(doc), "--figures", str(figures)])
+    rows = result["rows"]
+    assert [(r["resolution"], r["rate"]) for r in rows] == [(16, 1), (16, 4)]
+    assert rows[0]["speedup"] == 1.0 and rows[0]["memory_reduction"] == 1.0
+    assert rows[1]["nodes"] == 64 and all(r["peak"] > 0 for r in rows)
+    body = _section(doc, "subsampling")
+    _common_lines(body)
+    assert "| 16² | 4 | 64 |" in body
+    assert "not evaluated by this configuration" in body  # the goal needs the 128² preset
+    assert (figures / "bench_subsampling.png").stat().st_size > 0
+
+
+def test_goal_line():
+    assert subsampling.goal_line("speed-up", 3.2, 3.0).endswith("**met**")
+    assert subsampling.goal_line("speed-up", 1.6, 3.0).endswith("**NOT met**")
+
+
+def test_vs_dense_smoke(tmp_path):
+    pytest.importorskip("diffusers")
+    import vs_dense
+
+    doc = tmp_path / "benchmarks.md"
+    result = vs_dense.main(["--smoke", "--write", "--doc", str(doc)])
+    names = set(result["timings"])
+    assert {"16 ∞-Diff rate 1", "16 ∞-Diff rate 4", "16 dense train", "16 ∞-Diff sample",
+            "16 dense sample"} == names
+    body = _section(doc, "vs_dense")
+    _common_lines(body)
+    assert "Goal (issue 5 #2) at 16²" in body and "dense DDPM (diffusers)" in body
+
+
+def test_resolution_smoke(tmp_path):
+    doc, figures = tmp_path / "benchmarks.md", tmp_path / "figures"
+    result = resolution.main(["--smoke", "--write", "--doc", str(doc), "--figures", str(figures)])
+    rows = result["rows"]
+    assert [r["side"] for r in rows] == [16, 32, 64]
+    assert [r["pixels"] for r in rows] == [1, 4, 16] and rows[0]["cost"] == 1.0
+    body = _section(doc, "resolution")
+    _common_lines(body)
+    assert "16× the pixels (16² → 64²)" in body
+    assert (figures / "bench_resolution.png").stat().st_size > 0
+
+
+def _tiny_checkpoint(path: Path) -> MultiscaleOperatorUNet:
+    torch.manual_seed(1)
+    config = subsampling.unet_config("tiny")
+    model = MultiscaleOperatorUNet(config)
+    torch.nn.init.normal_(model.proj.weight, std=0.1)  # not the zero output of a fresh model
+    ema = create_ema(model)
+    model_config = {
+        "unet": config.to_dict(),
+        "diffusion": {"sigma": 1 / 32, "schedule": "cosine", "num_steps": 1000,
+                      "parametrization": "mollified_eps", "noise_cutoff": 1e-3},
+        "data": {"dataset": "shapes", "resolution": 16, "channels": 3, "subsample": 4.0},
+    }
+    save_checkpoint({"step": 7, "model": model.state_dict(), "ema": ema.state_dict(),
+                     "model_config": model_config}, path)
+    return model
+
+
+def test_load_run(tmp_path):
+    model = _tiny_checkpoint(tmp_path / "checkpoints" / "ckpt_00000007.pt")
+    loaded, diffusion, info, path = consistency.load_run(tmp_path)  # a run folder
+    assert path.name == "ckpt_00000007.pt" and not loaded.training
+    assert info["data"]["resolution"] == 16 and diffusion.noise.sigma == 1 / 32
+    for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values(),
+                            strict=True):
+        assert torch.equal(a, b), name
+    with pytest.raises(FileNotFoundError):
+        consistency.load_run(tmp_path / "missing")
+
+
+def test_consistency_smoke(tmp_path):
+    checkpoint = tmp_path / "ckpt_00000007.pt"
+    _tiny_checkpoint(checkpoint)
+    doc, figures = tmp_path / "benchmarks.md", tmp_path / "figures"
+    result = consistency.main(["--smoke", "--checkpoint", str(checkpoint), "--write", "--doc",
+                               str(doc), "--figures", str(figures)])
+    assert result["sides"] == (16, 32)
+    low, high, pooled = result["samples"]
+    assert low.shape == pooled.shape == (4, 3, 16, 16) and high.shape == (4, 3, 32, 32)
+    same = result["rows"]["mollified"]["same"]
+    assert same.shape == (4,) and bool(torch.isfinite(same).all())
+    # the same seeds agree better across resolutions than different seeds at one resolution
+    assert same.mean() > result["rows"]["mollified"]["other"].mean()
+    body = _section(doc, "consistency")
+    _common_lines(body)
+    assert "PSNR 32²↓16² vs 16²" in body and "(step 7, ema weights)" in body
+    assert (figures / "bench_consistency.png").stat().st_size > 0
+
+
+def test_consistency_psnr():
+    x = torch.zeros(2, 1, 4, 4)
+    y = x.clone()
+    y[1] += 0.2  # MSE 0.04 -> 10 log10(4 / 0.04) = 20 dB
+    assert torch.allclose(consistency.psnr(x, y)[1], torch.tensor(20.0))
+    assert consistency.psnr(x, y)[0] > 100
+
+
+def test_quality_smoke(tmp_path):
+    pytest.importorskip("diffusers")  # quality.py drives bench/train_dense_ddpm.py for arm (c)
+    import quality
+
+    from pyg_infdiff.data import FashionMNIST
+
+    try:
+        FashionMNIST(train=False)
+    except FileNotFoundError as err:
+        pytest.skip(str(err))
+    out, doc = tmp_path / "quality", tmp_path / "benchmarks.md"
+    results = quality.main(["--smoke", "--arms", "a", "--minutes", "0.02", "--out", str(out)])
+    a = results["a"]
+    assert a["steps"] >= 1 and set(a["metrics"]) == {"mollified", "deblurred"}
+    assert (out / "arm_a.json").exists() and (out / "arm_a" / "samples.pt").exists()
+    assert (out / "arm_a" / "budget.json").exists()
+    # a second run reuses the cached arm; --report-only writes the table from finished arms
+    again = quality.main(["--smoke", "--arms", "a", "--minutes", "0.02", "--out", str(out)])
+    assert again["a"] == a
+    quality.main(["--smoke", "--report-only", "--minutes", "0.02", "--out", str(out),
+                  "--write", "--doc", str(doc)])
+    body = _section(doc, "quality")
+    assert "(a) ∞-Diff, 4× subsampling" in body and "not evaluated yet" in body
+    assert "(c) not finished" in body
+
+
+def test_beyond_resolution_smoke(tmp_path):
+    import beyond_resolution
+
+    doc, figures = tmp_path / "benchmarks.md", tmp_path / "figures"
+    result = beyond_resolution.main(["--smoke", "--minutes", "0.02", "--out", str(tmp_path / "b"),
+                                     "--write", "--doc", str(doc), "--figures", str(figures)])
+    assert result["sides"] == [16, 32, 64]
+    assert (16, "∞-Diff sample", "deblurred") in result["scores"]
+    assert (64, "bicubic ×4 of 16² samples", "mollified") in result["scores"]
+    body = _section(doc, "beyond_resolution")
+    _common_lines(body)
+    assert "Goal (issue 5 #5 on this data) at 64²" in body
+    assert (figures / "bench_beyond.png").stat().st_size > 0
