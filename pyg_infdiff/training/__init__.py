@@ -28,6 +28,14 @@ from pyg_infdiff.training.distributed import (
 )
 from pyg_infdiff.training.ema import create_ema, update_ema
 from pyg_infdiff.training.logging import RunningMeans, TrainingLog, plot_loss_curve, read_log
+from pyg_infdiff.training.pretrained import (
+    Pretrained,
+    diffusion_from_dict,
+    diffusion_to_dict,
+    load_pretrained,
+    resolve_checkpoint,
+    run_config,
+)
 from pyg_infdiff.training.signals import StopSignal
 from pyg_infdiff.training.trainer import NonFiniteLossError, Trainer, TrainResult
 
@@ -36,6 +44,7 @@ __all__ = [
     "DataCursor",
     "DistributedContext",
     "NonFiniteLossError",
+    "Pretrained",
     "RunningMeans",
     "StopSignal",
     "TrainResult",
@@ -48,6 +57,8 @@ __all__ = [
     "capture_rng_state",
     "check_storable",
     "cleanup_distributed",
+    "diffusion_from_dict",
+    "diffusion_to_dict",
     "create_ema",
     "distributed_sampler",
     "get_rank",
@@ -55,11 +66,14 @@ __all__ = [
     "init_distributed",
     "is_distributed",
     "is_main_process",
+    "load_pretrained",
     "load_checkpoint",
     "move_to_device",
     "plot_loss_curve",
     "read_log",
+    "resolve_checkpoint",
     "restore_rng_state",
+    "run_config",
     "save_checkpoint",
     "state_is_finite",
     "unwrap_model",

@@ -1,0 +1,71 @@
+import pytest
+import torch
+
+from pyg_infdiff.diffusion import MollifiedDiffusion, NoiseSchedule, cosine_schedule, sample
+from pyg_infdiff.models import MultiscaleOperatorUNet, UNetConfig
+from pyg_infdiff.noise import MollifiedNoise
+from pyg_infdiff.training import CheckpointManager, create_ema
+from pyg_infdiff.training.pretrained import (
+    diffusion_from_dict,
+    diffusion_to_dict,
+    load_pretrained,
+    resolve_checkpoint,
+    run_config,
+)
+
+
+def tiny_config() -> UNetConfig:
+    return UNetConfig.preset(28, operator_channels=8, grid_shape=(7, 7), channels=8,
+                             channel_mults=(1, 2), attention_levels=(), time_embed_dim=8)
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear", "custom"])
+def test_diffusion_round_trip(schedule):
+    if schedule == "custom":
+        sched = NoiseSchedule(torch.linspace(1e-3, 0.05, 50, dtype=torch.float64))
+    else:
+        from pyg_infdiff.diffusion import linear_schedule
+        sched = cosine_schedule(200) if schedule == "cosine" else linear_schedule(200)
+    diffusion = MollifiedDiffusion(MollifiedNoise(0.03, 2, cutoff=1e-2), sched,
+                                   parametrization="x0")
+    info = diffusion_to_dict(diffusion)
+    torch.save(info, "/dev/null")  # plain values only
+    back = diffusion_from_dict(info)
+    assert torch.equal(back.schedule.betas, diffusion.schedule.betas)
+    assert back.noise.sigma == diffusion.noise.sigma and back.noise.ndim == 2
+    assert back.noise.cutoff == diffusion.noise.cutoff
+    assert back.parametrization == "x0"
+
+
+def test_load_pretrained_reproduces_the_model(tmp_path):
+    config = tiny_config()
+    model = MultiscaleOperatorUNet(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    ema = create_ema(model, decay=0.5)
+    diffusion = MollifiedDiffusion(MollifiedNoise(1 / 56, 2))
+    state = {"model": model.state_dict(), "ema": ema.state_dict(), "step": 7,
+             "model_config": run_config(config, diffusion, resolution=28)}
+    CheckpointManager(tmp_path / "checkpoints").save(state, 7)
+
+    loaded = load_pretrained(tmp_path)  # a run folder: its latest checkpoint
+    assert loaded.step == 7 and loaded.resolution == 28
+    assert loaded.path == resolve_checkpoint(tmp_path)
+    raw = load_pretrained(loaded.path, weights="model")
+    kwargs = dict(shape=(14, 14), num_samples=1, channels=1, steps=2, progress=False)
+    a = sample(model, diffusion, generator=torch.Generator().manual_seed(0), **kwargs).images
+    b = sample(raw.model, raw.diffusion, generator=torch.Generator().manual_seed(0), **kwargs)
+    torch.testing.assert_close(a, b.images)
+
+
+def test_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="No checkpoint"):
+        resolve_checkpoint(tmp_path)
+    with pytest.raises(FileNotFoundError):
+        resolve_checkpoint(tmp_path / "missing.pt")
+    CheckpointManager(tmp_path).save({"model": {}, "step": 1}, 1)
+    with pytest.raises(ValueError, match="model_config"):
+        load_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="weights"):
+        load_pretrained(tmp_path, weights="best")
