@@ -13,6 +13,7 @@ sections of ``docs/benchmarks.md``.
   the next step's needs. ``tracemalloc`` cannot be used (torch allocates outside Python), and the
   lifetime ``ru_maxrss`` would include model construction and data loading.
 * :func:`machine_description`: CPU model, cores, load, torch version and date, for every table.
+* :func:`markdown_table`, :func:`format_bytes`, :func:`relative_to_root`: formatting.
 * :func:`write_section`: replaces ``<!-- bench:NAME -->...<!-- /bench:NAME -->`` in
   ``docs/benchmarks.md``, re-reading the file under an exclusive lock right before writing
   (several scripts write their own sections).
@@ -53,6 +54,7 @@ __all__ = [
     "machine_description",
     "markdown_table",
     "peak_memory",
+    "relative_to_root",
     "synchronize",
     "time_cases",
     "write_section",
@@ -301,6 +303,14 @@ def machine_description(device: torch.device | str | None = None) -> str:
     now = datetime.datetime.now(datetime.timezone.utc)
     parts.append(now.strftime("%Y-%m-%d %H:%M UTC"))
     return "; ".join(parts)
+
+
+def relative_to_root(path: str | os.PathLike) -> str:
+    r""":obj:`path` relative to the repository root when it lies below it, else as given."""
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
 
 
 def format_bytes(num: float) -> str:

@@ -34,23 +34,31 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _common import DOC, ROOT, machine_description, markdown_table, write_section
-from consistency import load_run
-from quality import Recipe, draw_samples, inception_metrics, swd_metrics, train_infdiff
-from subsampling import FIGURES, command_line, resolve_device, unet_config
+from _common import DOC, ROOT, machine_description, markdown_table, relative_to_root, write_section
+from _infdiff import (
+    FIGURES,
+    Recipe,
+    command_line,
+    draw_samples,
+    inception_metrics,
+    resolve_device,
+    swd_metrics,
+    train_infdiff,
+    unet_config,
+)
 from torch import Tensor
 
 from pyg_infdiff.data import ContinuousShapes, ShapesConfig
 from pyg_infdiff.data.images import save_rows
 from pyg_infdiff.metrics import find_inception_weights
-from pyg_infdiff.training import load_checkpoint
+from pyg_infdiff.training import Pretrained, load_pretrained
 
 OUT = ROOT / "bench" / "_out" / "beyond"
 #: The recipe of ``examples/shapes_demo.py`` (the README's main job).
 SHAPES_RECIPE = dict(batch_size=16, lr=1e-3, warmup=100, ema_decay=0.995, ema_start=100)
 
 
-def get_model(args: argparse.Namespace, device: torch.device):
+def get_model(args: argparse.Namespace, device: torch.device) -> Pretrained:
     if args.checkpoint is None:
         config = unet_config("tiny" if args.smoke else 32)
         recipe = Recipe(**SHAPES_RECIPE, checkpoint_every=5 if args.smoke else 250)
@@ -63,7 +71,7 @@ def get_model(args: argparse.Namespace, device: torch.device):
         checkpoint = trained["checkpoint"]
     else:
         checkpoint = args.checkpoint
-    return load_run(checkpoint, "ema", device)
+    return load_pretrained(checkpoint, weights="ema", device=device)
 
 
 def renders(num: int, side: int, channels: int, seed: int) -> Tensor:
@@ -78,7 +86,8 @@ def upsample(images: Tensor, side: int) -> Tensor:
 
 def run(args: argparse.Namespace) -> dict:
     device = resolve_device(args.device)
-    model, diffusion, info, path = get_model(args, device)
+    pretrained = get_model(args, device)
+    model, diffusion, info = pretrained.model, pretrained.diffusion, pretrained.info
     base = info.get("data", {}).get("resolution", args.base)
     channels = model.config.out_channels
 
@@ -125,8 +134,8 @@ def run(args: argparse.Namespace) -> dict:
                     for s in sides if s != base]
     figure_rows += [(f"data {s}x{s}", truth[s]["deblurred"][:8]) for s in sides]
     return {"scores": scores, "sets": {s: list(v) for s, v in sets.items()}, "sides": sides,
-            "base": base, "seconds": seconds, "figure_rows": figure_rows, "checkpoint": path,
-            "step": load_checkpoint(path).get("step"), "data": info.get("data", {}),
+            "base": base, "seconds": seconds, "figure_rows": figure_rows,
+            "checkpoint": pretrained.path, "step": pretrained.step, "data": info.get("data", {}),
             "params": sum(p.numel() for p in model.parameters()),
             "device": device, "machine": machine_description(device)}
 
@@ -154,9 +163,9 @@ def report(args: argparse.Namespace, result: dict, figure: Path | None) -> str:
                 verdict = "met" if ours < theirs else "NOT met"
                 goals.append(f"- Goal (issue 5 #5 on this data) at {side}², {kind}: ∞-Diff "
                              f"SWD {ours:.1f} vs bicubic {theirs:.1f} — **{verdict}**")
-    source = (f"`{_rel(result['checkpoint'])}` (step {result['step']})"
+    source = (f"`{relative_to_root(result['checkpoint'])}` (step {result['step']})"
               if args.checkpoint else
-              f"trained here for {args.minutes:g} min (`{_rel(result['checkpoint'])}`)")
+              f"trained here for {args.minutes:g} min (`{relative_to_root(result['checkpoint'])}`)")
     lines = [f"## Beyond the training resolution: {base}² model sampled at "
              + ", ".join(f"{s}²" for s in result["sides"]), "",
              markdown_table(headers, rows), ""]
@@ -183,13 +192,6 @@ def report(args: argparse.Namespace, result: dict, figure: Path | None) -> str:
         f"- Command: `{args.command}`",
     ]
     return "\n".join(lines)
-
-
-def _rel(path) -> str:
-    try:
-        return str(Path(path).resolve().relative_to(ROOT))
-    except ValueError:
-        return str(path)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -20,7 +20,8 @@ Sampling 64 seeds at 28² and 56² with the 28² preset (50 DDIM steps) takes ~2
     python bench/consistency.py --checkpoint runs/fashion-mnist28 --write
     python bench/consistency.py --smoke        # untrained tiny model, 2 steps (the tests)
 
-This module also holds :func:`load_run`, which ``bench/beyond_resolution.py`` reuses.
+The checkpoint is loaded with :func:`pyg_infdiff.training.load_pretrained`; sampling is
+:func:`_infdiff.draw_samples` (``bench/_infdiff.py``).
 """
 from __future__ import annotations
 
@@ -32,67 +33,19 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from _common import DOC, machine_description, markdown_table, write_section
-from subsampling import FIGURES, command_line, make_diffusion, resolve_device, unet_config
+from _infdiff import (
+    FIGURES,
+    command_line,
+    draw_samples,
+    make_diffusion,
+    resolve_device,
+    unet_config,
+)
 from torch import Tensor
 
 from pyg_infdiff.data.images import save_rows
-from pyg_infdiff.diffusion import MollifiedDiffusion, cosine_schedule, linear_schedule, sample
-from pyg_infdiff.models import MultiscaleOperatorUNet, UNetConfig
-from pyg_infdiff.noise import MollifiedNoise
-from pyg_infdiff.training import CheckpointManager, load_checkpoint
-
-
-def find_checkpoint(path: str | Path) -> Path:
-    r"""A checkpoint file, or the newest ``ckpt_<step>.pt`` of a run folder (or of its
-    ``checkpoints/``)."""
-    path = Path(path)
-    if path.is_dir():
-        found = CheckpointManager(path / "checkpoints").latest() or CheckpointManager(path).latest()
-        if found is None:
-            raise FileNotFoundError(f"No checkpoint (ckpt_<step>.pt) in {path} or its checkpoints/")
-        return found
-    if not path.is_file():
-        raise FileNotFoundError(f"No checkpoint at {path}")
-    return path
-
-
-def load_run(checkpoint: str | Path, weights: str = "ema", device: torch.device | str = "cpu"
-             ) -> tuple[MultiscaleOperatorUNet, MollifiedDiffusion, dict, Path]:
-    r"""Rebuilds the model (in eval mode, on :obj:`device`) and the diffusion process of a
-    checkpoint whose ``model_config`` holds ``"unet"`` (:meth:`UNetConfig.to_dict`),
-    ``"diffusion"`` (``sigma``, ``schedule``, ``num_steps``, ``parametrization``,
-    ``noise_cutoff``) and ``"data"`` (``resolution``, ...), as the examples write it.
-
-    Args:
-        checkpoint (str or pathlib.Path): A file or a run folder (its newest checkpoint).
-        weights (str, optional): ``"ema"`` (the EMA weights when stored) or ``"model"``.
-            (default: :obj:`"ema"`)
-        device (torch.device or str, optional): Where to put the model. (default: CPU)
-
-    Returns:
-        ``(model, diffusion, model_config, path)``.
-    """
-    path = find_checkpoint(checkpoint)
-    state = load_checkpoint(path)
-    info = state.get("model_config") or {}
-    if "unet" not in info or "diffusion" not in info:
-        raise ValueError(f"{path} has no model_config with 'unet' and 'diffusion' entries (as "
-                         "examples/celebahq_train.py and examples/shapes_demo.py write it)")
-    config = UNetConfig.from_dict(info["unet"])
-    model = MultiscaleOperatorUNet(config)
-    if weights == "ema" and state.get("ema") is not None:
-        params = {k.removeprefix("module."): v for k, v in state["ema"].items()
-                  if k.startswith("module.")}
-    else:
-        params = state["model"]
-    model.load_state_dict(params)
-    d = info["diffusion"]
-    schedule = (cosine_schedule if d.get("schedule", "cosine") == "cosine" else linear_schedule)(
-        d.get("num_steps", 1000))
-    diffusion = MollifiedDiffusion(
-        MollifiedNoise(d["sigma"], config.ndim, cutoff=d.get("noise_cutoff", 1e-3)), schedule,
-        parametrization=d.get("parametrization", "mollified_eps"))
-    return model.to(device).eval(), diffusion, info, path
+from pyg_infdiff.models import MultiscaleOperatorUNet
+from pyg_infdiff.training import load_pretrained
 
 
 def psnr(a: Tensor, b: Tensor, peak: float = 2.0) -> Tensor:
@@ -102,31 +55,16 @@ def psnr(a: Tensor, b: Tensor, peak: float = 2.0) -> Tensor:
     return 10.0 * torch.log10(peak**2 / mse)
 
 
-def draw(model, diffusion: MollifiedDiffusion, side: int, channels: int, args,
-         device: torch.device) -> Tensor:
-    r"""The :obj:`args.num` samples at one side length, in batches of :obj:`args.batch`; batch
-    :math:`b` uses a generator seeded with ``args.seed + b`` at every resolution."""
-    out = []
-    for b, start in enumerate(range(0, args.num, args.batch)):
-        count = min(args.batch, args.num - start)
-        images = sample(model, diffusion, shape=(side, side), num_samples=count,
-                        channels=channels, steps=args.steps, sampler="ddim", eta=0.0,
-                        generator=torch.Generator(device=device).manual_seed(args.seed + b),
-                        progress=False, device=device).images
-        out.append(images.float().clamp(-1, 1).cpu())
-    return torch.cat(out)
-
-
 def run(args: argparse.Namespace) -> dict:
     device = resolve_device(args.device)
     if args.checkpoint is not None:
-        model, diffusion, info, path = load_run(args.checkpoint, args.weights, device)
-        trained = info.get("data", {}).get("resolution")
-        source = f"`{path}` (step {load_checkpoint(path).get('step')}, {args.weights} weights)"
+        pretrained = load_pretrained(args.checkpoint, weights=args.weights, device=device)
+        model, diffusion, trained = pretrained.model, pretrained.diffusion, pretrained.resolution
+        source = f"`{pretrained.path}` (step {pretrained.step}, {args.weights} weights)"
     else:  # --smoke without a checkpoint: an untrained tiny model
         torch.manual_seed(args.seed)
         model = MultiscaleOperatorUNet(unet_config("tiny")).to(device).eval()
-        trained, path, source = 16, None, "an untrained tiny model (smoke test)"
+        trained, source = 16, "an untrained tiny model (smoke test)"
         diffusion = make_diffusion(trained)
     base = args.resolution or trained
     if base is None:
@@ -137,7 +75,8 @@ def run(args: argparse.Namespace) -> dict:
     samples, seconds = {}, {}
     for side in sides:
         start = time.perf_counter()
-        samples[side] = draw(model, diffusion, side, channels, args, device)
+        samples[side] = draw_samples(model, diffusion, args.num, side, channels, args.steps,
+                                     args.batch, args.seed, device)
         seconds[side] = time.perf_counter() - start
         print(f"{args.num} samples at {side}²: {seconds[side]:.1f} s", flush=True)
     low, high = samples[sides[0]], samples[sides[1]]

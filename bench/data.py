@@ -16,44 +16,23 @@ between ``<!-- bench:data -->`` and ``<!-- /bench:data -->`` in ``docs/benchmark
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import platform
-import statistics
-import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
+from _common import DOC, machine_description, time_cases, write_section
 
 from pyg_infdiff.data import ContinuousShapes, FashionMNIST, GraphCollator, make_loader
 from pyg_infdiff.noise import GaussianMollifier
 
-BEGIN, END = "<!-- bench:data -->", "<!-- /bench:data -->"
-DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+TITLE = "## Data pipeline: built-in dataset, readers and collation"
 BATCH = 32
 
 
-def cpu_name() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
 def median_rate(cases: dict[str, tuple[Callable[[], object], int]], repeats: int) -> dict:
-    r"""Items per second (median over repeats) of each case ``(fn, items per call)``."""
-    times: dict[str, list[float]] = {name: [] for name in cases}
-    for fn, _ in cases.values():  # warm-up
-        fn()
-    for _ in range(repeats):
-        for name, (fn, _) in cases.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: cases[name][1] / statistics.median(t) for name, t in times.items()}
+    r"""Items per second (median over repeats, one warm-up call) of each case
+    ``(fn, items per call)``; the cases interleaved by :func:`_common.time_cases`."""
+    timings = time_cases({name: fn for name, (fn, _) in cases.items()}, repeats, warmup=1)
+    return {name: cases[name][1] / t.median for name, t in timings.items()}
 
 
 def run(repeats: int) -> tuple[str, list[str]]:
@@ -101,34 +80,12 @@ def run(repeats: int) -> tuple[str, list[str]]:
         f"with `GaussianMollifier(1/64)` and Halton subsampling; median of {repeats} repeats "
         "(cases interleaved). The loader rows include worker start-up (non-persistent workers, "
         f"{len(loader_data)} items per pass); on 2 shared cores, workers do not pay off here.",
-        f"Machine: {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, torch "
-        f"threads: {torch.get_num_threads()}, {datetime.date.today().isoformat()}, load average "
-        f"{os.getloadavg()[0]:.1f} at the end (shared machine). "
-        f"Command: `python bench/data.py --write`.",
+        f"Machine: {machine_description()} (load average at the end; shared machine). "
+        "Command: `python bench/data.py --write`.",
     ]
     if fashion is None:
         notes.append("Fashion-MNIST rows skipped: `apt-get install dataset-fashion-mnist`.")
     return "\n".join(rows), notes
-
-
-def write_section(table: str, notes: list[str]) -> None:
-    section = "\n".join([
-        BEGIN,
-        "## Data pipeline: built-in dataset, readers and collation",
-        "",
-        table,
-        "",
-        *[f"- {n}" for n in notes],
-        END,
-    ])
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"  # re-read right before writing
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    DOC.write_text(text)
 
 
 def main() -> None:
@@ -142,7 +99,7 @@ def main() -> None:
     print(table)
     print("\n".join(f"- {n}" for n in notes))
     if args.write:
-        write_section(table, notes)
+        write_section("data", "\n".join([TITLE, "", table, "", *[f"- {n}" for n in notes]]))
         print(f"wrote {DOC}")
 
 

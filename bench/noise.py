@@ -16,47 +16,15 @@ between ``<!-- bench:noise -->`` and ``<!-- /bench:noise -->`` in ``docs/benchma
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import platform
-import statistics
-import time
-from collections.abc import Callable
-from pathlib import Path
 
 import torch
+from _common import DOC, machine_description, time_cases, write_section
 
 from pyg_infdiff.graph import LatticeIndex, lattice
 from pyg_infdiff.noise import GaussianMollifier, MollifiedNoise
 
-BEGIN, END = "<!-- bench:noise -->", "<!-- /bench:noise -->"
-DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+TITLE = "## Mollified noise: lattice fast path vs point evaluation"
 SIGMA, SIZE, CHANNELS, IRREGULAR = 1 / 128, 256, 3, 16_384
-
-
-def cpu_name() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def load_average() -> str:
-    return f"{os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "n/a"
-
-
-def median_ms(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for fn in fns.values():  # warm-up (caches, allocator)
-        fn()
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: 1e3 * statistics.median(t) for name, t in times.items()}
 
 
 def run(repeats: int, flags: str = "") -> tuple[str, list[str]]:
@@ -78,7 +46,8 @@ def run(repeats: int, flags: str = "") -> tuple[str, list[str]]:
             "naive": lambda f=field, p=grid_pos, b=grid_batch: f.evaluate(p, b),
             "mollify": lambda x=images: moll.apply(x, 2),
         }
-        results[num_graphs] = median_ms(fns, repeats)
+        timings = time_cases(fns, repeats, warmup=1)  # warm-up: caches, allocator
+        results[num_graphs] = {name: 1e3 * t.median for name, t in timings.items()}
         err = (field.at(index) - field.evaluate(grid_pos, grid_batch)).abs().max().item()
         results[num_graphs]["err"] = err
     r1, r4 = results[1], results[4]
@@ -99,32 +68,10 @@ def run(repeats: int, flags: str = "") -> tuple[str, list[str]]:
         f"coefficients per channel), C = {CHANNELS}, float32, median of {repeats} repeats "
         "(cases interleaved).",
         f"Largest |fast path − naive| over the lattice: {max(r1['err'], r4['err']):.1e}.",
-        f"Machine: {cpu_name()}, {os.cpu_count()} cores, "
-        f"torch {torch.__version__}, torch threads: {torch.get_num_threads()}, "
-        f"{datetime.date.today().isoformat()}, load average {load_average()} at the "
-        f"end (shared machine). Command: `python bench/noise.py{flags} --write`.",
+        f"Machine: {machine_description()} (load average at the end; shared machine). "
+        f"Command: `python bench/noise.py{flags} --write`.",
     ]
     return "\n".join(rows), notes
-
-
-def write_section(table: str, notes: list[str]) -> None:
-    section = "\n".join([
-        BEGIN,
-        "## Mollified noise: lattice fast path vs point evaluation",
-        "",
-        table,
-        "",
-        *[f"- {n}" for n in notes],
-        END,
-    ])
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    text = DOC.read_text() if DOC.exists() else ""  # re-read right before writing
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section + rest.split(END, 1)[1]
-    else:
-        text = (text.rstrip("\n") + "\n\n" if text.strip() else "") + section + "\n"
-    DOC.write_text(text)
 
 
 def main() -> None:
@@ -141,7 +88,7 @@ def main() -> None:
     print(table)
     print("\n".join(f"- {n}" for n in notes))
     if args.write:
-        write_section(table, notes)
+        write_section("noise", "\n".join([TITLE, "", table, "", *[f"- {n}" for n in notes]]))
         print(f"wrote {DOC}")
 
 

@@ -33,9 +33,9 @@ dense arm. All three arms: about 2.5-3 hours. Run::
     python bench/quality.py --report-only --write       # the table from finished arms
     python bench/quality.py --smoke --out /tmp/q        # seconds per arm, SWD only (tests)
 
-This module also holds :func:`train_infdiff` (time-budgeted, resumable training with
-:class:`~pyg_infdiff.training.Trainer`) and :func:`inception_metrics`, which
-``bench/beyond_resolution.py`` reuses.
+Time-budgeted, resumable training (:func:`_infdiff.train_infdiff`, with
+:class:`~pyg_infdiff.training.Trainer`), sampling and the metrics are in ``bench/_infdiff.py``,
+shared with ``bench/beyond_resolution.py``.
 """
 from __future__ import annotations
 
@@ -44,24 +44,26 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import torch
-from _common import DOC, ROOT, machine_description, markdown_table, write_section
-from consistency import load_run
-from subsampling import command_line, resolve_device, unet_config
+from _common import DOC, ROOT, machine_description, markdown_table, relative_to_root, write_section
+from _infdiff import (
+    Recipe,
+    command_line,
+    draw_samples,
+    inception_metrics,
+    resolve_device,
+    swd_metrics,
+    train_infdiff,
+    unet_config,
+)
 from torch import Tensor
-from torch.utils.data import Dataset
 
-from pyg_infdiff.data import FashionMNIST, GraphCollator, make_loader
+from pyg_infdiff.data import FashionMNIST
 from pyg_infdiff.data.images import save_grid
-from pyg_infdiff.diffusion import MollifiedDiffusion, sample
-from pyg_infdiff.models import MultiscaleOperatorUNet, UNetConfig
-from pyg_infdiff.noise import MollifiedNoise
-from pyg_infdiff.training import Trainer, TrainerConfig
+from pyg_infdiff.models import UNetConfig
+from pyg_infdiff.training import load_pretrained
 
 OUT = ROOT / "bench" / "_out" / "quality"
 RESOLUTION = 28
@@ -71,221 +73,6 @@ ARMS = {
     "c": "dense DDPM (diffusers)",
 }
 RATES = {"a": 4.0, "b": 1.0}
-
-
-# --------------------------------------------------------------------------- training
-@dataclass
-class Recipe:
-    r"""How an ∞-Diff arm trains (defaults: the 28² recipe of ``examples/celebahq_train.py``)."""
-
-    batch_size: int = 32
-    lr: float = 5e-4
-    warmup: int = 200
-    ema_decay: float = 0.999
-    ema_start: int = 0
-    grad_clip: float = 1.0
-    checkpoint_every: int = 250
-    log_every: int = 50
-
-
-class _Budget:
-    r"""Wraps the loss: records the time spent before each step and, once the budget is spent,
-    makes the current step the last one (``trainer.config.max_steps``)."""
-
-    def __init__(self, loss_fn: Callable, seconds: float, spent_at: dict[int, float]) -> None:
-        self.loss_fn, self.seconds, self.spent_at = loss_fn, seconds, spent_at
-        self.trainer: Trainer | None = None
-        self.start: float | None = None
-        self.offset = 0.0
-        self.elapsed: dict[int, float] = {}  # trainer.step -> seconds spent after that step
-        self.last_print = 0.0
-
-    def now(self) -> float:
-        return self.offset + time.perf_counter() - self.start
-
-    def __call__(self, model, batch, **kwargs):
-        step = self.trainer.step
-        if self.start is None:  # the first call: the trainer has resumed (or not) by now
-            self.start = time.perf_counter()
-            self.offset = self.spent_at.get(step, 0.0)
-        elapsed = self.now()
-        self.elapsed[step] = elapsed
-        if elapsed >= self.seconds:
-            self.trainer.config.max_steps = step + 1
-        if elapsed - self.last_print >= 60:
-            self.last_print = elapsed
-            print(f"  step {step}, {elapsed / 60:.1f} / {self.seconds / 60:.1f} min", flush=True)
-        return self.loss_fn(model, batch, **kwargs)
-
-
-def train_infdiff(
-    out: Path,
-    dataset: Dataset,
-    config: UNetConfig,
-    resolution: int,
-    rate: float,
-    minutes: float,
-    recipe: Recipe | None = None,
-    *,
-    data_name: str = "data",
-    seed: int = 0,
-    device: str = "cpu",
-) -> dict:
-    r"""Trains an ∞-Diff model for a wall-clock budget with the public library parts
-    (:class:`GraphCollator`, :func:`make_loader`, :class:`MollifiedDiffusion`,
-    :class:`Trainer`), resumably.
-
-    The run folder holds the trainer's checkpoints and logs and ``budget.json``, the time spent
-    up to each checkpoint; a rerun resumes from the newest checkpoint with the rest of the budget,
-    returns at once when the budget was spent, continues training when given a larger budget and
-    refuses a smaller one. The checkpoints carry the examples'
-    ``model_config`` (``unet``, ``diffusion``, ``data``), so :func:`consistency.load_run` and
-    ``examples/sample.py`` read them.
-
-    Returns:
-        dict: ``steps``, ``train_seconds``, ``checkpoint`` (path), ``parameters``.
-    """
-    recipe = recipe or Recipe()
-    out.mkdir(parents=True, exist_ok=True)
-    ledger_path = out / "budget.json"
-    ledger = json.loads(ledger_path.read_text()) if ledger_path.exists() else {}
-    if ledger.get("done"):  # a larger budget continues from the last checkpoint
-        if abs(ledger["budget_seconds"] - 60.0 * minutes) < 1e-6:
-            return ledger["result"]
-        if ledger["budget_seconds"] > 60.0 * minutes:
-            raise ValueError(f"{out} holds a run trained for {ledger['budget_seconds'] / 60:g} "
-                             f"min, more than the {minutes:g} min asked for: use another folder")
-    spent_at = {int(k): v for k, v in ledger.get("spent_at", {}).items()}
-    sigma = 0.5 / resolution
-    diffusion = MollifiedDiffusion(MollifiedNoise(sigma, config.ndim))
-    collator = GraphCollator(diffusion.mollifier, rate=rate, radius=config.radius)
-    loader = make_loader(dataset, collator, recipe.batch_size, seed=seed, drop_last=True)
-    torch.manual_seed(seed)
-    model = MultiscaleOperatorUNet(config)
-    model_config = {
-        "unet": config.to_dict(),
-        "diffusion": {"sigma": sigma, "schedule": "cosine", "num_steps": diffusion.num_steps,
-                      "parametrization": diffusion.parametrization,
-                      "noise_cutoff": diffusion.noise.cutoff},
-        "data": {"dataset": data_name, "resolution": resolution,
-                 "channels": config.in_channels, "subsample": rate, "seed": seed},
-    }
-    trainer_config = TrainerConfig(
-        lr=recipe.lr, warmup_steps=recipe.warmup, max_steps=10**9, grad_clip=recipe.grad_clip,
-        ema_decay=recipe.ema_decay, ema_start=recipe.ema_start, log_every=recipe.log_every,
-        sample_every=0, checkpoint_every=recipe.checkpoint_every, keep_last=2,
-        out_dir=str(out), seed=seed, device=device, progress=False, verbose=False,
-    )
-    budget = _Budget(partial(diffusion.training_loss), 60.0 * minutes, spent_at)
-    trainer = Trainer(model, budget, trainer_config, model_config=model_config,
-                      pass_generator=True)
-    budget.trainer = trainer
-    print(f"training {data_name} {resolution}², rate {rate:g}, {minutes:g} min budget, "
-          f"{trainer.num_parameters:,} parameters -> {out}", flush=True)
-    result = None
-    try:
-        result = trainer.fit(loader, resume="auto")
-    finally:
-        # Time spent up to each checkpoint on disk (a checkpoint written on an interrupt, after
-        # the last recorded step, gets the time of now).
-        finished = budget.now() if budget.start is not None else spent_at.get(trainer.step, 0.0)
-        for step, _ in trainer.checkpoints.checkpoints():
-            if step not in spent_at:
-                spent_at[step] = budget.elapsed.get(step, finished)
-        ledger = {"budget_seconds": 60.0 * minutes,
-                  "spent_at": {str(k): v for k, v in sorted(spent_at.items())}}
-        if result is not None:
-            ledger["done"] = True
-            ledger["result"] = {
-                "steps": result.step, "train_seconds": round(finished, 1),
-                "checkpoint": str(result.checkpoint),
-                "parameters": trainer.num_parameters,
-                "images_seen": result.step * recipe.batch_size,
-                "recipe": vars(recipe), "rate": rate,
-            }
-        ledger_path.write_text(json.dumps(ledger, indent=2))
-    return ledger["result"]
-
-
-# --------------------------------------------------------------------------- sampling, metrics
-@torch.no_grad()
-def draw_samples(model, diffusion: MollifiedDiffusion, num: int, side: int, channels: int,
-                 steps: int, batch: int, seed: int, device: torch.device) -> Tensor:
-    r""":obj:`num` samples (DDIM, :math:`\eta = 0`) at one side, in batches; batch :math:`b`
-    seeded ``seed + b``. Returns float32 CPU images in :math:`[-1, 1]`, as sampled
-    (mollified)."""
-    out = []
-    for b, start in enumerate(range(0, num, batch)):
-        count = min(batch, num - start)
-        images = sample(model, diffusion, shape=(side, side), num_samples=count,
-                        channels=channels, steps=steps, sampler="ddim", eta=0.0,
-                        generator=torch.Generator(device=device).manual_seed(seed + b),
-                        progress=False, device=device).images
-        out.append(images.float().clamp(-1, 1).cpu())
-    return torch.cat(out)
-
-
-def _batches(images: Tensor | Dataset, num: int, batch: int) -> Iterable[Tensor]:
-    for start in range(0, num, batch):
-        items = [images[i] for i in range(start, min(num, start + batch))]
-        items = [it[0] if isinstance(it, tuple | list) else it for it in items]
-        yield torch.stack([it if it.dim() == 3 else it.unsqueeze(0) for it in items])
-
-
-def inception_metrics(fakes: dict[str, Tensor], real: Tensor | Dataset, num_real: int,
-                      cache_name: str | None, *, device: str = "cpu", seed: int = 0,
-                      batch: int = 50) -> dict[str, dict[str, float]]:
-    r"""FID and KID of each set of :obj:`fakes` (float :math:`[-1, 1]` images) against the
-    first :obj:`num_real` of :obj:`real` (images or ``(image, label)`` items, ``uint8`` or
-    float), on the standard FID Inception features. The real statistics are cached
-    (:class:`~pyg_infdiff.metrics.StatisticsCache`) under :obj:`cache_name` when given.
-    Raises :class:`FileNotFoundError` (saying how to get them) without the weights."""
-    from pyg_infdiff.metrics import (
-        StatisticsCache,
-        compute_statistics,
-        extract_features,
-        fid_from_features,
-        kernel_inception_distance,
-        load_inception,
-    )
-
-    net = load_inception(device=device)
-    first = next(iter(_batches(real, 1, 1)))
-    side = first.shape[-1]
-
-    def real_features() -> Tensor:
-        return extract_features(net, _batches(real, num_real, batch), num=num_real,
-                                desc="inception real")
-
-    if cache_name is not None:
-        variant = f"{net.resize_mode}-c{first.size(1)}-{side}x{side}"
-        real_stats = StatisticsCache().get_or_compute(real_features, cache_name, side, num_real,
-                                                      net.sha1, variant)
-    else:
-        real_stats = compute_statistics(real_features())
-    results = {}
-    for name, images in fakes.items():
-        stats = compute_statistics(extract_features(net, images, batch_size=batch,
-                                                    desc=f"inception {name}"))
-        kid, kid_std = kernel_inception_distance(real_stats.features, stats.features,
-                                                 generator=torch.Generator().manual_seed(seed))
-        results[name] = {"fid": fid_from_features(real_stats, stats), "kid": kid,
-                         "kid_std": kid_std, "num_fake": images.size(0), "num_real": num_real}
-    return results
-
-
-def swd_metrics(fakes: dict[str, Tensor], real: Tensor, seed: int = 0) -> dict[str, dict]:
-    r"""The multi-scale SWD (mean over levels, ×10³) of each fake set against as many real
-    images (float :math:`[-1, 1]`)."""
-    from pyg_infdiff.metrics import sliced_wasserstein_distance
-
-    out = {}
-    for name, images in fakes.items():
-        n = min(images.size(0), real.size(0))
-        result = sliced_wasserstein_distance(real[:n], images[:n],
-                                             generator=torch.Generator().manual_seed(seed))
-        out[name] = {"swd": result.mean, "num_fake": n, "num_real": n}
-    return out
 
 
 # --------------------------------------------------------------------------- the arms
@@ -326,12 +113,13 @@ def run_infdiff_arm(args: argparse.Namespace, arm: str) -> dict:
     blob = torch.load(samples_path, weights_only=True) if samples_path.exists() else {}
     settings = [trained["checkpoint"], args.num_samples, args.sample_steps, args.seed]
     if blob.get("settings") != settings:
-        model, diffusion, _, _ = load_run(trained["checkpoint"], "ema", device)
+        pretrained = load_pretrained(trained["checkpoint"], weights="ema", device=device)
         start = time.perf_counter()
-        images = draw_samples(model, diffusion, args.num_samples, RESOLUTION, 1,
-                              args.sample_steps, args.sample_batch, args.seed + 1, device)
+        images = draw_samples(pretrained.model, pretrained.diffusion, args.num_samples,
+                              RESOLUTION, 1, args.sample_steps, args.sample_batch, args.seed + 1,
+                              device)
         seconds = time.perf_counter() - start
-        deblurred = diffusion.mollifier.undo(images, 2, inv_snr=0.05).clamp(-1, 1)
+        deblurred = pretrained.diffusion.mollifier.undo(images, 2, inv_snr=0.05).clamp(-1, 1)
         blob = {"images": images, "deblurred": deblurred, "seconds": seconds,
                 "settings": settings}
         torch.save(blob, samples_path)
@@ -424,16 +212,9 @@ def report(args: argparse.Namespace, results: dict[str, dict], settings: dict) -
            if fid else "multi-scale SWD, as many real images as samples")
         + f"). Torch threads: {'/'.join(map(str, threads))}.",
         f"- Machine per arm: {machines or machine_description()}.",
-        f"- Command: `{args.command}` (arms cached in `{_rel(args.out)}`).",
+        f"- Command: `{args.command}` (arms cached in `{relative_to_root(args.out)}`).",
     ]
     return "\n".join(lines)
-
-
-def _rel(path: Path) -> str:
-    try:
-        return str(Path(path).resolve().relative_to(ROOT))
-    except ValueError:
-        return str(path)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

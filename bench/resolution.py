@@ -24,15 +24,15 @@ from pathlib import Path
 
 import torch
 from _common import DOC, machine_description, markdown_table, time_cases, write_section
-from subsampling import (
+from _infdiff import (
     FIGURES,
     command_line,
     make_diffusion,
-    make_model,
     parse_preset,
     resolve_device,
     unet_config,
 )
+from subsampling import make_model
 
 from pyg_infdiff.diffusion import sample
 

@@ -28,21 +28,19 @@ Run::
     python bench/subsampling.py --smoke               # tiny model, seconds (the tests)
 
 This module also holds :class:`InfDiffStep`, the ∞-Diff training step that
-``bench/vs_dense.py`` reuses.
+``bench/vs_dense.py`` and ``bench/resolution.py`` reuse (with :func:`make_model`); the helpers
+shared by all the ∞-Diff benchmarks are in ``bench/_infdiff.py``.
 """
 from __future__ import annotations
 
 import argparse
 import math
-import shlex
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from _common import (
     DOC,
-    ROOT,
     format_bytes,
     machine_description,
     markdown_table,
@@ -50,54 +48,25 @@ from _common import (
     time_cases,
     write_section,
 )
+from _infdiff import (
+    FIGURES,
+    command_line,
+    make_diffusion,
+    parse_preset,
+    resolve_device,
+    unet_config,
+)
 from torch import nn
 from torch_geometric.data import Batch
 
 from pyg_infdiff.data import ContinuousShapes, GraphCollator, ShapesConfig
 from pyg_infdiff.diffusion import MollifiedDiffusion
 from pyg_infdiff.models import MultiscaleOperatorUNet, UNetConfig
-from pyg_infdiff.noise import MollifiedNoise
 
-FIGURES = ROOT / "docs" / "_static" / "figures"
 GOAL_RESOLUTION, GOAL_RATE, GOAL_SPEEDUP, GOAL_MEMORY = 128, 8, 3.0, 4.0
 
 
-# --------------------------------------------------------------------------- shared helpers
-def resolve_device(name: str | None) -> torch.device:
-    r"""``name``, or CUDA when present, else the CPU."""
-    if name is None:
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda asked for, but torch sees no CUDA device")
-    return device
-
-
-def unet_config(preset: int | str, channels: int | None = None) -> UNetConfig:
-    r"""The model of a benchmark: :meth:`UNetConfig.preset` of an int, or ``"tiny"`` (a
-    few-thousand-parameter model for the smoke tests). :obj:`channels` overrides the preset's
-    data channels."""
-    extra = {} if channels is None else {"in_channels": channels, "out_channels": channels}
-    if preset == "tiny":
-        tiny = dict(in_channels=3, out_channels=3, operator_channels=8, radius=2.5 / 16,
-                    kernel_hidden_channels=8, kernel_num_basis=4, grid_shape=(8, 8), channels=8,
-                    channel_mults=(1, 2), attention_levels=(1,), num_heads=2, time_embed_dim=8)
-        return UNetConfig(**{**tiny, **extra})
-    return UNetConfig.preset(int(preset), **extra)
-
-
-def parse_preset(text: str) -> int | str:
-    r"""``"tiny"`` or an int preset."""
-    return text if text == "tiny" else int(text)
-
-
-def make_diffusion(resolution: int) -> MollifiedDiffusion:
-    r"""The library's default process at a training resolution: mollifier (and noise) width
-    half a pixel, :math:`\sigma = 0.5 / n`, cosine schedule of 1000 steps, mollified-noise
-    prediction (as ``examples/celebahq_train.py`` and ``examples/shapes_demo.py``)."""
-    return MollifiedDiffusion(MollifiedNoise(0.5 / resolution, 2))
-
-
+# --------------------------------------------------------------------------- the step
 def make_batch(config: UNetConfig, diffusion: MollifiedDiffusion, resolution: int, rate: float,
                batch_size: int, seed: int = 0) -> Batch:
     r"""A training batch of :class:`ContinuousShapes` items (grey or RGB as the model) collated
@@ -176,18 +145,6 @@ def goal_line(name: str, value: float, goal: float, unit: str = "×") -> str:
     r"""``"name: 2.1× (goal ≥ 3×): **NOT met**"``."""
     verdict = "met" if value >= goal else "NOT met"
     return f"{name}: {value:.2f}{unit} (goal ≥ {goal:g}{unit}) — **{verdict}**"
-
-
-def command_line(script: str, argv: list[str] | None = None) -> str:
-    r"""The command that ran a benchmark script (``python bench/<name>.py ...``), for the docs;
-    :obj:`argv` defaults to :obj:`sys.argv`."""
-    args = sys.argv[1:] if argv is None else argv
-    name = Path(script).resolve()
-    try:
-        name = name.relative_to(ROOT)
-    except ValueError:
-        pass
-    return "python " + " ".join(shlex.quote(a) for a in [name.as_posix(), *args])
 
 
 # --------------------------------------------------------------------------- the benchmark

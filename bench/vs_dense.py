@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 from _common import DOC, machine_description, markdown_table, time_cases, write_section
+from _infdiff import command_line, make_diffusion, parse_preset, resolve_device, unet_config
 from baseline_ddpm import (
     build_dense_unet,
     count_parameters,
@@ -39,15 +40,7 @@ from baseline_ddpm import (
     dense_train_step,
     make_scheduler,
 )
-from subsampling import (
-    InfDiffStep,
-    command_line,
-    make_diffusion,
-    make_model,
-    parse_preset,
-    resolve_device,
-    unet_config,
-)
+from subsampling import InfDiffStep, make_model
 
 from pyg_infdiff.data import ContinuousShapes, GraphCollator, ShapesConfig
 from pyg_infdiff.diffusion import sample

@@ -12,12 +12,13 @@ import torch
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 sys.path.append(str(BENCH))  # appended: bench/kernel_conv.py must not shadow the standard module
 
+import _infdiff  # noqa: E402
 import consistency  # noqa: E402
 import resolution  # noqa: E402
 import subsampling  # noqa: E402
 
 from pyg_infdiff.models import MultiscaleOperatorUNet  # noqa: E402
-from pyg_infdiff.training import create_ema, save_checkpoint  # noqa: E402
+from pyg_infdiff.training import create_ema, load_pretrained, save_checkpoint  # noqa: E402
 
 
 def _section(doc: Path, name: str) -> str:
@@ -79,7 +80,7 @@ def test_resolution_smoke(tmp_path):
 
 def _tiny_checkpoint(path: Path) -> MultiscaleOperatorUNet:
     torch.manual_seed(1)
-    config = subsampling.unet_config("tiny")
+    config = _infdiff.unet_config("tiny")
     model = MultiscaleOperatorUNet(config)
     torch.nn.init.normal_(model.proj.weight, std=0.1)  # not the zero output of a fresh model
     ema = create_ema(model)
@@ -94,16 +95,18 @@ def _tiny_checkpoint(path: Path) -> MultiscaleOperatorUNet:
     return model
 
 
-def test_load_run(tmp_path):
+def test_load_bench_checkpoint(tmp_path):
+    # the benchmarks load their runs (model_config as _infdiff.train_infdiff and the examples
+    # write it) with the library's load_pretrained
     model = _tiny_checkpoint(tmp_path / "checkpoints" / "ckpt_00000007.pt")
-    loaded, diffusion, info, path = consistency.load_run(tmp_path)  # a run folder
-    assert path.name == "ckpt_00000007.pt" and not loaded.training
-    assert info["data"]["resolution"] == 16 and diffusion.noise.sigma == 1 / 32
-    for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values(),
+    run = load_pretrained(tmp_path)  # a run folder, EMA weights
+    assert run.path.name == "ckpt_00000007.pt" and run.step == 7 and not run.model.training
+    assert run.resolution == 16 and run.diffusion.noise.sigma == 1 / 32
+    for (name, a), b in zip(model.state_dict().items(), run.model.state_dict().values(),
                             strict=True):
         assert torch.equal(a, b), name
     with pytest.raises(FileNotFoundError):
-        consistency.load_run(tmp_path / "missing")
+        load_pretrained(tmp_path / "missing")
 
 
 def test_consistency_smoke(tmp_path):
