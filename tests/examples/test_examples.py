@@ -1,0 +1,168 @@
+r"""The example scripts: every ``--help`` works, and the main job runs end to end (a few steps),
+with examples/sample.py reading its checkpoint. Heavier runs are marked slow."""
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+NAMES = ["shapes_demo", "celebahq_train", "sample", "inpaint", "custom_pyg_model"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # more threads are much slower on a busy 2-core machine
+    yield
+    torch.set_num_threads(threads)
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(*args, timeout=300):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]), OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{args} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_help(name, capsys):
+    # In-process (the imports take ~10 s per interpreter on a busy machine); the end-to-end
+    # test below runs the scripts as real processes.
+    module = _load(name)
+    entry = module.parse_args if hasattr(module, "parse_args") else module.main
+    with pytest.raises(SystemExit) as exc:
+        entry(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage:") and "--" in out
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    stdout = _run(EXAMPLES / "shapes_demo.py", "--smoke", "--threads", "1", "--out", out)
+    return out, stdout
+
+
+def test_shapes_demo_smoke(demo_run):
+    out, stdout = demo_run
+    assert str((out / "samples.png").resolve()) in stdout
+    img = Image.open(out / "samples.png")
+    assert img.mode == "RGB" and img.size[1] > 6 * 128  # 3 sample rows + 3 data rows of 128
+    assert (out / "loss.png").is_file() and (out / "log.jsonl").is_file()
+    samples = torch.load(out / "samples.pt", weights_only=True)
+    assert [tuple(v.shape) for v in samples.values()] == [(2, 3, 32, 32), (2, 3, 64, 64),
+                                                          (2, 3, 128, 128)]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["ckpt_00000003.pt"]
+
+
+def test_sample_from_the_demo_checkpoint_at_twice_the_resolution(demo_run):
+    out, _ = demo_run
+    png = out / "s" / "x2.png"
+    _run(EXAMPLES / "sample.py", "--checkpoint", out, "--resolution", "64", "--num", "2",
+         "--steps", "2", "--threads", "1", "--deblur", "--no-progress", "--out", png)
+    assert Image.open(png).size == (2 * (64 + 2) + 2, 64 + 4)
+    saved = torch.load(png.with_suffix(".pt"), weights_only=True)
+    assert saved["images"]["64x64"].shape == (2, 3, 64, 64)
+    assert saved["deblur"] == 0.05
+
+    # --zoom: the same seeds at 1x and 2x, in-process, DDPM, the raw weights
+    module = _load("sample")
+    module.main(["--checkpoint", str(out / "checkpoints" / "ckpt_00000003.pt"), "--num", "2",
+                 "--steps", "2", "--zoom", "1,2", "--sampler", "ddpm", "--weights", "model",
+                 "--no-progress"])
+    zoom = torch.load(out / "samples" / "sample_32_zoom.pt", weights_only=True)["images"]
+    assert {k: tuple(v.shape) for k, v in zoom.items()} == {
+        "32x32": (2, 3, 32, 32), "64x64": (2, 3, 64, 64)}
+
+
+def test_celebahq_train_on_shapes_then_resume(tmp_path):
+    module = _load("celebahq_train")
+    args = ["--dataset", "shapes", "--steps", "2", "--batch-size", "2", "--num-items", "8",
+            "--sample-every", "0", "--checkpoint-every", "1", "--num-samples", "2",
+            "--sample-steps", "2", "--out", str(tmp_path), "--device", "cpu"]
+    module.main(args)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "ckpt_00000001.pt", "ckpt_00000002.pt"]
+    assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == ["samples_00000002.png"]
+    state = torch.load(tmp_path / "checkpoints" / "ckpt_00000002.pt", weights_only=True)
+    info = state["model_config"]
+    assert info["diffusion"]["sigma"] == pytest.approx(0.5 / 32)
+    assert info["data"] == {"dataset": "shapes", "resolution": 32, "channels": 3,
+                            "subsample": 4.0, "seed": 0}
+    module.main([*args[:3], "3", *args[4:], "--resume", "latest"])
+    assert (tmp_path / "checkpoints" / "ckpt_00000003.pt").is_file()
+
+
+def test_celebahq_train_defaults():
+    module = _load("celebahq_train")
+    a = module.parse_args(["--data-dir", "faces", "--resolution", "128"])
+    assert (a.dataset, a.preset, a.batch_size, a.subsample) == ("folder", 128, 32, 4)
+    assert a.sigma == pytest.approx(0.5 / 128) and a.sample_resolutions == [128, 256]
+    a = module.parse_args(["--data-dir", "faces", "--resolution", "256", "--bf16"])
+    assert (a.preset, a.subsample, a.bf16) == (256, 8, True)
+    a = module.parse_args(["--dataset", "fashion-mnist"])
+    assert (a.resolution, a.preset, a.out) == (28, 28, "runs/fashion-mnist28")
+    assert module.parse_args(["--data-dir", "x", "--resolution", "48"]).preset == 64
+    with pytest.raises(SystemExit):
+        module.parse_args(["--dataset", "folder"])  # no --data-dir
+
+
+@pytest.mark.slow
+def test_celebahq_train_on_an_image_folder(tmp_path):
+    images = tmp_path / "faces" / "nested"
+    images.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(
+            images / f"{i}.png")
+    (images / "broken.jpg").write_bytes(b"not a jpeg")
+    _run(EXAMPLES / "celebahq_train.py", "--data-dir", tmp_path / "faces", "--resolution", "32",
+         "--steps", "2", "--batch-size", "2", "--sample-every", "0", "--num-samples", "2",
+         "--sample-steps", "2", "--threads", "1", "--out", tmp_path / "run")
+    assert (tmp_path / "run" / "checkpoints" / "ckpt_00000002.pt").is_file()
+
+
+@pytest.mark.slow
+def test_inpaint_and_superres_smoke(demo_run, tmp_path):
+    out, _ = demo_run
+    _load("inpaint").main(["--checkpoint", str(out), "--num", "2", "--steps", "4",
+                           "--jump-length", "2", "--out", str(tmp_path)])
+    inpaint = torch.load(tmp_path / "inpaint.pt", weights_only=True)
+    assert inpaint["inpainted"].shape == (2, 3, 32, 32)
+    superres = torch.load(tmp_path / "superres.pt", weights_only=True)
+    assert superres["infdiff 96x96"].shape == (2, 3, 96, 96)
+    assert (tmp_path / "superres.png").is_file()
+
+
+@pytest.mark.slow
+def test_custom_pyg_model_learns(capsys):
+    _load("custom_pyg_model").main(["--steps", "60"])
+    out = capsys.readouterr().out
+    errors = [float(line.split()[-1]) for line in out.splitlines() if "points per field" in line]
+    assert len(errors) == 2 and all(e < 0.9 for e in errors)
+
+
+def test_shapes_demo_arguments():
+    module = _load("shapes_demo")
+    a = module.parse_args([])
+    assert a.threads in (1, os.cpu_count()) and a.resolutions == [32, 64, 128]
+    assert (a.minutes, a.parametrization, a.deblur) == (10.0, "x0", None)
+    a = module.parse_args(["--smoke", "--threads", "3", "--deblur"])
+    assert (a.threads, a.steps, a.sample_steps, a.deblur) == (3, 3, 2, 0.05)
