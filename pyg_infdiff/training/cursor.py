@@ -35,7 +35,8 @@ class DataCursor:
     r"""Cycles over the data given to :meth:`next` forever and remembers where it is, as ``(epoch,
     batch_in_epoch)``, so that a resumed run sees the same batches as an uninterrupted one.
 
-    At the start of every epoch it calls ``set_epoch(epoch)`` on the data and on its sampler
+    At the start of every epoch it calls ``set_epoch(epoch)`` on the data, its sampler, its batch
+    sampler and the batch sampler's sampler
     (e.g. :class:`~torch.utils.data.DistributedSampler`) when they have one, and reseeds the
     data loader's :obj:`generator` (if it has a :class:`torch.Generator`) with
     :func:`epoch_seed`, so the order of an epoch depends only on the seed and the epoch. After
@@ -94,8 +95,9 @@ class DataCursor:
 
     def _begin_epoch(self, data: Iterable[Any]) -> None:
         seen: set[int] = set()
-        for obj in (data, getattr(data, "sampler", None),
-                    getattr(getattr(data, "batch_sampler", None), "sampler", None)):
+        batch_sampler = getattr(data, "batch_sampler", None)
+        for obj in (data, getattr(data, "sampler", None), batch_sampler,
+                    getattr(batch_sampler, "sampler", None)):
             if obj is not None and id(obj) not in seen and callable(
                 getattr(obj, "set_epoch", None)
             ):
