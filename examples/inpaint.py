@@ -24,16 +24,8 @@ import torch.nn.functional as F
 
 from pyg_infdiff.data import ContinuousShapes, ImageFolder
 from pyg_infdiff.data.images import save_rows
-from pyg_infdiff.diffusion import (
-    MollifiedDiffusion,
-    Observation,
-    cosine_schedule,
-    linear_schedule,
-    sample,
-)
-from pyg_infdiff.models import MultiscaleOperatorUNet, UNetConfig
-from pyg_infdiff.noise import MollifiedNoise
-from pyg_infdiff.training import CheckpointManager, load_checkpoint
+from pyg_infdiff.diffusion import Observation, sample
+from pyg_infdiff.training import load_pretrained
 
 
 def parse_args(argv=None):
@@ -74,27 +66,11 @@ def main(argv=None):
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
     # The model and the process, rebuilt from the checkpoint (as in examples/sample.py).
-    path = Path(args.checkpoint)
-    if path.is_dir():
-        path = CheckpointManager(path / "checkpoints").latest() or CheckpointManager(path).latest()
-        if path is None:
-            raise SystemExit(f"No checkpoint (ckpt_<step>.pt) under {args.checkpoint}")
-    state = load_checkpoint(path)
-    info = state.get("model_config") or {}
-    if "unet" not in info or "diffusion" not in info:
-        raise SystemExit(f"{path} has no model_config with 'unet' and 'diffusion' entries")
-    config = UNetConfig.from_dict(info["unet"])
-    model = MultiscaleOperatorUNet(config)
-    ema = state.get("ema")
-    weights = state["model"] if ema is None else {
-        k.removeprefix("module."): v for k, v in ema.items() if k.startswith("module.")}
-    model.load_state_dict(weights)
-    model.to(device).eval()
-    d = info["diffusion"]
-    make_schedule = cosine_schedule if d.get("schedule", "cosine") == "cosine" else linear_schedule
-    diffusion = MollifiedDiffusion(
-        MollifiedNoise(d["sigma"], 2, cutoff=d.get("noise_cutoff", 1e-3)),
-        make_schedule(d.get("num_steps", 1000)), parametrization=d["parametrization"])
+    try:
+        run = load_pretrained(args.checkpoint, device=device)
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(str(err)) from err
+    model, diffusion, config, info, path = run.model, run.diffusion, run.config, run.info, run.path
     data = info.get("data", {})
     res, channels = int(data["resolution"]), config.out_channels
     fine = res * args.sr_factor
@@ -113,8 +89,8 @@ def main(argv=None):
         raise SystemExit("Pass --images <folder>: the model was not trained on the built-in shapes")
     num = truth.size(0)
     mollify = diffusion.mollifier.apply  # the process lives on mollified images
-    run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
-    out_dir = Path(args.out) if args.out else run / "conditional"
+    run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    out_dir = Path(args.out) if args.out else run_dir / "conditional"
     common = dict(channels=channels, steps=args.steps, resample=args.resample,
                   jump_length=args.jump_length, device=device)
 

@@ -18,10 +18,8 @@ from pathlib import Path
 import torch
 
 from pyg_infdiff.data.images import save_grid, save_rows
-from pyg_infdiff.diffusion import MollifiedDiffusion, cosine_schedule, linear_schedule, sample
-from pyg_infdiff.models import MultiscaleOperatorUNet, UNetConfig
-from pyg_infdiff.noise import MollifiedNoise
-from pyg_infdiff.training import CheckpointManager, load_checkpoint
+from pyg_infdiff.diffusion import sample
+from pyg_infdiff.training import load_pretrained
 
 
 def parse_args(argv=None):
@@ -60,42 +58,19 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
-    path = Path(args.checkpoint)
-    if path.is_dir():
-        run = path
-        path = CheckpointManager(path / "checkpoints").latest() or CheckpointManager(path).latest()
-        if path is None:
-            raise SystemExit(f"No checkpoint (ckpt_<step>.pt) in {run} or {run}/checkpoints")
-    state = load_checkpoint(path)  # weights_only=True: nothing in the file can run code
-    info = state.get("model_config")
-    if not info or "unet" not in info or "diffusion" not in info:
-        raise SystemExit(f"{path} has no model_config with 'unet' and 'diffusion' entries; it "
-                         "was not written by examples/celebahq_train.py or shapes_demo.py")
-
-    # Rebuild the model and the diffusion process exactly as they were trained.
-    config = UNetConfig.from_dict(info["unet"])
-    model = MultiscaleOperatorUNet(config)
-    if args.weights == "ema" and state.get("ema") is not None:
-        weights = {k.removeprefix("module."): v for k, v in state["ema"].items()
-                   if k.startswith("module.")}
-    else:
-        weights = state["model"]
-    model.load_state_dict(weights)
-    model.to(device).eval()
-    d = info["diffusion"]
-    make_schedule = cosine_schedule if d.get("schedule", "cosine") == "cosine" else linear_schedule
-    diffusion = MollifiedDiffusion(
-        MollifiedNoise(d["sigma"], config.ndim, cutoff=d.get("noise_cutoff", 1e-3)),
-        make_schedule(d.get("num_steps", 1000)), parametrization=d["parametrization"],
-    )
-    trained = info.get("data", {}).get("resolution")
+    try:  # the model and its diffusion process, rebuilt from the run's model_config
+        run = load_pretrained(args.checkpoint, weights=args.weights, device=device)
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(str(err)) from err
+    model, diffusion, config, path = run.model, run.diffusion, run.config, run.path
+    trained = run.resolution
     res = args.resolution or trained
     if res is None:
         raise SystemExit("The checkpoint does not record its training resolution: pass "
                          "--resolution")
     zoom = [float(z) for z in args.zoom.split(",")] if args.zoom else [1.0]
     sizes = [round(res * z) for z in zoom]
-    print(f"{path} (step {state.get('step')}, {args.weights} weights, trained at "
+    print(f"{path} (step {run.step}, {args.weights} weights, trained at "
           f"{trained}x{trained}): {args.num} samples at {', '.join(f'{n}x{n}' for n in sizes)}, "
           f"{args.sampler.upper()} {args.steps} steps, seed {args.seed}, on {device}")
 
@@ -113,8 +88,8 @@ def main(argv=None):
         print(f"  {n}x{n}: {time.perf_counter() - start:.1f} s")
 
     suffix = "_zoom" if len(sizes) > 1 else ""
-    run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
-    png = Path(args.out) if args.out else run / "samples" / f"sample_{res}{suffix}.png"
+    run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    png = Path(args.out) if args.out else run_dir / "samples" / f"sample_{res}{suffix}.png"
     if len(sizes) > 1:
         save_rows(list(results.items()), png)
     else:
