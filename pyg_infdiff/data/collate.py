@@ -12,8 +12,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torch_geometric.data import Batch, Data
 
-from pyg_infdiff.graph import pixel_to_pos, radius_graph, subsample, subsample_size
-from pyg_infdiff.graph.subsample import SubsampleMethod
+from pyg_infdiff.graph import pixel_to_pos, radius_graph, subsample
+from pyg_infdiff.graph.subsample import SubsampleMethod, check_subsample_options
 
 
 class Mollifier(Protocol):
@@ -85,16 +85,7 @@ class GraphCollator:
         max_num_neighbors: int | None = None,
         generator: torch.Generator | None = None,
     ) -> None:
-        if rate is not None and num is not None:
-            raise ValueError(f"Give at most one of 'rate' and 'num', got rate={rate}, num={num}")
-        if rate is not None or num is not None:
-            subsample_size(num if num is not None else 1, rate=rate, num=num)
-        if method not in ("uniform", "halton", "stratified"):
-            raise ValueError(
-                f"'method' must be 'uniform', 'halton' or 'stratified', got {method!r}"
-            )
-        if radius is not None and not radius > 0:
-            raise ValueError(f"'radius' must be > 0, got {radius!r}")
+        check_subsample_options(rate, num, method, radius)
         if mollifier is not None and not callable(getattr(mollifier, "apply", None)):
             raise ValueError(f"'mollifier' needs an apply(x, ndim) method, got {mollifier!r}")
         self.mollifier = mollifier

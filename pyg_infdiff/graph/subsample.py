@@ -51,6 +51,22 @@ def subsample_size(num_pixels: int, *, rate: float | None = None, num: int | Non
     return int(num)
 
 
+def check_subsample_options(
+    rate: float | None, num: int | None, method: str, radius: float | None = None
+) -> None:
+    r"""Validates the options of a subsampling transform before any image is seen: at most one
+    of :obj:`rate` and :obj:`num` (neither keeps every pixel), a known :obj:`method`, and a
+    positive :obj:`radius` when one is given. Raises :class:`ValueError` naming the bad value."""
+    if rate is not None and num is not None:
+        raise ValueError(f"Give at most one of 'rate' and 'num', got rate={rate}, num={num}")
+    if rate is not None or num is not None:
+        subsample_size(num if num is not None else 1, rate=rate, num=num)
+    if method not in ("uniform", "halton", "stratified"):
+        raise ValueError(f"'method' must be 'uniform', 'halton' or 'stratified', got {method!r}")
+    if radius is not None and not radius > 0:
+        raise ValueError(f"'radius' must be > 0, got radius={radius!r}")
+
+
 def subsample(
     shape: Sequence[int],
     *,

@@ -8,7 +8,7 @@ from torch_geometric.transforms import BaseTransform
 
 from pyg_infdiff.graph.lattice import pixel_to_pos
 from pyg_infdiff.graph.search import radius_graph
-from pyg_infdiff.graph.subsample import SubsampleMethod, subsample, subsample_size
+from pyg_infdiff.graph.subsample import SubsampleMethod, check_subsample_options, subsample
 
 
 class ImageToGraph(BaseTransform):
@@ -57,16 +57,7 @@ class ImageToGraph(BaseTransform):
         loop: bool = True,
         generator: torch.Generator | None = None,
     ) -> None:
-        if rate is not None and num is not None:
-            raise ValueError(f"Give at most one of 'rate' and 'num', got rate={rate}, num={num}")
-        if rate is not None or num is not None:
-            subsample_size(num if num is not None else 1, rate=rate, num=num)
-        if method not in ("uniform", "halton", "stratified"):
-            raise ValueError(
-                f"'method' must be 'uniform', 'halton' or 'stratified', got method={method!r}"
-            )
-        if radius is not None and not radius > 0:
-            raise ValueError(f"'radius' must be > 0, got radius={radius!r}")
+        check_subsample_options(rate, num, method, radius)
         self.rate = rate
         self.num = num
         self.method = method

@@ -18,15 +18,6 @@ from pyg_infdiff.graph import LatticeIndex, lattice
 from pyg_infdiff.noise import MollifiedNoise, evaluate_series, evaluate_series_on_lattice
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small tensor work: one thread is many times faster on a shared, busy machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_oracle():
     noise = MollifiedNoise(0.05, 1)
     return GaussianFieldOracle(MollifiedDiffusion(noise), relative_spectrum(noise))

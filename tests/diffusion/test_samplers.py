@@ -19,14 +19,6 @@ from pyg_infdiff.noise import MollifiedNoise
 PARAMETRIZATIONS = ["mollified_eps", "x0", "v"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small tensor work: one thread is many times faster on a shared, busy machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @settings(max_examples=30, deadline=None)
 @given(n=st.integers(1, 1000))

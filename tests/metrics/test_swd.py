@@ -13,16 +13,6 @@ from pyg_infdiff.metrics import (
 from pyg_infdiff.metrics.swd import normalize_descriptors, pyr_up, swd_resolutions
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_intra_op_thread():
-    """On the shared, oversubscribed 2-core machine one intra-op thread ran these tests ~10x
-    faster than two (measured: Inception on 2 images 1.3 s vs 12 s wall)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def disks(num, res, generator):
     """Images of three coloured disks on a dark background, in [-1, 1]."""
     axis = (torch.arange(res) + 0.5) / res

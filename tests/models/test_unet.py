@@ -8,16 +8,6 @@ from pyg_infdiff.graph import LatticeIndex
 from pyg_infdiff.models import MultiscaleOperatorUNet, UNetConfig, num_parameters
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny convolutions on a shared 2-core machine run far faster on one thread (no OpenMP
-    # contention); restored afterwards.
-    num = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(num)
-
-
 def tiny_config(**overrides) -> UNetConfig:
     base = dict(
         in_channels=2, out_channels=2, operator_channels=8, radius=0.15,

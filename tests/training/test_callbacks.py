@@ -9,14 +9,6 @@ from pyg_infdiff.training import Trainer, TrainerConfig
 from pyg_infdiff.training.callbacks import SampleGrid
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class Pointwise(nn.Module):
     r"""A denoiser that acts on each node alone: ``w * x_t`` (so samples at two lattices agree
     exactly where their nodes coincide)."""
