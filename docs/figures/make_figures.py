@@ -144,48 +144,29 @@ def mollifier(out: Path, resolution: int = 128, sigma: float = 2 / 128,
     return _save(fig, out, "mollifier.png")
 
 
-def _load_model(checkpoint: Path):
-    """The EMA model (or the model) of a Trainer checkpoint, and its run description."""
-    from pyg_infdiff.models import MultiscaleOperatorUNet, UNetConfig
-    from pyg_infdiff.training import load_checkpoint
-
-    state = load_checkpoint(checkpoint)
-    run = state.get("model_config") or {}
-    unet = run.get("unet", run)  # {"unet": UNetConfig.to_dict(), ...} as the examples write
-    if not unet:
-        raise ValueError(f"{checkpoint} has no model_config to rebuild the model from")
-    model = MultiscaleOperatorUNet(UNetConfig.from_dict(unet))
-    if state.get("ema") is not None:  # AveragedModel state: 'module.' prefix, 'n_averaged'
-        weights = {k.removeprefix("module."): v for k, v in state["ema"].items()
-                   if k.startswith("module.")}
-    else:
-        weights = state["model"]
-    model.load_state_dict(weights)
-    return model.eval(), run
-
-
 def sample_resolutions(out: Path, checkpoint: Path, sigma: float | None,
                        resolutions: list[int] | None, steps: int, seed: int) -> Path:
     """The same sample of a trained model at several resolutions."""
     from pyg_infdiff.diffusion import MollifiedDiffusion, sample
+    from pyg_infdiff.training import load_pretrained
 
-    model, run = _load_model(checkpoint)
-    sigma = sigma if sigma is not None else run.get("diffusion", {}).get("sigma")
-    if sigma is None:
-        raise ValueError(f"{checkpoint} does not record the mollifier width: pass --sigma")
+    pretrained = load_pretrained(checkpoint)  # model and diffusion exactly as trained
+    model, diffusion = pretrained.model, pretrained.diffusion
+    if sigma is not None:  # an explicit width overrides the recorded one
+        diffusion = MollifiedDiffusion(MollifiedNoise(sigma, ndim=model.config.ndim),
+                                       diffusion.schedule, diffusion.parametrization)
     if resolutions is None:
-        base = run.get("data", {}).get("resolution")
+        base = pretrained.resolution
         if base is None:
             raise ValueError(f"{checkpoint} does not record the training resolution: pass "
                              "--resolutions")
         resolutions = [base, 2 * base, 4 * base]
-    diffusion = MollifiedDiffusion(MollifiedNoise(sigma, ndim=model.config.ndim))
     channels = model.config.in_channels
     fig, axes = plt.subplots(1, len(resolutions), figsize=(3 * len(resolutions), 3.4))
     for ax, n in zip(axes, resolutions, strict=True):
-        out = sample(model, diffusion, shape=(n, n), num_samples=1, channels=channels,
-                     steps=steps, generator=torch.Generator().manual_seed(seed), progress=False)
-        image = diffusion.mollifier.undo(out.images, ndim=2)[0]
+        drawn = sample(model, diffusion, shape=(n, n), num_samples=1, channels=channels,
+                       steps=steps, generator=torch.Generator().manual_seed(seed), progress=False)
+        image = diffusion.mollifier.undo(drawn.images, ndim=2)[0]
         ax.imshow(_to_rgb(image), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         ax.set_title(f"{n}×{n}")
         ax.set_xticks([])
