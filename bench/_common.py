@@ -367,3 +367,19 @@ def write_section(name: str, body: str, path: str | os.PathLike = DOC) -> None:
 
 def _child() -> None:
     print(_RESULT_TAG + json.dumps(_measure(json.loads(sys.stdin.read()))), flush=True)
+
+
+def shrink_png(path: str | os.PathLike, max_bytes: int = 200_000) -> Path:
+    """Re-saves a PNG with a 128-colour palette when it is larger than ``max_bytes``.
+
+    The docs keep every figure under 200 KB (``tests/docs/test_build.py`` checks it); sample
+    grids of photographs-like images easily exceed that as 24-bit PNGs.
+    """
+    from PIL import Image
+
+    path = Path(path)
+    if path.stat().st_size > max_bytes:
+        with Image.open(path) as image:
+            small = image.convert("RGB").quantize(colors=128)
+        small.save(path, optimize=True)
+    return path

@@ -34,7 +34,15 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _common import DOC, ROOT, machine_description, markdown_table, relative_to_root, write_section
+from _common import (
+    DOC,
+    ROOT,
+    machine_description,
+    markdown_table,
+    relative_to_root,
+    shrink_png,
+    write_section,
+)
 from _infdiff import (
     FIGURES,
     Recipe,
@@ -247,8 +255,8 @@ def main(argv: list[str] | None = None) -> dict:
     result = run(args)
     figure = None
     if args.write:
-        figure = save_rows(result["figure_rows"], args.figures / "bench_beyond.png",
-                           cell_size=128)
+        figure = shrink_png(save_rows(result["figure_rows"], args.figures / "bench_beyond.png",
+                                      cell_size=128))
     body = report(args, result, figure)
     print(body)
     if args.write:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _common import DOC, machine_description, markdown_table, write_section
+from _common import DOC, machine_description, markdown_table, shrink_png, write_section
 from _infdiff import (
     FIGURES,
     command_line,
@@ -165,9 +165,9 @@ def main(argv: list[str] | None = None) -> dict:
     if args.write:
         low, high, pooled = (x[:8] for x in result["samples"])
         n, m = result["sides"]
-        figure = save_rows([(f"{n}x{n}", low), (f"{m}x{m}", high),
+        figure = shrink_png(save_rows([(f"{n}x{n}", low), (f"{m}x{m}", high),
                             (f"{m}x{m} pooled to {n}x{n}", pooled)],
-                           args.figures / "bench_consistency.png")
+                           args.figures / "bench_consistency.png"))
     body = report(args, result, figure)
     print(body)
     if args.write:
