@@ -33,17 +33,15 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _common import DOC, write_section
 
 from pyg_infdiff.graph import LatticeIndex, lattice, radius, radius_graph, subsample
 from pyg_infdiff.nn.kernel import fast_fft_size
 from pyg_infdiff.nn.kernel_conv import KernelIntegralConv
 
-BEGIN, END = "<!-- bench:operator -->", "<!-- /bench:operator -->"
-DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 CHANNELS, RADIUS_PX = 64, 3.5
 
 
@@ -281,19 +279,6 @@ def machine(command: str) -> str:
     )
 
 
-def write_section(blocks: list[str]) -> None:
-    title = "## Integral-kernel operator (KernelIntegralConv)"
-    section = "\n".join([BEGIN, title, "", *blocks, END])
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    text = DOC.read_text() if DOC.exists() else ""  # re-read right before writing
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section + rest.split(END, 1)[1]
-    else:
-        text = (text.rstrip("\n") + "\n\n" if text.strip() else "") + section + "\n"
-    DOC.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--speed", action="store_true", help="graph vs dense vs conv2d")
@@ -340,7 +325,8 @@ def main() -> None:
     blocks.append(f"- {machine(' '.join(['python', 'bench/kernel_conv.py', *sys.argv[1:]]))}")
     print("\n".join(blocks))
     if args.write:
-        write_section(blocks)
+        write_section("operator", "\n".join(
+            ["## Integral-kernel operator (KernelIntegralConv)", "", *blocks]))
         print(f"wrote {DOC}")
 
 

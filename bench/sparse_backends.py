@@ -29,15 +29,13 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
+from _common import DOC, write_section
 from torch_geometric.utils import scatter, segment
 
 from pyg_infdiff.graph import LatticeIndex, radius_graph, subsample
 
-BEGIN, END = "<!-- bench:sparse_backends -->", "<!-- /bench:sparse_backends -->"
-DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 SIZE, RATE, RADIUS_PX, CHANNELS = 256, 4, 6.0, 64
 
 
@@ -161,26 +159,6 @@ def run(repeats: int, threads: list[int]) -> tuple[str, list[str]]:
     return "\n".join(rows), notes
 
 
-def write_section(table: str, notes: list[str]) -> None:
-    section = "\n".join([
-        BEGIN,
-        "## Sparse aggregation backends (operator graph path)",
-        "",
-        table,
-        "",
-        *[f"- {n}" for n in notes],
-        END,
-    ])
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    text = DOC.read_text() if DOC.exists() else ""  # re-read right before writing
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section + rest.split(END, 1)[1]
-    else:
-        text = (text.rstrip("\n") + "\n\n" if text.strip() else "") + section + "\n"
-    DOC.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
@@ -193,7 +171,9 @@ def main() -> None:
     print(table)
     print("\n".join(f"- {n}" for n in notes))
     if args.write:
-        write_section(table, notes)
+        write_section("sparse_backends", "\n".join([
+            "## Sparse aggregation backends (operator graph path)", "", table, "",
+            *[f"- {n}" for n in notes]]))
         print(f"wrote {DOC}")
 
 
