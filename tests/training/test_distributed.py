@@ -1,3 +1,4 @@
+import gc
 import os
 import socket
 import sys
@@ -8,10 +9,12 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
+from pyg_infdiff.data import GraphCollator, make_loader
 from pyg_infdiff.training import (
     Trainer,
     TrainerConfig,
     barrier,
+    cleanup_distributed,
     distributed_sampler,
     get_rank,
     get_world_size,
@@ -70,6 +73,8 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
     sampler = distributed_sampler(dataset, shuffle=True, seed=3)
     assert isinstance(sampler, DistributedSampler) and sampler.num_replicas == world_size
     loader = DataLoader(dataset, batch_size=2, sampler=sampler)
+    graphs = make_loader(torch.zeros(8, 1, 4, 4), GraphCollator(), batch_size=2)
+    assert (graphs.batch_sampler.num_replicas, graphs.batch_sampler.rank) == (world_size, rank)
     trainer = Trainer(_model(), _loss_with_nan(nan_rank=1), _config(out_dir))
     assert isinstance(trainer.ddp_model, nn.parallel.DistributedDataParallel)
     result = trainer.fit(loader)
@@ -82,8 +87,12 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
     for other in gathered[1:]:  # every process holds the same weights
         for a, b in zip(gathered[0], other, strict=True):
             assert torch.equal(a, b)
+    # Release the DDP wrapper (its reducer holds the process group) before destroying the
+    # group, so no gloo work object outlives it into interpreter shutdown.
+    del trainer
+    gc.collect()
     barrier()
-    torch.distributed.destroy_process_group()
+    cleanup_distributed()
 
 
 def _free_port() -> int:
