@@ -26,7 +26,7 @@ from pyg_infdiff.training.distributed import (
     unwrap_model,
     wrap_ddp,
 )
-from pyg_infdiff.training.ema import create_ema, update_ema
+from pyg_infdiff.training.ema import create_ema, ema_decay, update_ema
 from pyg_infdiff.training.logging import RunningMeans, TrainingLog, plot_loss_curve, read_log
 from pyg_infdiff.training.pretrained import (
     Pretrained,
@@ -60,6 +60,7 @@ __all__ = [
     "diffusion_from_dict",
     "diffusion_to_dict",
     "create_ema",
+    "ema_decay",
     "distributed_sampler",
     "get_rank",
     "get_world_size",

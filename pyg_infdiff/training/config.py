@@ -33,6 +33,10 @@ class TrainerConfig:
             (default: :obj:`0.999`)
         ema_start (int, optional): Up to this step the EMA is a plain copy of the weights.
             (default: :obj:`0`)
+        ema_warmup (bool, optional): Whether the EMA decay warms up as
+            :math:`\min(\beta, (1 + n) / (10 + n))` after :math:`n` updates
+            (:func:`~pyg_infdiff.training.ema_decay`); without it the average of a short run
+            stays close to the initial weights. (default: :obj:`True`)
         bf16 (bool, optional): Compute the loss under :func:`torch.autocast` with bfloat16 (CPU
             or GPU); weights, gradients and optimiser state stay float32. (default: :obj:`False`)
         log_every (int, optional): Steps between log records. (default: :obj:`50`)
@@ -70,6 +74,7 @@ class TrainerConfig:
     max_steps: int = 100_000
     grad_clip: float | None = 1.0
     ema_decay: float | None = 0.999
+    ema_warmup: bool = True
     ema_start: int = 0
     bf16: bool = False
     log_every: int = 50

@@ -135,7 +135,8 @@ class Trainer:
                                            weight_decay=cfg.weight_decay)
         warmup = cfg.warmup_steps  # LambdaLR calls this with the number of updates so far
         self.scheduler = LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / max(warmup, 1)))
-        self.ema = create_ema(self.model, cfg.ema_decay) if cfg.ema_decay is not None else None
+        self.ema = (create_ema(self.model, cfg.ema_decay, warmup=cfg.ema_warmup)
+                    if cfg.ema_decay is not None else None)
         self.out_dir = Path(cfg.out_dir)
         self.checkpoints = CheckpointManager(self.out_dir / "checkpoints", cfg.keep_last)
         self.log = TrainingLog(self.out_dir, enabled=self.is_main, plot=cfg.plot_loss)
