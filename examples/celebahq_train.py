@@ -178,8 +178,9 @@ def main(argv=None):
     cuda = ctx.device.type == "cuda" or (args.device or "").startswith("cuda") or (
         args.device is None and torch.cuda.is_available())
     workers = args.num_workers if args.num_workers is not None else (4 if cuda else 0)
-    # Each process gets its own order and subsampling (the seed is offset by the rank).
-    loader = make_loader(dataset, collator, args.batch_size, seed=args.seed + ctx.rank,
+    # Under torchrun each process reads its own share of every epoch (make_loader asks
+    # torch.distributed for the world size and rank): one epoch is one pass over the data.
+    loader = make_loader(dataset, collator, args.batch_size, seed=args.seed,
                          num_workers=workers, drop_last=True, pin_memory=cuda,
                          persistent_workers=False)
 

@@ -164,13 +164,23 @@ class SeededBatchSampler(Sampler[list[tuple[int, int, int]]]):
     ``(seed, e)``. The epoch advances by one at every pass; :meth:`set_epoch` sets it (e.g. when
     resuming).
 
+    With :obj:`num_replicas` processes (distributed data parallel) every process draws the same
+    permutation and takes every :obj:`num_replicas`-th item of it, starting at :obj:`rank`, as
+    :class:`~torch.utils.data.DistributedSampler` does: batch :math:`b` of the processes together
+    holds the items of batch :math:`b` of one process with :obj:`num_replicas` times the batch
+    size, and is tagged ``b * num_replicas + rank``. Without :obj:`drop_last` the permutation is
+    padded by wrapping around so that every process gets as many batches of the same size.
+
     Args:
         num_items (int): The size of the dataset.
-        batch_size (int): Items per batch.
+        batch_size (int): Items per batch (per process).
         shuffle (bool, optional): Whether to permute the items each epoch. (default: :obj:`True`)
         drop_last (bool, optional): Whether to drop the last incomplete batch.
             (default: :obj:`False`)
         seed (int, optional): The seed. (default: :obj:`0`)
+        num_replicas (int, optional): The number of processes sharing the data.
+            (default: :obj:`1`)
+        rank (int, optional): The index of this process among them. (default: :obj:`0`)
     """
 
     def __init__(
@@ -181,16 +191,23 @@ class SeededBatchSampler(Sampler[list[tuple[int, int, int]]]):
         shuffle: bool = True,
         drop_last: bool = False,
         seed: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
     ) -> None:
         if num_items <= 0:
             raise ValueError(f"'num_items' must be positive, got {num_items}")
         if batch_size <= 0:
             raise ValueError(f"'batch_size' must be positive, got {batch_size}")
+        if num_replicas < 1 or not 0 <= rank < num_replicas:
+            raise ValueError(f"Need num_replicas >= 1 and 0 <= rank < num_replicas, got "
+                             f"num_replicas={num_replicas}, rank={rank}")
         self.num_items = int(num_items)
         self.batch_size = int(batch_size)
         self.shuffle = shuffle
         self.drop_last = drop_last
         self.seed = int(seed)
+        self.num_replicas = int(num_replicas)
+        self.rank = int(rank)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -199,8 +216,9 @@ class SeededBatchSampler(Sampler[list[tuple[int, int, int]]]):
 
     def __len__(self) -> int:
         if self.drop_last:
-            return self.num_items // self.batch_size
-        return -(-self.num_items // self.batch_size)
+            return self.num_items // (self.batch_size * self.num_replicas)
+        per_replica = -(-self.num_items // self.num_replicas)
+        return -(-per_replica // self.batch_size)
 
     def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
         epoch = self.epoch
@@ -210,9 +228,14 @@ class SeededBatchSampler(Sampler[list[tuple[int, int, int]]]):
             order = torch.randperm(self.num_items, generator=generator).tolist()
         else:
             order = list(range(self.num_items))
+        replicas = self.num_replicas
+        if not self.drop_last and len(order) % replicas:  # pad: equal shares for all
+            pad = replicas - len(order) % replicas
+            order += (order * (pad // len(order) + 1))[:pad]
+        mine = order[self.rank :: replicas]
         for b in range(len(self)):
-            chunk = order[b * self.batch_size : (b + 1) * self.batch_size]
-            yield [(epoch, b, i) for i in chunk]
+            chunk = mine[b * self.batch_size : (b + 1) * self.batch_size]
+            yield [(epoch, b * replicas + self.rank, i) for i in chunk]
 
 
 class _KeyedDataset(Dataset):
@@ -263,6 +286,8 @@ def make_loader(
     num_workers: int = 0,
     *,
     drop_last: bool = False,
+    num_replicas: int | None = None,
+    rank: int | None = None,
     **kwargs: Any,
 ) -> DataLoader:
     r"""A :class:`~torch.utils.data.DataLoader` of graph batches that are identical for any
@@ -279,11 +304,23 @@ def make_loader(
         num_workers (int, optional): Worker processes. (default: :obj:`0`)
         drop_last (bool, optional): Whether to drop the last incomplete batch.
             (default: :obj:`False`)
+        num_replicas (int, optional): Processes that share the data (each gets its own part of
+            every epoch, see :class:`SeededBatchSampler`); the world size of
+            :mod:`torch.distributed` when it is initialised, else :obj:`1`, if :obj:`None`.
+            (default: :obj:`None`)
+        rank (int, optional): This process's rank among them; the :mod:`torch.distributed`
+            rank (or :obj:`0`) if :obj:`None`. (default: :obj:`None`)
         **kwargs (optional): More :class:`~torch.utils.data.DataLoader` arguments (e.g.
             ``pin_memory``, ``prefetch_factor``).
     """
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if num_replicas is None:
+        num_replicas = torch.distributed.get_world_size() if distributed else 1
+    if rank is None:
+        rank = torch.distributed.get_rank() if distributed else 0
     sampler = SeededBatchSampler(
-        len(dataset), batch_size, shuffle=shuffle, drop_last=drop_last, seed=seed
+        len(dataset), batch_size, shuffle=shuffle, drop_last=drop_last, seed=seed,
+        num_replicas=num_replicas, rank=rank,
     )
     kwargs.setdefault("worker_init_fn", seed_worker)
     return DataLoader(

@@ -2,6 +2,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch.utils.data import Dataset
 
 from pyg_infdiff.data import (
@@ -143,6 +145,43 @@ def test_seeded_batch_sampler():
     assert batch_generator(1, 2, 3).initial_seed() == batch_generator(1, 2, 3).initial_seed()
     with pytest.raises(ValueError, match="batch_size"):
         SeededBatchSampler(10, 0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(num_items=st.integers(1, 40), batch_size=st.integers(1, 7),
+       replicas=st.integers(1, 4), drop_last=st.booleans(), shuffle=st.booleans())
+def test_seeded_batch_sampler_shards(num_items, batch_size, replicas, drop_last, shuffle):
+    # The processes of a distributed run read disjoint shares of one permutation; their batch b
+    # together is batch b of one process with replicas x the batch size.
+    shards = [list(SeededBatchSampler(num_items, batch_size, shuffle=shuffle,
+                                      drop_last=drop_last, seed=3, num_replicas=replicas,
+                                      rank=r)) for r in range(replicas)]
+    single = list(SeededBatchSampler(num_items, batch_size * replicas, shuffle=shuffle,
+                                     drop_last=drop_last, seed=3))
+    lengths = {len(s) for s in shards}
+    assert len(lengths) == 1 and lengths == {len(SeededBatchSampler(
+        num_items, batch_size, drop_last=drop_last, num_replicas=replicas, rank=0))}
+    for b in range(lengths.pop()):
+        sizes = {len(s[b]) for s in shards}
+        assert len(sizes) == 1  # every process steps with a batch of the same size
+        keys = [key[1] for s in shards for key in s[b]]
+        assert set(keys) == {b * replicas + r for r in range(replicas)}
+        together = sorted(i for s in shards for _, _, i in s[b])
+        if drop_last:
+            assert together == sorted(i for _, _, i in single[b])
+    seen = [i for s in shards for batch in s for _, _, i in batch]
+    if drop_last:
+        assert len(seen) == len(set(seen))  # disjoint
+    else:
+        assert set(seen) == set(range(num_items))  # all, padded by wrapping around
+        assert len(seen) - num_items < replicas
+
+
+def test_seeded_batch_sampler_rejects_bad_rank():
+    with pytest.raises(ValueError, match="rank"):
+        SeededBatchSampler(10, 2, num_replicas=2, rank=2)
+    with pytest.raises(ValueError, match="num_replicas"):
+        SeededBatchSampler(10, 2, num_replicas=0)
 
 
 def as_tuples(batch):
