@@ -117,6 +117,8 @@ class Recipe:
     grad_clip: float = 1.0
     checkpoint_every: int = 250
     log_every: int = 50
+    sigma_pixels: float = 0.5
+    parametrization: str = "mollified_eps"
 
 
 class _Budget:
@@ -187,8 +189,9 @@ def train_infdiff(
             raise ValueError(f"{out} holds a run trained for {ledger['budget_seconds'] / 60:g} "
                              f"min, more than the {minutes:g} min asked for: use another folder")
     spent_at = {int(k): v for k, v in ledger.get("spent_at", {}).items()}
-    sigma = 0.5 / resolution
-    diffusion = MollifiedDiffusion(MollifiedNoise(sigma, config.ndim))
+    sigma = recipe.sigma_pixels / resolution
+    diffusion = MollifiedDiffusion(MollifiedNoise(sigma, config.ndim),
+                                   parametrization=recipe.parametrization)
     collator = GraphCollator(diffusion.mollifier, rate=rate, radius=config.radius)
     loader = make_loader(dataset, collator, recipe.batch_size, seed=seed, drop_last=True)
     torch.manual_seed(seed)

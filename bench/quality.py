@@ -5,16 +5,20 @@ Fashion-MNIST 28², the same wall-clock training budget (``--minutes``, default 
 * **(a)** ∞-Diff, 4× subsampling (a quarter of each image's pixels as graph nodes);
 * **(b)** ∞-Diff, no subsampling (all pixels);
 * **(c)** the dense DDPM of ``diffusers`` (``bench/train_dense_ddpm.py``, its documented
-  settings, at the ∞-Diff parameter count).
+  settings, at the ∞-Diff parameter count);
+* **(d)** ∞-Diff trained on the images area-downsampled to 14² (all pixels), sampled at 28²
+  (issue 5 #5), next to bicubic upsampling of its own 14² samples of the same seeds.
 
-∞-Diff arms use the library's documented 28² recipe (``examples/celebahq_train.py``, preset 28):
+∞-Diff arms use the library's documented CPU recipe (``docs/tutorials/fashion_mnist.md``):
 :meth:`UNetConfig.preset` ``(28)`` (1.30 M parameters), batch 32, AdamW lr 5e-4 with 200
-warm-up steps then constant, gradient clip 1, EMA 0.999, mollifier σ = half a pixel, cosine
-schedule, mollified-noise prediction; trained by :class:`~pyg_infdiff.training.Trainer`.
-Each arm then draws 1,000 samples with its EMA weights (DDIM, :math:`\eta = 0`, 100 steps) and
-scores them against the 10,000 test images: FID and KID on the standard FID Inception features
+warm-up steps then constant, gradient clip 1, EMA 0.999 with warm-up, mollifier σ = half a
+training pixel, cosine schedule, prediction of the mollified image :math:`T x_0`; trained by
+:class:`~pyg_infdiff.training.Trainer`. Each arm then draws 1,000 samples with its EMA
+weights (DDIM, :math:`\eta = 0`, 100 steps) and scores them against the 10,000 test images:
+FID and KID on the standard FID Inception features
 (:mod:`pyg_infdiff.metrics`, offline weights). ∞-Diff samples are scored as drawn (mollified)
-and Wiener-deblurred (inverse SNR 0.05). Goal: (a) no worse than (c).
+and Wiener-deblurred (inverse SNR 0.05). Goals: (a) no worse than (c) (#4); (d) within 1.2× of
+the native 28² model and better than bicubic (#5).
 
 Every arm is resumable: ∞-Diff training writes checkpoints (and the time already spent) into
 ``--out``/``arm_<x>/`` and continues from them with the remaining budget; samples and results are
@@ -26,10 +30,11 @@ Durations on this 2-core machine with one thread (load ~5): 25 min of training p
 sampling 1,000 images ~5-10 min per arm; Inception features ~0.27 s per image, so ~45 min for
 the 10,000 test images (once: cached in ``~/.cache/pyg_infdiff/fid_stats``, shared with
 ``python -m pyg_infdiff.metrics``) and ~9 min per ∞-Diff arm (two sample sets), ~5 min for the
-dense arm. All three arms: about 2.5-3 hours. Run::
+dense arm. All four arms: about 3-4 hours; two arms side by side, one thread each, use both cores
+of this machine and keep the comparison fair. Run::
 
-    python bench/quality.py --write                     # all three arms, ~2.5-3 h
-    python bench/quality.py --arms a --minutes 25       # one arm (then b, c later)
+    python bench/quality.py --write                     # all four arms, ~3-4 h
+    python bench/quality.py --arms a --minutes 25       # one arm (then b, c, d later)
     python bench/quality.py --report-only --write       # the table from finished arms
     python bench/quality.py --smoke --out /tmp/q        # seconds per arm, SWD only (tests)
 
@@ -47,6 +52,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from _common import DOC, ROOT, machine_description, markdown_table, relative_to_root, write_section
 from _infdiff import (
     Recipe,
@@ -71,8 +77,10 @@ ARMS = {
     "a": "∞-Diff, 4× subsampling",
     "b": "∞-Diff, all pixels",
     "c": "dense DDPM (diffusers)",
+    "d": "∞-Diff trained at 14², sampled at 28²",
 }
-RATES = {"a": 4.0, "b": 1.0}
+RATES = {"a": 4.0, "b": 1.0, "d": 1.0}
+LOW = 14  # arm (d): trained on Fashion-MNIST area-downsampled to 14², sampled at 28²
 
 
 # --------------------------------------------------------------------------- the arms
@@ -100,32 +108,46 @@ def score(args: argparse.Namespace, fakes: dict[str, Tensor]) -> dict:
 
 def run_infdiff_arm(args: argparse.Namespace, arm: str) -> dict:
     out = args.out / f"arm_{arm}"
-    recipe = Recipe(batch_size=args.batch_size) if args.batch_size else Recipe()
+    recipe = Recipe(parametrization="x0")  # the CPU recipe: the model predicts T x0
+    if args.batch_size:
+        recipe.batch_size = args.batch_size
     if args.smoke:
         recipe.checkpoint_every, recipe.warmup = 5, 5
-    config = UNetConfig.preset(RESOLUTION)
-    if args.smoke:
-        config = unet_config("tiny", channels=1)
-    trained = train_infdiff(out, FashionMNIST(train=True), config, RESOLUTION, RATES[arm],
-                            args.minutes, recipe, data_name="fashion-mnist", seed=args.seed)
+    # The same model in domain units for every arm (kernel radius, grid); arm (d) sees the
+    # images at 14², with a mollifier of half of its own pixel.
+    config = unet_config("tiny", channels=1) if args.smoke else UNetConfig.preset(RESOLUTION)
+    train_side = LOW if arm == "d" else RESOLUTION
+    data = FashionMNIST(train=True, resolution=train_side, resize="area")
+    trained = train_infdiff(out, data, config, train_side, RATES[arm], args.minutes, recipe,
+                            data_name="fashion-mnist", seed=args.seed)
     samples_path = out / "samples.pt"
     device = resolve_device(args.device)
     blob = torch.load(samples_path, weights_only=True) if samples_path.exists() else {}
     settings = [trained["checkpoint"], args.num_samples, args.sample_steps, args.seed]
     if blob.get("settings") != settings:
         pretrained = load_pretrained(trained["checkpoint"], weights="ema", device=device)
+
+        def draw(side: int) -> Tensor:
+            return draw_samples(pretrained.model, pretrained.diffusion, args.num_samples, side,
+                                1, args.sample_steps, args.sample_batch, args.seed + 1, device)
+
         start = time.perf_counter()
-        images = draw_samples(pretrained.model, pretrained.diffusion, args.num_samples,
-                              RESOLUTION, 1, args.sample_steps, args.sample_batch, args.seed + 1,
-                              device)
+        images = draw(RESOLUTION)
         seconds = time.perf_counter() - start
         deblurred = pretrained.diffusion.mollifier.undo(images, 2, inv_snr=0.05).clamp(-1, 1)
         blob = {"images": images, "deblurred": deblurred, "seconds": seconds,
                 "settings": settings}
+        if arm == "d":  # the same seeds at the training resolution, upsampled bicubically
+            low = pretrained.diffusion.mollifier.undo(draw(LOW), 2, inv_snr=0.05)
+            blob["bicubic"] = F.interpolate(low.clamp(-1, 1), size=(RESOLUTION, RESOLUTION),
+                                            mode="bicubic", align_corners=False).clamp(-1, 1)
         torch.save(blob, samples_path)
         save_grid(images[:64], out / "samples.png", nrow=8)
-    metrics = score(args, {"mollified": blob["images"], "deblurred": blob["deblurred"]})
-    return {"arm": arm, "label": ARMS[arm], **trained,
+    sets = {"mollified": blob["images"], "deblurred": blob["deblurred"]}
+    if "bicubic" in blob:
+        sets["bicubic 14² → 28² (deblurred)"] = blob["bicubic"]
+    metrics = score(args, sets)
+    return {"arm": arm, "label": ARMS[arm], **trained, "train_resolution": train_side,
             "sample_seconds_per_image": blob["seconds"] / blob["images"].size(0),
             "metrics": metrics}
 
@@ -192,15 +214,30 @@ def report(args: argparse.Namespace, results: dict[str, dict], settings: dict) -
         missing = ", ".join(f"({k})" for k in ("a", "c") if k not in results)
         lines.append(f"- Goal (issue 5 #4: (a) no worse than (c)): not evaluated yet — arm(s) "
                      f"{missing} not finished.")
+    native = [results[k] for k in ("a", "b") if k in results]
+    if "d" in results and native and fid:
+        m = results["d"]["metrics"]
+        d = min(v["fid"] for k, v in m.items() if not k.startswith("bicubic"))
+        bicubic = next(v["fid"] for k, v in m.items() if k.startswith("bicubic"))
+        best = min(v["fid"] for r in native for v in r["metrics"].values())
+        ok = d <= 1.2 * best and d < bicubic
+        lines.append(f"- Goal (issue 5 #5): (d) at 28² within 1.2× of the native 28² models and "
+                     f"better than bicubic upsampling of its 14² samples: FID {d:.2f} vs "
+                     f"{best:.2f} (best native, ratio {d / best:.2f}) and {bicubic:.2f} "
+                     f"(bicubic) — **{'met' if ok else 'NOT met'}**")
+    else:
+        lines.append("- Goal (issue 5 #5: (d) within 1.2× of the native 28² model and better "
+                     "than bicubic): not evaluated yet (needs arm (d), arm (a) or (b), FID).")
     machines = "; ".join(f"({arm}) {results[arm].get('machine', '?')}" for arm in sorted(results))
     batches = sorted({results[a]["recipe"]["batch_size"] for a in ("a", "b") if a in results})
     batch = "/".join(map(str, batches)) or str(args.batch_size or Recipe().batch_size)
     threads = sorted({r.get("threads") for r in results.values()}) or [args.threads]
     lines += [
         f"- Budget: {shown['minutes']:g} min of training per arm (wall clock, data loading "
-        f"included). ∞-Diff (a, b): preset 28, batch {batch}, AdamW lr 5e-4 (200 warm-up "
-        "steps, then constant), clip 1, EMA 0.999, σ = half a pixel, cosine schedule, "
-        "Trainer; (a) keeps a quarter of each image's pixels (uniform), (b) all. Dense (c): "
+        f"included). ∞-Diff (a, b, d): preset 28, batch {batch}, AdamW lr 5e-4 (200 warm-up "
+        "steps, then constant), clip 1, EMA 0.999 with warm-up, σ = half a training pixel, "
+        "cosine schedule, x₀ prediction (of T x₀), Trainer; (a) keeps a quarter of each "
+        "image's pixels (uniform), (b) all, (d) all of the 14² image. Dense (c): "
         "`bench/train_dense_ddpm.py` (diffusers `train_unconditional.py` settings: batch 16, "
         "lr 1e-4, warm-up 500 + cosine decay, EMA ≤ 0.9999, linear DDPM schedule) at the "
         "∞-Diff parameter count.",
@@ -220,7 +257,7 @@ def report(args: argparse.Namespace, results: dict[str, dict], settings: dict) -
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--arms", default="a,b,c", help="comma list of a, b, c")
+    p.add_argument("--arms", default="a,b,c,d", help="comma list of a, b, c, d")
     p.add_argument("--minutes", type=float, default=None,
                    help="training budget per arm (default: 25; 0.05 with --smoke)")
     p.add_argument("--num-samples", type=int, default=1000)

@@ -147,19 +147,22 @@ def test_quality_smoke(tmp_path):
     except FileNotFoundError as err:
         pytest.skip(str(err))
     out, doc = tmp_path / "quality", tmp_path / "benchmarks.md"
-    results = quality.main(["--smoke", "--arms", "a", "--minutes", "0.02", "--out", str(out)])
+    results = quality.main(["--smoke", "--arms", "a,d", "--minutes", "0.02", "--out", str(out)])
     a = results["a"]
     assert a["steps"] >= 1 and set(a["metrics"]) == {"mollified", "deblurred"}
+    d = results["d"]  # trained at 14², scored at 28² next to bicubic upsampling of 14² samples
+    assert d["train_resolution"] == 14 and len(d["metrics"]) == 3
+    assert torch.load(out / "arm_d" / "samples.pt")["bicubic"].shape[-2:] == (28, 28)
     assert (out / "arm_a.json").exists() and (out / "arm_a" / "samples.pt").exists()
     assert (out / "arm_a" / "budget.json").exists()
     # a second run reuses the cached arm; --report-only writes the table from finished arms
-    again = quality.main(["--smoke", "--arms", "a", "--minutes", "0.02", "--out", str(out)])
-    assert again["a"] == a
+    again = quality.main(["--smoke", "--arms", "a,d", "--minutes", "0.02", "--out", str(out)])
+    assert again["a"] == a and again["d"] == d
     quality.main(["--smoke", "--report-only", "--minutes", "0.02", "--out", str(out),
                   "--write", "--doc", str(doc)])
     body = _section(doc, "quality")
     assert "(a) ∞-Diff, 4× subsampling" in body and "not evaluated yet" in body
-    assert "(c) not finished" in body
+    assert "(c) not finished" in body and "issue 5 #5" in body
 
 
 def test_beyond_resolution_smoke(tmp_path):

@@ -112,6 +112,10 @@ def test_celebahq_train_defaults():
     assert (a.preset, a.subsample, a.bf16) == (256, 8, True)
     a = module.parse_args(["--dataset", "fashion-mnist"])
     assert (a.resolution, a.preset, a.out) == (28, 28, "runs/fashion-mnist28")
+    assert a.parametrization == "x0"  # short CPU presets predict T x0, GPU presets T eps
+    assert module.parse_args(["--data-dir", "x"]).parametrization == "mollified_eps"
+    assert module.parse_args(["--dataset", "mnist", "--parametrization", "v"]).parametrization \
+        == "v"
     assert module.parse_args(["--data-dir", "x", "--resolution", "48"]).preset == 64
     with pytest.raises(SystemExit):
         module.parse_args(["--dataset", "folder"])  # no --data-dir
