@@ -49,7 +49,11 @@ def parse_args(argv=None):
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.out is not None and Path(args.out).suffix.lower() not in (".png", ".jpg", ".jpeg",
+                                                                       ".webp"):
+        p.error(f"--out must name an image file (.png, .jpg, .webp), got {args.out!r}")
+    return args
 
 
 def main(argv=None):

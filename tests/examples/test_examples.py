@@ -103,6 +103,13 @@ def test_celebahq_train_on_shapes_then_resume(tmp_path):
     assert (tmp_path / "checkpoints" / "ckpt_00000003.pt").is_file()
 
 
+def test_sample_rejects_an_output_that_is_not_an_image_file():
+    module = _load("sample")
+    with pytest.raises(SystemExit):
+        module.parse_args(["--checkpoint", "runs/x", "--out", "runs/x/samples"])
+    assert module.parse_args(["--checkpoint", "runs/x", "--out", "a/b.png"]).out == "a/b.png"
+
+
 def test_celebahq_train_defaults():
     module = _load("celebahq_train")
     a = module.parse_args(["--data-dir", "faces", "--resolution", "128"])
