@@ -53,8 +53,17 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _common import DOC, ROOT, machine_description, markdown_table, relative_to_root, write_section
+from _common import (
+    DOC,
+    ROOT,
+    machine_description,
+    markdown_table,
+    relative_to_root,
+    shrink_png,
+    write_section,
+)
 from _infdiff import (
+    FIGURES,
     Recipe,
     command_line,
     draw_samples,
@@ -67,7 +76,7 @@ from _infdiff import (
 from torch import Tensor
 
 from pyg_infdiff.data import FashionMNIST
-from pyg_infdiff.data.images import save_grid
+from pyg_infdiff.data.images import save_grid, save_rows
 from pyg_infdiff.models import UNetConfig
 from pyg_infdiff.training import load_pretrained
 
@@ -254,6 +263,25 @@ def report(args: argparse.Namespace, results: dict[str, dict], settings: dict) -
     return "\n".join(lines)
 
 
+def figure(args: argparse.Namespace, results: dict[str, dict], path: Path,
+           num: int = 12) -> Path | None:
+    r"""The first :obj:`num` samples of every finished arm, one labelled row per sample set
+    (the same seeds in every ∞-Diff row)."""
+    rows = []
+    for arm in sorted(results):
+        folder = args.out / f"arm_{arm}"
+        if arm == "c":
+            rows.append(("(c) dense", torch.load(folder / "samples.pt", weights_only=True)[:num]))
+            continue
+        blob = torch.load(folder / "samples.pt", weights_only=True)
+        rows.append((f"({arm}) deblurred", blob["deblurred"][:num]))
+        if "bicubic" in blob:
+            rows.append((f"({arm}) bicubic", blob["bicubic"][:num]))
+    if not rows:
+        return None
+    return shrink_png(save_rows(rows, path, cell_size=56))
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -328,6 +356,11 @@ def main(argv: list[str] | None = None) -> dict:
         path.write_text(json.dumps(result, indent=2))
         results[arm] = result
     body = report(args, results, settings)
+    if args.write and not args.smoke and args.metrics == "fid":
+        path = figure(args, results, FIGURES / "bench_quality.png")
+        if path is not None:
+            body += ("\n\n![The first samples of each arm: (a), (b), (d) deblurred, (d) bicubic, "
+                     "(c) as sampled](_static/figures/bench_quality.png)")
     print(body)
     if args.write:
         write_section("quality", body, args.doc)
