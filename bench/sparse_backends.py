@@ -61,6 +61,23 @@ def torch_sparse_status() -> str | None:
     return None
 
 
+def torch_sparse_note(status: str | None, t_scalar: dict[int, dict[str, float]],
+                      threads: list[int]) -> str:
+    r"""The torch_sparse line of the notes: why it is missing, or its versions and its speed-up
+    over ``torch.sparse`` CSR on scalar weights (the only case it can express)."""
+    if status is not None:
+        return f"torch_sparse: unavailable: {status}."
+    import torch_scatter
+    import torch_sparse
+
+    ratios = ", ".join(
+        f"{t_scalar[t]['torch.sparse CSR'] / t_scalar[t]['torch_sparse.SparseTensor']:.2f}× "
+        f"({t} thr.)" for t in threads)
+    return (f"torch_sparse {torch_sparse.__version__} (torch-scatter {torch_scatter.__version__}"
+            f"): SparseTensor vs torch.sparse CSR on scalar weights: {ratios} as fast; not used "
+            "by the library (docs/operator.md, 'Aggregation backend').")
+
+
 def workload(generator: torch.Generator) -> tuple[torch.Tensor, int]:
     pixel = subsample((SIZE, SIZE), rate=RATE, generator=generator)
     index = LatticeIndex((SIZE, SIZE), pixel, torch.zeros_like(pixel), 1)
@@ -149,8 +166,9 @@ def run(repeats: int, threads: list[int]) -> tuple[str, list[str]]:
         f"{RADIUS_PX:g} px, self loops), C = {CHANNELS}, float32, forward + backward, median of "
         f"{repeats} repeats (backends interleaved). The scalar rows include forming the "
         "sparse matrix (or the gathered `x[src]`) each call.",
-        "torch.sparse has no per-channel (depthwise) weights: 'n/a'.",
-        f"torch_sparse: {'available' if status is None else 'unavailable: ' + status}.",
+        "torch.sparse and torch_sparse.SparseTensor have no per-channel (depthwise) weights: "
+        "'n/a'.",
+        torch_sparse_note(status, t_scalar, threads),
         f"Machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores "
         f"(shared; load average {os.getloadavg()[0]:.1f} at the end), torch {torch.__version__}, "
         f"{datetime.date.today().isoformat()}. Command: "

@@ -246,7 +246,8 @@ class KernelIntegralConv(MessagePassing):
         num_dst = pos_dst.size(0)
         src, dst = edge_index[0], edge_index[1]
         # Radius graphs come sorted by target: then sum by segments over CSR offsets
-        # (deterministic, faster than index_add_ with several threads; bench/sparse_backends.py).
+        # (deterministic on every device; within 10-35% of index_add_, faster or slower with the
+        # load: bench/sparse_backends.py, docs/operator.md).
         ptr = None
         if dst.numel() > 0 and bool((dst[1:] >= dst[:-1]).all()):
             ptr = dst.new_zeros(num_dst + 1)
