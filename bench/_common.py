@@ -365,6 +365,30 @@ def write_section(name: str, body: str, path: str | os.PathLike = DOC) -> None:
         fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def publish(name: str, body: str, doc: str | os.PathLike, write: bool,
+            figure: str | os.PathLike | None = None) -> None:
+    r"""Prints a benchmark's markdown section and, with :obj:`write`, writes it into
+    :obj:`doc` (:func:`write_section`), saying where it went (and where its figure is)."""
+    print(body)
+    if write:
+        write_section(name, body, doc)
+        extra = f" and {figure}" if figure is not None else ""
+        print(f"wrote the '{name}' section of {doc}{extra}")
+
+
+def save_figure(fig: Any, path: str | os.PathLike) -> Path:
+    r"""Saves a matplotlib figure as the docs' PNGs are saved (tight layout, 110 dpi), creating
+    the folder, and closes it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _child() -> None:
     print(_RESULT_TAG + json.dumps(_measure(json.loads(sys.stdin.read()))), flush=True)
 

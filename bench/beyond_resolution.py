@@ -39,9 +39,9 @@ from _common import (
     ROOT,
     machine_description,
     markdown_table,
+    publish,
     relative_to_root,
     shrink_png,
-    write_section,
 )
 from _infdiff import (
     FIGURES,
@@ -258,10 +258,7 @@ def main(argv: list[str] | None = None) -> dict:
         figure = shrink_png(save_rows(result["figure_rows"], args.figures / "bench_beyond.png",
                                       cell_size=128))
     body = report(args, result, figure)
-    print(body)
-    if args.write:
-        write_section("beyond_resolution", body, args.doc)
-        print(f"wrote the 'beyond_resolution' section of {args.doc} and {figure}")
+    publish("beyond_resolution", body, args.doc, args.write, figure)
     return result
 
 

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _common import DOC, machine_description, markdown_table, shrink_png, write_section
+from _common import DOC, machine_description, markdown_table, publish, shrink_png
 from _infdiff import (
     FIGURES,
     command_line,
@@ -169,10 +169,7 @@ def main(argv: list[str] | None = None) -> dict:
                             (f"{m}x{m} pooled to {n}x{n}", pooled)],
                            args.figures / "bench_consistency.png"))
     body = report(args, result, figure)
-    print(body)
-    if args.write:
-        write_section("consistency", body, args.doc)
-        print(f"wrote the 'consistency' section of {args.doc} and {figure}")
+    publish("consistency", body, args.doc, args.write, figure)
     return result
 
 

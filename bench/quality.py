@@ -58,9 +58,9 @@ from _common import (
     ROOT,
     machine_description,
     markdown_table,
+    publish,
     relative_to_root,
     shrink_png,
-    write_section,
 )
 from _infdiff import (
     FIGURES,
@@ -356,15 +356,13 @@ def main(argv: list[str] | None = None) -> dict:
         path.write_text(json.dumps(result, indent=2))
         results[arm] = result
     body = report(args, results, settings)
+    picture = None
     if args.write and not args.smoke and args.metrics == "fid":
-        path = figure(args, results, FIGURES / "bench_quality.png")
-        if path is not None:
+        picture = figure(args, results, FIGURES / "bench_quality.png")
+        if picture is not None:
             body += ("\n\n![The first samples of each arm: (a), (b), (d) deblurred, (d) bicubic, "
                      "(c) as sampled](_static/figures/bench_quality.png)")
-    print(body)
-    if args.write:
-        write_section("quality", body, args.doc)
-        print(f"wrote the 'quality' section of {args.doc}")
+    publish("quality", body, args.doc, args.write, picture)
     return results
 
 

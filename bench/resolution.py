@@ -23,7 +23,7 @@ import argparse
 from pathlib import Path
 
 import torch
-from _common import DOC, machine_description, markdown_table, time_cases, write_section
+from _common import DOC, machine_description, markdown_table, publish, save_figure, time_cases
 from _infdiff import (
     FIGURES,
     command_line,
@@ -144,11 +144,7 @@ def plot(rows: list[dict], path: Path) -> Path:
     ax.set_ylabel("sampling time per image (relative)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -189,10 +185,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = run(args)
     figure = plot(result["rows"], args.figures / "bench_resolution.png") if args.write else None
     body = report(args, result, figure)
-    print(body)
-    if args.write:
-        write_section("resolution", body, args.doc)
-        print(f"wrote the 'resolution' section of {args.doc} and {figure}")
+    publish("resolution", body, args.doc, args.write, figure)
     return result
 
 

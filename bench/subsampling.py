@@ -45,8 +45,9 @@ from _common import (
     machine_description,
     markdown_table,
     peak_memory,
+    publish,
+    save_figure,
     time_cases,
-    write_section,
 )
 from _infdiff import (
     FIGURES,
@@ -303,11 +304,7 @@ def plot(rows: list[dict], path: Path) -> Path:
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -355,10 +352,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.write:
         figure = plot(result["rows"], args.figures / "bench_subsampling.png")
     body = report(args, result, figure)
-    print(body)
-    if args.write:
-        write_section("subsampling", body, args.doc)
-        print(f"wrote the 'subsampling' section of {args.doc} and {figure}")
+    publish("subsampling", body, args.doc, args.write, figure)
     return result
 
 

@@ -31,7 +31,7 @@ import argparse
 from pathlib import Path
 
 import torch
-from _common import DOC, machine_description, markdown_table, time_cases, write_section
+from _common import DOC, machine_description, markdown_table, publish, time_cases
 from _infdiff import command_line, make_diffusion, parse_preset, resolve_device, unet_config
 from baseline_ddpm import (
     build_dense_unet,
@@ -229,10 +229,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     result = run(args)
     body = report(args, result)
-    print(body)
-    if args.write:
-        write_section("vs_dense", body, args.doc)
-        print(f"wrote the 'vs_dense' section of {args.doc}")
+    publish("vs_dense", body, args.doc, args.write)
     return result
 
 
