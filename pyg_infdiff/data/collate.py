@@ -12,6 +12,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torch_geometric.data import Batch, Data
 
+from pyg_infdiff._dist import get_rank, get_world_size
 from pyg_infdiff.graph import pixel_to_pos, radius_graph, subsample
 from pyg_infdiff.graph.subsample import SubsampleMethod, check_subsample_options
 
@@ -313,11 +314,10 @@ def make_loader(
         **kwargs (optional): More :class:`~torch.utils.data.DataLoader` arguments (e.g.
             ``pin_memory``, ``prefetch_factor``).
     """
-    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     if num_replicas is None:
-        num_replicas = torch.distributed.get_world_size() if distributed else 1
+        num_replicas = get_world_size()
     if rank is None:
-        rank = torch.distributed.get_rank() if distributed else 0
+        rank = get_rank()
     sampler = SeededBatchSampler(
         len(dataset), batch_size, shuffle=shuffle, drop_last=drop_last, seed=seed,
         num_replicas=num_replicas, rank=rank,

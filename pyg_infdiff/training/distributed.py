@@ -23,6 +23,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler, Sampler, SequentialSampler
 
+from pyg_infdiff._dist import get_rank, get_world_size, is_distributed
+
 __all__ = [
     "DistributedContext",
     "all_gather_objects",
@@ -124,21 +126,6 @@ def cleanup_distributed() -> None:
     r"""Destroys the default process group if there is one."""
     if is_distributed():
         dist.destroy_process_group()
-
-
-def is_distributed() -> bool:
-    r"""Whether a default process group is initialised."""
-    return dist.is_available() and dist.is_initialized()
-
-
-def get_rank() -> int:
-    r"""The global rank of this process (:obj:`0` when not distributed)."""
-    return dist.get_rank() if is_distributed() else 0
-
-
-def get_world_size() -> int:
-    r"""The number of processes (:obj:`1` when not distributed)."""
-    return dist.get_world_size() if is_distributed() else 1
 
 
 def is_main_process() -> bool:
