@@ -8,24 +8,37 @@ Cases (default :class:`~pyg_infdiff.data.ShapesConfig`, 4×4 supersampling):
 * ``FashionMNIST[i]`` at 28² and resized to 64², when the Debian package is installed.
 
 One torch thread by default (as in DataLoader workers); medians of repeats, the cases interleaved
-so that they share the machine's load.
+so that they share the machine's load. CPU only: rendering, collation and the loader's workers
+run on the CPU, so there is no ``--device``.
 
-Run: ``python bench/data.py`` (prints a markdown table); ``--write`` also replaces the section
-between ``<!-- bench:data -->`` and ``<!-- /bench:data -->`` in ``docs/benchmarks.md``.
+Run::
+
+    python bench/data.py            # prints a markdown table
+    python bench/data.py --write    # also replaces the section between <!-- bench:data -->
+                                    # and <!-- /bench:data --> in docs/benchmarks.md
+    python bench/data.py --smoke    # the same rows on tiny images and batches (the tests)
 """
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
-from _common import DOC, machine_description, time_cases, write_section
+from _common import DOC, machine_description, publish, time_cases
+from _infdiff import command_line
 
 from pyg_infdiff.data import ContinuousShapes, FashionMNIST, GraphCollator, make_loader
 from pyg_infdiff.noise import GaussianMollifier
 
 TITLE = "## Data pipeline: built-in dataset, readers and collation"
-BATCH = 32
+HEADER = ["| case | resolution | items/s | ms/item |", "|---|---:|---:|---:|"]
+
+# sizes of the published run and of --smoke (the same rows, tiny images and batches)
+FULL = dict(render={32: 16, 64: 8, 128: 2}, collate=(32, 64), batch=32, loader=32,
+            fashion=(None, 64), fashion_items=256)
+SMOKE = dict(render={8: 4, 16: 2, 32: 1}, collate=(8, 16), batch=4, loader=8,
+             fashion=(None, 16), fashion_items=8)
 
 
 def median_rate(cases: dict[str, tuple[Callable[[], object], int]], repeats: int) -> dict:
@@ -35,31 +48,31 @@ def median_rate(cases: dict[str, tuple[Callable[[], object], int]], repeats: int
     return {name: cases[name][1] / t.median for name, t in timings.items()}
 
 
-def run(repeats: int) -> tuple[str, list[str]]:
+def run(repeats: int, sizes: dict) -> dict:
     cases: dict[str, tuple[Callable[[], object], int]] = {}
     labels: dict[str, tuple[str, str]] = {}
     counter = iter(range(10**9))
-    for res in (32, 64, 128):
+    for res, n in sizes["render"].items():
         dataset = ContinuousShapes(10**9, res)
-        n = {32: 16, 64: 8, 128: 2}[res]
         cases[f"shapes{res}"] = (
             lambda d=dataset, n=n: [d[next(counter)] for _ in range(n)],
             n,
         )
         labels[f"shapes{res}"] = ("`ContinuousShapes[i]` (render)", f"{res}²")
+    batch_size = sizes["batch"]
     collator = GraphCollator(GaussianMollifier(1 / 64), rate=4, method="halton")
     gen = torch.Generator().manual_seed(0)
-    for res in (32, 64):
-        batch = list(torch.rand(BATCH, 3, res, res, generator=gen) * 2 - 1)
-        cases[f"collate{res}"] = (lambda b=batch: collator(b, generator=gen), BATCH)
-        labels[f"collate{res}"] = (f"`GraphCollator` (batch {BATCH}, rate 4)", f"{res}²")
-    loader_data = ContinuousShapes(4 * BATCH, 32, seed=1)
+    for res in sizes["collate"]:
+        batch = list(torch.rand(batch_size, 3, res, res, generator=gen) * 2 - 1)
+        cases[f"collate{res}"] = (lambda b=batch: collator(b, generator=gen), batch_size)
+        labels[f"collate{res}"] = (f"`GraphCollator` (batch {batch_size}, rate 4)", f"{res}²")
+    loader_data = ContinuousShapes(4 * batch_size, sizes["loader"], seed=1)
     for workers in (0, 2):
-        loader = make_loader(loader_data, collator, BATCH, seed=0, num_workers=workers)
+        loader = make_loader(loader_data, collator, batch_size, seed=0, num_workers=workers)
         cases[f"loader{workers}"] = (lambda ld=loader: list(ld), len(loader_data))
         labels[f"loader{workers}"] = (
             f"`make_loader` render + collate, {workers} workers",
-            "32²",
+            f"{sizes['loader']}²",
         )
     fashion = None
     try:
@@ -67,40 +80,65 @@ def run(repeats: int) -> tuple[str, list[str]]:
     except FileNotFoundError:
         pass
     if fashion is not None:
-        for res in (None, 64):
+        num = sizes["fashion_items"]
+        for res in sizes["fashion"]:
             ds = FashionMNIST(train=False, resolution=res)
-            cases[f"fashion{res}"] = (lambda d=ds: [d[i] for i in range(256)], 256)
+            cases[f"fashion{res}"] = (lambda d=ds, num=num: [d[i] for i in range(num)], num)
             labels[f"fashion{res}"] = ("`FashionMNIST[i]`", f"{res or 28}²")
     rates = median_rate(cases, repeats)
-    rows = ["| case | resolution | items/s | ms/item |", "|---|---:|---:|---:|"]
-    for key, (label, res) in labels.items():
-        rows.append(f"| {label} | {res} | {rates[key]:,.0f} | {1e3 / rates[key]:.2f} |")
+    rows = [dict(case=key, label=label, resolution=res, items_per_s=rates[key],
+                 ms_per_item=1e3 / rates[key]) for key, (label, res) in labels.items()]
+    return dict(rows=rows, fashion=fashion is not None, loader_items=len(loader_data),
+                repeats=repeats)
+
+
+def report(result: dict, command: str) -> str:
+    table = HEADER + [f"| {r['label']} | {r['resolution']} | {r['items_per_s']:,.0f} | "
+                      f"{r['ms_per_item']:.2f} |" for r in result["rows"]]
     notes = [
         f"Default `ShapesConfig` (2–5 shapes, RGB, edge width 0.01), supersample 4; collation "
-        f"with `GaussianMollifier(1/64)` and Halton subsampling; median of {repeats} repeats "
-        "(cases interleaved). The loader rows include worker start-up (non-persistent workers, "
-        f"{len(loader_data)} items per pass); on 2 shared cores, workers do not pay off here.",
-        f"Machine: {machine_description()} (load average at the end; shared machine). "
-        "Command: `python bench/data.py --write`.",
+        f"with `GaussianMollifier(1/64)` and Halton subsampling; median of {result['repeats']} "
+        "repeats (cases interleaved). The loader rows include worker start-up (non-persistent "
+        f"workers, {result['loader_items']} items per pass); on 2 shared cores, workers do not "
+        "pay off here.",
+        f"Machine: {result['machine']} (load average at the end; shared machine). "
+        f"Command: `{command}`.",
     ]
-    if fashion is None:
+    if not result["fashion"]:
         notes.append("Fashion-MNIST rows skipped: `apt-get install dataset-fashion-mnist`.")
-    return "\n".join(rows), notes
+    return "\n".join([TITLE, "", *table, "", *[f"- {n}" for n in notes]])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
-    args = parser.parse_args()
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="CPU only (rendering, collation and DataLoader workers run on the CPU): there is "
+        "no --device.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (1 as in DataLoader workers)")
+    p.add_argument("--write", action="store_true", help="write the section into --doc")
+    p.add_argument("--doc", type=Path, default=DOC)
+    p.add_argument("--smoke", action="store_true",
+                   help="the same rows on 8²–32² images, batches of 4, one repeat (for the tests)")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.repeats = 1
+    if args.repeats < 1 or args.threads < 1:
+        p.error("--repeats and --threads must be >= 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    command = command_line(__file__, argv)
     torch.set_num_threads(args.threads)
-    table, notes = run(args.repeats)
-    print(table)
-    print("\n".join(f"- {n}" for n in notes))
-    if args.write:
-        write_section("data", "\n".join([TITLE, "", table, "", *[f"- {n}" for n in notes]]))
-        print(f"wrote {DOC}")
+    result = run(args.repeats, SMOKE if args.smoke else FULL)
+    result["machine"] = machine_description()
+    result["command"] = command
+    publish("data", report(result, command), args.doc, args.write)
+    return result
 
 
 if __name__ == "__main__":

@@ -8,88 +8,122 @@ Cases (``sigma = 1/128`` in domain units, i.e. 2 pixels at 256², the mollifier 
 * ``evaluate()`` at the 65,536 lattice nodes per graph: the naive route for a full lattice;
 * for reference, ``GaussianMollifier.apply`` of B x 3 x 256² images (the data side).
 
-Medians of repeats, the cases interleaved so that they share the machine's load.
+Medians of repeats, the cases interleaved so that they share the machine's load; the largest
+difference between the fast path and the naive route is reported next to the times.
 
-Run: ``python bench/noise.py`` (prints a markdown table); ``--write`` also replaces the section
-between ``<!-- bench:noise -->`` and ``<!-- /bench:noise -->`` in ``docs/benchmarks.md``.
+Run::
+
+    python bench/noise.py                          # prints a markdown table
+    python bench/noise.py --threads 1 --write      # also replaces the section between
+                                                   # <!-- bench:noise --> and <!-- /bench:noise -->
+                                                   # in docs/benchmarks.md
+    python bench/noise.py --smoke                  # the same rows at 32² (σ = 1/16; the tests)
 """
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
-from _common import DOC, machine_description, time_cases, write_section
+from _common import DOC, machine_description, publish, time_cases
+from _infdiff import command_line, resolve_device
 
 from pyg_infdiff.graph import LatticeIndex, lattice
 from pyg_infdiff.noise import GaussianMollifier, MollifiedNoise
 
 TITLE = "## Mollified noise: lattice fast path vs point evaluation"
-SIGMA, SIZE, CHANNELS, IRREGULAR = 1 / 128, 256, 3, 16_384
+CHANNELS = 3
+# lattice side and irregular nodes per graph of the published run and of --smoke; σ is 2 pixels
+FULL, SMOKE = dict(size=256, irregular=16_384), dict(size=32, irregular=256)
 
 
-def run(repeats: int, flags: str = "") -> tuple[str, list[str]]:
-    noise = MollifiedNoise(SIGMA, 2)
-    moll = GaussianMollifier(SIGMA)
+def run(repeats: int, size: int, irregular: int, device: torch.device) -> dict:
+    sigma = 2 / size
+    noise = MollifiedNoise(sigma, 2)
+    moll = GaussianMollifier(sigma)
     gen = torch.Generator().manual_seed(0)
-    rows, results = [], {}
+    results = {}
     for num_graphs in (1, 4):
-        field = noise.draw(num_graphs, CHANNELS, gen)
-        index = LatticeIndex.full((SIZE, SIZE), num_graphs)
-        grid_pos = lattice((SIZE, SIZE)).repeat(num_graphs, 1)
+        field = noise.draw(num_graphs, CHANNELS, gen, device=device)
+        index = LatticeIndex.full((size, size), num_graphs, device=device)
+        grid_pos = lattice((size, size), device=device).repeat(num_graphs, 1)
         grid_batch = index.batch
-        pts = torch.rand(num_graphs * IRREGULAR, 2, generator=gen)
-        pts_batch = torch.arange(num_graphs).repeat_interleave(IRREGULAR)
-        images = torch.randn(num_graphs, CHANNELS, SIZE, SIZE, generator=gen)
+        pts = torch.rand(num_graphs * irregular, 2, generator=gen).to(device)
+        pts_batch = torch.arange(num_graphs, device=device).repeat_interleave(irregular)
+        images = torch.randn(num_graphs, CHANNELS, size, size, generator=gen).to(device)
         fns = {
             "fast": lambda f=field, i=index: f.at(i),
             "points": lambda f=field, p=pts, b=pts_batch: f.evaluate(p, b),
             "naive": lambda f=field, p=grid_pos, b=grid_batch: f.evaluate(p, b),
             "mollify": lambda x=images: moll.apply(x, 2),
         }
-        timings = time_cases(fns, repeats, warmup=1)  # warm-up: caches, allocator
+        # warm-up: caches, allocator
+        timings = time_cases(fns, repeats, warmup=1, device=device)
         results[num_graphs] = {name: 1e3 * t.median for name, t in timings.items()}
         err = (field.at(index) - field.evaluate(grid_pos, grid_batch)).abs().max().item()
         results[num_graphs]["err"] = err
-    r1, r4 = results[1], results[4]
-    nodes = f"{SIZE * SIZE:,}"
-    rows.append("| case | nodes per graph | B=1 (ms) | B=4 (ms) | vs naive (B=1 / B=4) |")
-    rows.append("|---|---:|---:|---:|---:|")
+    return dict(ms=results, err=max(r["err"] for r in results.values()), size=size,
+                irregular=irregular, num_freq=noise.num_freq, repeats=repeats,
+                device=str(device))
+
+
+def report(result: dict, command: str) -> str:
+    size, irregular, num_freq = result["size"], result["irregular"], result["num_freq"]
+    r1, r4 = result["ms"][1], result["ms"][4]
+    nodes = f"{size * size:,}"
+    rows = ["| case | nodes per graph | B=1 (ms) | B=4 (ms) | vs naive (B=1 / B=4) |",
+            "|---|---:|---:|---:|---:|"]
     for key, label, count in [
         ("fast", "`NoiseField.at` full lattice (separable matmuls + gather)", nodes),
-        ("points", "`NoiseField.evaluate` irregular points", f"{IRREGULAR:,}"),
+        ("points", "`NoiseField.evaluate` irregular points", f"{irregular:,}"),
         ("naive", "`NoiseField.evaluate` at the lattice points (naive)", nodes),
-        ("mollify", f"`GaussianMollifier.apply` {CHANNELS}×{SIZE}² images", nodes),
+        ("mollify", f"`GaussianMollifier.apply` {CHANNELS}×{size}² images", nodes),
     ]:
         ratio = "—" if key == "mollify" else (
             f"{r1['naive'] / r1[key]:.1f}× / {r4['naive'] / r4[key]:.1f}×")
         rows.append(f"| {label} | {count} | {r1[key]:.1f} | {r4[key]:.1f} | {ratio} |")
+    device = "" if result["device"] == "cpu" else f" Device: {result['device']}."
     notes = [
-        f"σ = 1/128 (K = {noise.num_freq} frequencies per axis, {noise.num_freq**2:,} "
-        f"coefficients per channel), C = {CHANNELS}, float32, median of {repeats} repeats "
-        "(cases interleaved).",
-        f"Largest |fast path − naive| over the lattice: {max(r1['err'], r4['err']):.1e}.",
-        f"Machine: {machine_description()} (load average at the end; shared machine). "
-        f"Command: `python bench/noise.py{flags} --write`.",
+        f"σ = 1/{size // 2} (K = {num_freq} frequencies per axis, {num_freq**2:,} "
+        f"coefficients per channel), C = {CHANNELS}, float32, median of {result['repeats']} "
+        f"repeats (cases interleaved).{device}",
+        f"Largest |fast path − naive| over the lattice: {result['err']:.1e}.",
+        f"Machine: {result['machine']} (load average at the end; shared machine). "
+        f"Command: `{command}`.",
     ]
-    return "\n".join(rows), notes
+    return "\n".join([TITLE, "", *rows, "", *[f"- {n}" for n in notes]])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads; 1 is far steadier on a loaded, shared machine")
-    parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
-    args = parser.parse_args()
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    flags = "" if args.threads is None else f" --threads {args.threads}"
-    table, notes = run(args.repeats, flags + f" --repeats {args.repeats}")
-    print(table)
-    print("\n".join(f"- {n}" for n in notes))
-    if args.write:
-        write_section("noise", "\n".join([TITLE, "", table, "", *[f"- {n}" for n in notes]]))
-        print(f"wrote {DOC}")
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (1 is far steadier on a loaded, shared machine)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--write", action="store_true", help="write the section into --doc")
+    p.add_argument("--doc", type=Path, default=DOC)
+    p.add_argument("--smoke", action="store_true",
+                   help="the same rows on 32² lattices (σ = 1/16, 256 irregular nodes), one "
+                   "repeat (for the tests)")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.repeats = 1
+    if args.repeats < 1 or args.threads < 1:
+        p.error("--repeats and --threads must be >= 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    command = command_line(__file__, argv)
+    torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    result = run(args.repeats, **(SMOKE if args.smoke else FULL), device=device)
+    result["machine"] = machine_description(device)
+    result["command"] = command
+    publish("noise", report(result, command), args.doc, args.write)
+    return result
 
 
 if __name__ == "__main__":

@@ -11,53 +11,61 @@ Workload: the radius graph (with self loops) of a 4x subsampled 256² lattice, r
 Backends: ``torch.sparse`` CSR / COO matmul, ``index_add_``, PyG's ``scatter`` (``scatter_add_``
 with a broadcast index), segment reduction over target-sorted edges
 (``torch_geometric.utils.segment``, i.e. ``torch.segment_reduce`` without torch-scatter) and
-``torch_sparse.SparseTensor`` when ``torch_sparse`` is importable (reported unavailable
-otherwise, with the reason). Medians of repeats, backends interleaved.
+``torch_sparse.SparseTensor`` when ``torch_sparse`` imports (reported unavailable otherwise,
+with the reason). Medians of repeats, backends interleaved.
 
-Run: ``python bench/sparse_backends.py`` (prints a markdown table); ``--write`` also replaces the
-section between ``<!-- bench:sparse_backends -->`` and ``<!-- /bench:sparse_backends -->`` in
-``docs/benchmarks.md``.
+CPU only: the table compares torch CPU thread counts (``--threads``), so there is no
+``--device``.
+
+Run::
+
+    python bench/sparse_backends.py                # prints a markdown table
+    python bench/sparse_backends.py --repeats 7 --write
+                                                   # also replaces the section between
+                                                   # <!-- bench:sparse_backends --> and
+                                                   # <!-- /bench:sparse_backends --> in
+                                                   # docs/benchmarks.md
+    python bench/sparse_backends.py --smoke        # the same rows on a 32² lattice, C = 8
 """
 from __future__ import annotations
 
 import argparse
-import datetime
-import importlib.util
-import os
-import platform
-import statistics
-import sys
-import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
-from _common import DOC, write_section
+from _common import DOC, machine_description, publish, time_cases
+from _infdiff import command_line
 from torch_geometric.utils import scatter, segment
 
 from pyg_infdiff.graph import LatticeIndex, radius_graph, subsample
 
+TITLE = "## Sparse aggregation backends (operator graph path)"
 SIZE, RATE, RADIUS_PX, CHANNELS = 256, 4, 6.0, 64
+# lattice side and channels of the published run and of --smoke (the same rows, smaller)
+FULL, SMOKE = dict(size=SIZE, channels=CHANNELS), dict(size=32, channels=8)
+SPARSE_TENSOR = "torch_sparse.SparseTensor"
 
 
 def median_ms(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for fn in fns.values():  # warm-up
-        fn()
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: 1e3 * statistics.median(t) for name, t in times.items()}
+    r"""Median milliseconds of each case after one warm-up call, the cases interleaved
+    (:func:`_common.time_cases`)."""
+    return {name: 1e3 * t.median for name, t in time_cases(fns, repeats, warmup=1).items()}
 
 
 def torch_sparse_status() -> str | None:
-    r"""``None`` when ``torch_sparse`` is importable, else why not."""
-    if importlib.util.find_spec("torch_sparse") is None:
+    r"""``None`` when ``torch_sparse`` imports, else why not."""
+    try:
+        import torch_sparse  # noqa: F401
+    except ModuleNotFoundError as err:
+        if err.name not in ("torch_sparse", "torch_scatter"):
+            return f"torch_sparse does not import: {err}"
         return (
             "torch_sparse is not installed (building it needs torch-scatter as well, ~30 min on "
             "2 cores; PyG 2.8 deprecates both)"
         )
+    except Exception as err:  # e.g. built against another torch
+        return f"torch_sparse does not import: {type(err).__name__}: {err}"
     return None
 
 
@@ -67,31 +75,37 @@ def torch_sparse_note(status: str | None, t_scalar: dict[int, dict[str, float]],
     over ``torch.sparse`` CSR on scalar weights (the only case it can express)."""
     if status is not None:
         return f"torch_sparse: unavailable: {status}."
-    import torch_scatter
     import torch_sparse
 
+    try:
+        import torch_scatter
+
+        scatter_version = torch_scatter.__version__
+    except ImportError:
+        scatter_version = "not installed"
     ratios = ", ".join(
-        f"{t_scalar[t]['torch.sparse CSR'] / t_scalar[t]['torch_sparse.SparseTensor']:.2f}× "
+        f"{t_scalar[t]['torch.sparse CSR'] / t_scalar[t][SPARSE_TENSOR]:.2f}× "
         f"({t} thr.)" for t in threads)
-    return (f"torch_sparse {torch_sparse.__version__} (torch-scatter {torch_scatter.__version__}"
+    return (f"torch_sparse {torch_sparse.__version__} (torch-scatter {scatter_version}"
             f"): SparseTensor vs torch.sparse CSR on scalar weights: {ratios} as fast; not used "
             "by the library (docs/operator.md, 'Aggregation backend').")
 
 
-def workload(generator: torch.Generator) -> tuple[torch.Tensor, int]:
-    pixel = subsample((SIZE, SIZE), rate=RATE, generator=generator)
-    index = LatticeIndex((SIZE, SIZE), pixel, torch.zeros_like(pixel), 1)
-    edge_index = radius_graph(index.pos(), RADIUS_PX / SIZE, loop=True)
+def workload(generator: torch.Generator, size: int = SIZE) -> tuple[torch.Tensor, int]:
+    pixel = subsample((size, size), rate=RATE, generator=generator)
+    index = LatticeIndex((size, size), pixel, torch.zeros_like(pixel), 1)
+    edge_index = radius_graph(index.pos(), RADIUS_PX / size, loop=True)
     order = torch.argsort(edge_index[1] * pixel.numel() + edge_index[0])  # sorted by target
     return edge_index[:, order], pixel.numel()
 
 
-def cases(edge_index: torch.Tensor, num_nodes: int, generator: torch.Generator):
+def cases(edge_index: torch.Tensor, num_nodes: int, generator: torch.Generator,
+          channels: int = CHANNELS, with_sparse_tensor: bool = True):
     src, dst = edge_index
     num_edges = src.numel()
-    x = torch.randn(num_nodes, CHANNELS, generator=generator, requires_grad=True)
+    x = torch.randn(num_nodes, channels, generator=generator, requires_grad=True)
     w = torch.rand(num_edges, generator=generator, requires_grad=True)
-    msg = torch.randn(num_edges, CHANNELS, generator=generator, requires_grad=True)
+    msg = torch.randn(num_edges, channels, generator=generator, requires_grad=True)
     ptr = torch.zeros(num_nodes + 1, dtype=torch.long)
     ptr[1:] = torch.bincount(dst, minlength=num_nodes).cumsum(0)
 
@@ -110,7 +124,7 @@ def cases(edge_index: torch.Tensor, num_nodes: int, generator: torch.Generator):
         "torch.sparse CSR": sparse_matmul("csr"),
         "torch.sparse COO": sparse_matmul("coo"),
         "index_add_": lambda: backward(
-            x.new_zeros(num_nodes, CHANNELS).index_add_(0, dst, w.unsqueeze(-1) * x[src])
+            x.new_zeros(num_nodes, channels).index_add_(0, dst, w.unsqueeze(-1) * x[src])
         ),
         "PyG scatter": lambda: backward(
             scatter(w.unsqueeze(-1) * x[src], dst, 0, num_nodes, reduce="sum")
@@ -119,38 +133,51 @@ def cases(edge_index: torch.Tensor, num_nodes: int, generator: torch.Generator):
     }
     depthwise = {
         "index_add_": lambda: backward(
-            msg.new_zeros(num_nodes, CHANNELS).index_add_(0, dst, msg)
+            msg.new_zeros(num_nodes, channels).index_add_(0, dst, msg)
         ),
         "PyG scatter": lambda: backward(scatter(msg, dst, 0, num_nodes, reduce="sum")),
         "segment (CSR)": lambda: backward(segment(msg, ptr, reduce="sum")),
     }
-    if torch_sparse_status() is None:
+    if with_sparse_tensor:
         from torch_sparse import SparseTensor
 
         def sparse_tensor() -> None:
             a = SparseTensor(row=dst, col=src, value=w, sparse_sizes=(num_nodes, num_nodes))
             backward(a @ x)
 
-        scalar["torch_sparse.SparseTensor"] = sparse_tensor
+        scalar[SPARSE_TENSOR] = sparse_tensor
     return scalar, depthwise, num_edges
 
 
-def run(repeats: int, threads: list[int]) -> tuple[str, list[str]]:
+def run(repeats: int, threads: list[int], size: int = SIZE, channels: int = CHANNELS) -> dict:
+    status = torch_sparse_status()
     gen = torch.Generator().manual_seed(0)
-    edge_index, num_nodes = workload(gen)
-    scalar, depthwise, num_edges = cases(edge_index, num_nodes, gen)
+    edge_index, num_nodes = workload(gen, size)
+    scalar, depthwise, num_edges = cases(edge_index, num_nodes, gen, channels, status is None)
     t_scalar, t_depth = {}, {}
-    for num_threads in threads:
-        torch.set_num_threads(num_threads)
-        t_scalar[num_threads] = median_ms(scalar, repeats)
-        t_depth[num_threads] = median_ms(depthwise, repeats)
+    before = torch.get_num_threads()
+    try:
+        for num_threads in threads:
+            torch.set_num_threads(num_threads)
+            t_scalar[num_threads] = median_ms(scalar, repeats)
+            t_depth[num_threads] = median_ms(depthwise, repeats)
+    finally:
+        torch.set_num_threads(before)
+    return dict(scalar=t_scalar, depthwise=t_depth, threads=threads, torch_sparse=status,
+                num_nodes=num_nodes, num_edges=num_edges, size=size, channels=channels,
+                repeats=repeats)
+
+
+def report(result: dict, command: str) -> str:
+    threads, status = result["threads"], result["torch_sparse"]
+    t_scalar, t_depth = result["scalar"], result["depthwise"]
     head = [f"scalar `A @ x`, {t} thr. (ms)" for t in threads]
     head += [f"depthwise `[E, C]` sum, {t} thr. (ms)" for t in threads]
     rows = ["| backend | " + " | ".join(head) + " |", "|---|" + "---:|" * len(head)]
-    names = list(scalar) + [n for n in depthwise if n not in scalar]
-    status = torch_sparse_status()
+    first = threads[0]
+    names = list(t_scalar[first]) + [n for n in t_depth[first] if n not in t_scalar[first]]
     if status is not None:
-        names.append("torch_sparse.SparseTensor")
+        names.append(SPARSE_TENSOR)
     for name in names:
         cells = []
         for table in (t_scalar, t_depth):
@@ -162,37 +189,50 @@ def run(repeats: int, threads: list[int]) -> tuple[str, list[str]]:
                                  else "n/a")
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
     notes = [
-        f"{num_nodes:,} nodes, {num_edges:,} edges (4× subsampled {SIZE}², radius "
-        f"{RADIUS_PX:g} px, self loops), C = {CHANNELS}, float32, forward + backward, median of "
-        f"{repeats} repeats (backends interleaved). The scalar rows include forming the "
-        "sparse matrix (or the gathered `x[src]`) each call.",
+        f"{result['num_nodes']:,} nodes, {result['num_edges']:,} edges ({RATE}× subsampled "
+        f"{result['size']}², radius {RADIUS_PX:g} px, self loops), C = {result['channels']}, "
+        f"float32, forward + backward, median of {result['repeats']} repeats (backends "
+        "interleaved). The scalar rows include forming the sparse matrix (or the gathered "
+        "`x[src]`) each call.",
         "torch.sparse and torch_sparse.SparseTensor have no per-channel (depthwise) weights: "
         "'n/a'.",
         torch_sparse_note(status, t_scalar, threads),
-        f"Machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores "
-        f"(shared; load average {os.getloadavg()[0]:.1f} at the end), torch {torch.__version__}, "
-        f"{datetime.date.today().isoformat()}. Command: "
-        f"`{' '.join(['python', 'bench/sparse_backends.py', *sys.argv[1:]])}`.",
+        f"Machine: {result['machine']} (load average at the end; shared machine). "
+        f"Command: `{command}`.",
     ]
-    return "\n".join(rows), notes
+    return "\n".join([TITLE, "", *rows, "", *[f"- {n}" for n in notes]])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--threads", type=int, nargs="+", default=None,
-                        help="torch thread counts to compare (default: 1 and all)")
-    parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
-    args = parser.parse_args()
-    threads = args.threads or sorted({1, torch.get_num_threads()})
-    table, notes = run(args.repeats, threads)
-    print(table)
-    print("\n".join(f"- {n}" for n in notes))
-    if args.write:
-        write_section("sparse_backends", "\n".join([
-            "## Sparse aggregation backends (operator graph path)", "", table, "",
-            *[f"- {n}" for n in notes]]))
-        print(f"wrote {DOC}")
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="CPU only: the table compares torch CPU thread counts, so there is no --device.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--threads", type=int, nargs="+", default=None,
+                   help="torch CPU thread counts to compare (None: 1 and all)")
+    p.add_argument("--write", action="store_true", help="write the section into --doc")
+    p.add_argument("--doc", type=Path, default=DOC)
+    p.add_argument("--smoke", action="store_true",
+                   help="the same rows on a 4× subsampled 32² lattice, C = 8, one repeat (for "
+                   "the tests)")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.repeats = 1
+    args.threads = args.threads or sorted({1, torch.get_num_threads()})
+    if args.repeats < 1 or min(args.threads) < 1:
+        p.error("--repeats and --threads must be >= 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    command = command_line(__file__, argv)
+    result = run(args.repeats, args.threads, **(SMOKE if args.smoke else FULL))
+    result["machine"] = machine_description()
+    result["command"] = command
+    publish("sparse_backends", report(result, command), args.doc, args.write)
+    return result
 
 
 if __name__ == "__main__":

@@ -1,0 +1,196 @@
+"""Smoke tests of the micro-benchmarks (bench/data.py, noise.py, kernel_conv.py,
+sparse_backends.py): each runs its ``--smoke`` configuration (the rows of the published table on
+tiny inputs, seconds) end to end and writes its section into a temporary copy of the docs. No
+timings are asserted: only that the scripts run, report what they promise and that the numbers
+are sane (positive, finite; paths that compute the same thing agree)."""
+import importlib.util
+import math
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+sys.path.append(str(BENCH))  # appended (as in test_bench_smoke.py): the scripts import _common
+
+
+def _script(name: str):
+    # Loaded from its file under a name of its own: "data" and "noise" are generic module names
+    # (tests/data and tests/noise are folders too), and bench/ may sit anywhere on sys.path.
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+data = _script("data")
+noise = _script("noise")
+kernel_conv = _script("kernel_conv")
+sparse_backends = _script("sparse_backends")
+SCRIPTS = {"data": data, "noise": noise, "kernel_conv": kernel_conv,
+           "sparse_backends": sparse_backends}
+
+
+@pytest.fixture(autouse=True)
+def _keep_threads():
+    threads = torch.get_num_threads()  # the scripts set torch's thread count
+    yield
+    torch.set_num_threads(threads)
+
+
+def _section(doc: Path, name: str) -> str:
+    text = doc.read_text()
+    match = re.search(rf"<!-- bench:{name} -->\n(.*)\n<!-- /bench:{name} -->", text, re.S)
+    assert match is not None, text
+    return match.group(1)
+
+
+def _run(script: str, tmp_path: Path, *extra: str) -> tuple[dict, Path, str]:
+    doc = tmp_path / "benchmarks.md"
+    argv = ["--smoke", "--write", "--doc", str(doc), *extra]
+    result = SCRIPTS[script].main(argv)
+    return result, doc, f"Command: `python bench/{script}.py --smoke --write --doc {doc}"
+
+
+def _common_lines(body: str, command: str) -> None:
+    assert command in body  # the arguments used, --smoke included: never a published number
+    assert "Machine: " in body
+
+
+def _positive(*values: float) -> None:
+    assert values and all(math.isfinite(v) and v > 0 for v in values), values
+
+
+@pytest.mark.parametrize("script", list(SCRIPTS))
+def test_cli(script, capsys):
+    # CONTRIBUTING.md: every script has --smoke, --threads and --device (or says why not)
+    with pytest.raises(SystemExit) as info:
+        SCRIPTS[script].parse_args(["--help"])
+    assert info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for option in ("--smoke", "--threads", "--repeats", "--write", "--doc"):
+        assert option in text, option
+    assert "--device" in text
+    if script in ("data", "sparse_backends"):
+        assert "CPU only" in text and "no --device" in text
+
+
+def test_data_smoke(tmp_path):
+    result, doc, command = _run("data", tmp_path)
+    rows = result["rows"]
+    expected = ["8²", "16²", "32²", "8²", "16²", "8²", "8²"]
+    expected += ["28²", "16²"] if result["fashion"] else []
+    assert [r["resolution"] for r in rows] == expected
+    for r in rows:
+        _positive(r["items_per_s"], r["ms_per_item"])
+        assert r["ms_per_item"] == pytest.approx(1e3 / r["items_per_s"])
+    body = _section(doc, "data")
+    _common_lines(body, command)
+    assert body.startswith(data.TITLE)
+    assert "| case | resolution | items/s | ms/item |\n|---|---:|---:|---:|\n" in body
+    assert "| `ContinuousShapes[i]` (render) | 32² | " in body
+    assert "| `GraphCollator` (batch 4, rate 4) | 16² | " in body
+    assert "| `make_loader` render + collate, 2 workers | 8² | " in body
+    assert "16 items per pass" in body and "median of 1 repeats" in body
+    assert ("| `FashionMNIST[i]` | 28² | " in body) == result["fashion"]
+    assert ("Fashion-MNIST rows skipped" in body) != result["fashion"]
+
+
+def test_noise_smoke(tmp_path):
+    result, doc, command = _run("noise", tmp_path)
+    assert result["size"] == 32 and result["device"] == "cpu"
+    for b in (1, 4):
+        _positive(*(result["ms"][b][key] for key in ("fast", "points", "naive", "mollify")))
+    assert result["err"] < 1e-4  # the lattice fast path evaluates the same field as the naive one
+    body = _section(doc, "noise")
+    _common_lines(body, command)
+    assert "| case | nodes per graph | B=1 (ms) | B=4 (ms) | vs naive (B=1 / B=4) |" in body
+    assert "| `NoiseField.at` full lattice (separable matmuls + gather) | 1,024 | " in body
+    assert "| `NoiseField.evaluate` irregular points | 256 | " in body
+    assert "| `GaussianMollifier.apply` 3×32² images | 1,024 | " in body
+    assert f"σ = 1/16 (K = {result['num_freq']} frequencies per axis" in body
+
+
+def test_kernel_conv_smoke(tmp_path):
+    result, doc, command = _run("kernel_conv", tmp_path)
+    speed = result["speed"]
+    assert list(speed) == [(16, 1), (16, 4), (16, 8), (32, 1), (32, 4), (32, 8)]
+    for res in speed.values():
+        _positive(*(res[k] for k in ("graph", "generic", "dense", "dense_full", "conv2d",
+                                     "conv2d_cl")))
+        assert res["edges"] > res["nodes"] > 0 and res["auto"] in ("graph", "dense")
+        # the graph paths (tabulated and generic) compute the dense path's operator
+        assert res["graph_vs_dense"] < 1e-4
+    cross = result["crossover"]
+    assert len(cross["rows"]) == 2 + len(kernel_conv.CROSSOVER_RADII_PX)
+    assert set(cross["units"]) == {"direct", "fft", "graph"}
+    _positive(*cross["units"].values())
+    assert cross["max_rel_diff"] < 1e-4  # direct, FFT and graph agree with the same weights
+    stats = result["convergence"]["stats"]
+    assert set(stats) == {"window", "mean"}
+    for s in stats.values():
+        _positive(*s["coarse"], *s["fine"], *s["subsampled"])
+        assert len(s["coarse"]) == 2
+    body = _section(doc, "operator")
+    _common_lines(body, command)
+    assert "### Graph path vs dense path vs conv2d" in body
+    assert "| lattice | nodes | edges | graph generic (ms) | graph (ms) | dense (ms) |" in body
+    assert "| 16² / 4 | 64 | " in body and "| 32² / 8 | 128 | " in body
+    assert "### Dense path: direct vs FFT (full 32², C = 8, fwd + bwd)" in body
+    assert "| radius (px) | taps in box | direct (ms) | FFT (ms) | layer picks |" in body
+    assert "| 1.5 | 9 | " in body and "| 16 | 1089 | " in body
+    assert "| normalisation | 16²↔32² median (max) | 32²↔64² median (max) |" in body
+    assert "| window | " in body and "| mean | " in body
+
+
+def _sparse_rows(body: str) -> dict[str, list[str]]:
+    rows = {}
+    for line in body.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if line.startswith("| ") and not line.startswith("| backend"):
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+def _check_sparse(result: dict, body: str) -> dict[str, list[str]]:
+    threads = result["threads"]
+    assert result["size"] == 32 and result["num_edges"] > result["num_nodes"] == 256
+    head = [f"scalar `A @ x`, {t} thr. (ms)" for t in threads]
+    head += [f"depthwise `[E, C]` sum, {t} thr. (ms)" for t in threads]
+    assert "| backend | " + " | ".join(head) + " |" in body
+    for t in threads:
+        _positive(*result["scalar"][t].values(), *result["depthwise"][t].values())
+    rows = _sparse_rows(body)
+    assert list(rows) == ["torch.sparse CSR", "torch.sparse COO", "index_add_", "PyG scatter",
+                          "segment (CSR)", "torch_sparse.SparseTensor"]
+    assert all(len(cells) == 2 * len(threads) for cells in rows.values())
+    assert rows["torch.sparse CSR"][len(threads):] == ["n/a"] * len(threads)
+    assert "256 nodes" in body and "(4× subsampled 32², radius 6 px, self loops), C = 8" in body
+    return rows
+
+
+def test_sparse_backends_smoke(tmp_path):
+    # runs whether or not torch_sparse is installed: its row is measured or 'unavailable'
+    result, doc, command = _run("sparse_backends", tmp_path)
+    body = _section(doc, "sparse_backends")
+    _common_lines(body, command)
+    rows = _check_sparse(result, body)
+    measured = result["torch_sparse"] is None
+    for t in result["threads"]:
+        assert ("torch_sparse.SparseTensor" in result["scalar"][t]) == measured
+    assert ("unavailable" in rows["torch_sparse.SparseTensor"][0]) != measured
+    assert ("SparseTensor vs torch.sparse CSR on scalar weights" in body) == measured
+
+
+def test_sparse_backends_without_torch_sparse(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch_sparse", None)  # as if not installed
+    assert "not installed" in sparse_backends.torch_sparse_status()
+    result, doc, command = _run("sparse_backends", tmp_path)
+    body = _section(doc, "sparse_backends")
+    _common_lines(body, command)
+    rows = _check_sparse(result, body)
+    assert rows["torch_sparse.SparseTensor"] == ["unavailable"] * 2 * len(result["threads"])
+    assert "torch_sparse: unavailable: torch_sparse is not installed" in body
