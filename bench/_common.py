@@ -393,17 +393,21 @@ def _child() -> None:
     print(_RESULT_TAG + json.dumps(_measure(json.loads(sys.stdin.read()))), flush=True)
 
 
-def shrink_png(path: str | os.PathLike, max_bytes: int = 200_000) -> Path:
-    """Re-saves a PNG with a 128-colour palette when it is larger than ``max_bytes``.
+def compact_figure(path: str | os.PathLike, max_bytes: int = 200_000) -> Path:
+    """Keeps a figure under ``max_bytes``: a PNG that is larger is replaced by a JPEG (quality
+    92, no chroma subsampling) of the same name; returns the file's path now.
 
-    The docs keep every figure under 200 KB (``tests/docs/test_build.py`` checks it); sample
-    grids of photographs-like images easily exceed that as 24-bit PNGs.
+    The docs keep every figure under 200 KB (``tests/docs/test_build.py`` checks it). Sample
+    grids are photograph-like: a palette PNG of them shows contour bands that are in neither
+    the samples nor the data, a good JPEG shows what was sampled.
     """
     from PIL import Image
 
     path = Path(path)
-    if path.stat().st_size > max_bytes:
-        with Image.open(path) as image:
-            small = image.convert("RGB").quantize(colors=128)
-        small.save(path, optimize=True)
-    return path
+    if path.suffix.lower() != ".png" or path.stat().st_size <= max_bytes:
+        return path
+    target = path.with_suffix(".jpg")
+    with Image.open(path) as image:
+        image.convert("RGB").save(target, quality=92, subsampling=0, optimize=True)
+    path.unlink()
+    return target

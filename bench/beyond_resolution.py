@@ -37,11 +37,11 @@ import torch.nn.functional as F
 from _common import (
     DOC,
     ROOT,
+    compact_figure,
     machine_description,
     markdown_table,
     publish,
     relative_to_root,
-    shrink_png,
 )
 from _infdiff import (
     FIGURES,
@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = run(args)
     figure = None
     if args.write:
-        figure = shrink_png(save_rows(result["figure_rows"], args.figures / "bench_beyond.png",
+        figure = compact_figure(save_rows(result["figure_rows"], args.figures / "bench_beyond.png",
                                       cell_size=128))
     body = report(args, result, figure)
     publish("beyond_resolution", body, args.doc, args.write, figure)

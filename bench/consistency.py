@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _common import DOC, machine_description, markdown_table, publish, shrink_png
+from _common import DOC, compact_figure, machine_description, markdown_table, publish
 from _infdiff import (
     FIGURES,
     command_line,
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.write:
         low, high, pooled = (x[:8] for x in result["samples"])
         n, m = result["sides"]
-        figure = shrink_png(save_rows([(f"{n}x{n}", low), (f"{m}x{m}", high),
+        figure = compact_figure(save_rows([(f"{n}x{n}", low), (f"{m}x{m}", high),
                             (f"{m}x{m} pooled to {n}x{n}", pooled)],
                            args.figures / "bench_consistency.png"))
     body = report(args, result, figure)

@@ -56,11 +56,11 @@ import torch.nn.functional as F
 from _common import (
     DOC,
     ROOT,
+    compact_figure,
     machine_description,
     markdown_table,
     publish,
     relative_to_root,
-    shrink_png,
 )
 from _infdiff import (
     FIGURES,
@@ -279,7 +279,7 @@ def figure(args: argparse.Namespace, results: dict[str, dict], path: Path,
             rows.append((f"({arm}) bicubic", blob["bicubic"][:num]))
     if not rows:
         return None
-    return shrink_png(save_rows(rows, path, cell_size=56))
+    return compact_figure(save_rows(rows, path, cell_size=56))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -361,7 +361,7 @@ def main(argv: list[str] | None = None) -> dict:
         picture = figure(args, results, FIGURES / "bench_quality.png")
         if picture is not None:
             body += ("\n\n![The first samples of each arm: (a), (b), (d) deblurred, (d) bicubic, "
-                     "(c) as sampled](_static/figures/bench_quality.png)")
+                     f"(c) as sampled](_static/figures/{picture.name})")
     publish("quality", body, args.doc, args.write, picture)
     return results
 
