@@ -2,15 +2,18 @@ r"""Schedules, the mollified forward process and its training loss, time-step sa
 DDPM/DDIM samplers, sampling at any resolution, and conditioning on observed nodes."""
 from pyg_infdiff.diffusion.conditioning import Observation, renoise, repaint_levels
 from pyg_infdiff.diffusion.process import (
+    Denoiser,
     MollifiedDiffusion,
     Parametrization,
     TrainingLosses,
+    accepts_lattice,
+    call_denoiser,
     canonical_parametrization,
     predict_noise,
     predict_x0,
     training_target,
 )
-from pyg_infdiff.diffusion.samplers import DDIMSampler, DDPMSampler, SamplerOutput
+from pyg_infdiff.diffusion.samplers import DDIMSampler, DDPMSampler, NoiseSource, SamplerOutput
 from pyg_infdiff.diffusion.sampling import SampleOutput, sample
 from pyg_infdiff.diffusion.schedules import NoiseSchedule, cosine_schedule, linear_schedule
 from pyg_infdiff.diffusion.timesteps import (
@@ -22,9 +25,11 @@ from pyg_infdiff.diffusion.timesteps import (
 __all__ = [
     "DDIMSampler",
     "DDPMSampler",
+    "Denoiser",
     "LossAwareTimestepSampler",
     "MollifiedDiffusion",
     "NoiseSchedule",
+    "NoiseSource",
     "Observation",
     "Parametrization",
     "SampleOutput",
@@ -32,6 +37,8 @@ __all__ = [
     "TimestepSampler",
     "TrainingLosses",
     "UniformTimestepSampler",
+    "accepts_lattice",
+    "call_denoiser",
     "canonical_parametrization",
     "cosine_schedule",
     "linear_schedule",

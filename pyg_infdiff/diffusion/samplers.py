@@ -1,12 +1,17 @@
 r"""Reverse-process samplers (DDPM, DDIM) in the style of :obj:`diffusers` schedulers.
 
-A sampler knows the schedule and the parametrisation, never the model or the noise: the caller
-runs the model, and for stochastic steps passes in fresh noise (a mollified field read at the
-nodes). All graphs of a batch share the step :math:`t`.
+A sampler knows the schedule and the parametrisation, never the model or the nodes: the caller
+runs the model and, for stochastic steps, passes in fresh noise (a mollified field read at the
+nodes), either drawn already or as a function ``noise(generator)`` that :meth:`step` calls with
+its :obj:`generator` only when the step is stochastic, e.g.
+``lambda g: diffusion.draw_noise(num_graphs, channels, pos, batch, generator=g)``. A white
+:func:`torch.randn` draw would be wrong here: the noise of ∞-Diff is a mollified field, and only
+the caller knows the nodes it is read at. All graphs of a batch share the step :math:`t`.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -14,6 +19,10 @@ from torch import Tensor
 
 from .process import Parametrization, canonical_parametrization, predict_noise, predict_x0
 from .schedules import NoiseSchedule
+
+NoiseSource = Tensor | Callable[[torch.Generator | None], Tensor]
+r"""Fresh noise for a stochastic step: a tensor :math:`(N, C)` of mollified noise at the nodes,
+or a function of a :class:`torch.Generator` (or :obj:`None`) that draws one."""
 
 
 @dataclass
@@ -102,12 +111,18 @@ class _Sampler:
             eps = predict_noise(model_output, sample, a, s, self.parametrization)
         return x0, eps
 
-    def _add_noise(self, mean: Tensor, variance: float, noise: Tensor | None, t: int) -> Tensor:
+    def _add_noise(self, mean: Tensor, variance: float, noise: NoiseSource | None, t: int,
+                   generator: torch.Generator | None) -> Tensor:
+        if generator is not None and not callable(noise):
+            raise ValueError("'generator' is passed to a noise function; with 'noise' given as a "
+                             "tensor (or None) it would be unused")
         if variance <= 0:
             return mean
         if noise is None:
             raise ValueError(f"The step at t={t} is stochastic: pass 'noise' (a fresh mollified "
-                             f"noise field read at the nodes)")
+                             f"noise field read at the nodes, or a function that draws one)")
+        if callable(noise):
+            noise = noise(generator)
         if noise.shape != mean.shape:
             raise ValueError(f"'noise' must have shape {tuple(mean.shape)}, got "
                              f"{tuple(noise.shape)}")
@@ -154,16 +169,20 @@ class DDPMSampler(_Sampler):
         return (1 - alpha_bar_prev) / (1 - alpha_bar) * (1 - alpha_bar / alpha_bar_prev)
 
     def step(self, model_output: Tensor, t: int, sample: Tensor, *,
-             noise: Tensor | None = None) -> SamplerOutput:
+             noise: NoiseSource | None = None,
+             generator: torch.Generator | None = None) -> SamplerOutput:
         r"""One ancestral step from :obj:`t` to :meth:`previous_timestep` of :obj:`t`.
 
         Args:
             model_output (torch.Tensor): The model output at :math:`(x_t, t)`, :math:`(N, C)`.
             t (int): The current step (one of :attr:`timesteps`).
             sample (torch.Tensor): :math:`x_t`, :math:`(N, C)`.
-            noise (torch.Tensor, optional): Fresh mollified noise at the nodes,
-                :math:`(N, C)`; required unless the step is the last one.
+            noise (torch.Tensor or callable, optional): Fresh mollified noise at the nodes,
+                :math:`(N, C)`, or a function ``noise(generator)`` that draws it (called only
+                when the step is stochastic); required unless the step is the last one.
                 (default: :obj:`None`)
+            generator (torch.Generator, optional): Passed to :obj:`noise` when it is a
+                function. (default: :obj:`None`)
         """
         t = int(t)
         alpha_bar, alpha_bar_prev = self._alpha_bars(t)
@@ -171,7 +190,7 @@ class DDPMSampler(_Sampler):
         x0, _ = self._predict(model_output, t, sample)
         mean = (math.sqrt(alpha_bar_prev) * (1 - alpha) / (1 - alpha_bar)) * x0 \
             + (math.sqrt(alpha) * (1 - alpha_bar_prev) / (1 - alpha_bar)) * sample
-        prev_sample = self._add_noise(mean, self._step_variance(t), noise, t)
+        prev_sample = self._add_noise(mean, self._step_variance(t), noise, t, generator)
         return SamplerOutput(prev_sample, x0)
 
 
@@ -213,15 +232,20 @@ class DDIMSampler(_Sampler):
         return self.eta**2 * variance
 
     def step(self, model_output: Tensor, t: int, sample: Tensor, *,
-             noise: Tensor | None = None) -> SamplerOutput:
+             noise: NoiseSource | None = None,
+             generator: torch.Generator | None = None) -> SamplerOutput:
         r"""One DDIM step from :obj:`t` to :meth:`previous_timestep` of :obj:`t`.
 
         Args:
             model_output (torch.Tensor): The model output at :math:`(x_t, t)`, :math:`(N, C)`.
             t (int): The current step (one of :attr:`timesteps`).
             sample (torch.Tensor): :math:`x_t`, :math:`(N, C)`.
-            noise (torch.Tensor, optional): Fresh mollified noise at the nodes,
-                :math:`(N, C)`; required when :math:`\sigma > 0`. (default: :obj:`None`)
+            noise (torch.Tensor or callable, optional): Fresh mollified noise at the nodes,
+                :math:`(N, C)`, or a function ``noise(generator)`` that draws it (called only
+                when :math:`\sigma > 0`); required when :math:`\sigma > 0`.
+                (default: :obj:`None`)
+            generator (torch.Generator, optional): Passed to :obj:`noise` when it is a
+                function. (default: :obj:`None`)
         """
         t = int(t)
         _, alpha_bar_prev = self._alpha_bars(t)
@@ -229,7 +253,7 @@ class DDIMSampler(_Sampler):
         variance = self._step_variance(t)
         direction = math.sqrt(max(1 - alpha_bar_prev - variance, 0.0))
         mean = math.sqrt(alpha_bar_prev) * x0 + direction * eps
-        return SamplerOutput(self._add_noise(mean, variance, noise, t), x0)
+        return SamplerOutput(self._add_noise(mean, variance, noise, t, generator), x0)
 
     def _extra_repr(self) -> str:
         return f", eta={self.eta}, clip_x0={self.clip_x0}"

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from pyg_infdiff.graph.lattice import LatticeIndex
 
 from .conditioning import Observation, renoise, repaint_levels
-from .process import MollifiedDiffusion
+from .process import MollifiedDiffusion, call_denoiser
 from .samplers import DDIMSampler, DDPMSampler
 
 _POS_TOL = 1e-6
@@ -112,7 +112,9 @@ def sample(
     it is the last step); and one field per RePaint forward jump.
 
     Args:
-        model (callable): The denoiser ``model(x_t, pos, t, batch, edge_index=, lattice=)``.
+        model (callable): The denoiser ``model(x_t, pos, t, batch, edge_index=None)``, called
+            through :func:`~pyg_infdiff.diffusion.call_denoiser` (which adds ``lattice=`` on
+            lattices when the model accepts it).
         diffusion (MollifiedDiffusion): The process (noise, schedule, parametrisation).
         pos (torch.Tensor, optional): Node coordinates :math:`(N, d)`: one point set shared by
             all samples, or all nodes with :obj:`batch`. (default: :obj:`None`)
@@ -136,7 +138,7 @@ def sample(
             (default: :obj:`None`)
         resample (int, optional): RePaint resampling: passes over each segment of
             :obj:`jump_length` steps, noising forward between passes (see
-            :func:`~pyg_infdiff.diffusion.conditioning.repaint_levels`); needs an
+            :func:`~pyg_infdiff.diffusion.repaint_levels`); needs an
             :obj:`observation`. (default: :obj:`1`, no resampling)
         jump_length (int, optional): RePaint's jump length in inference steps.
             (default: :obj:`1`)
@@ -177,8 +179,8 @@ def sample(
     solver.set_timesteps(steps)
     edge_index = edge_fn(pos, batch) if edge_fn is not None else None
 
-    def draw() -> Tensor:
-        return diffusion.draw_noise(num_graphs, channels, pos, batch, lattice, generator)
+    def draw(g: torch.Generator | None = generator) -> Tensor:
+        return diffusion.draw_noise(num_graphs, channels, pos, batch, lattice, g)
 
     timesteps = solver.timesteps.tolist() + [-1]  # level l is timesteps[steps - l]
     levels = repaint_levels(steps, jump_length, resample)
@@ -190,8 +192,8 @@ def sample(
             x = renoise(x, schedule, t, t_next, draw())
             continue
         t_vec = torch.full((num_graphs,), t, dtype=torch.long, device=pos.device)
-        output = model(x, pos, t_vec, batch, edge_index=edge_index, lattice=lattice)
-        x = solver.step(output, t, x, noise=draw() if solver.needs_noise(t) else None).prev_sample
+        output = call_denoiser(model, x, pos, t_vec, batch, edge_index, lattice)
+        x = solver.step(output, t, x, noise=draw, generator=generator).prev_sample
         if observation is not None:
             known = observation.noised(schedule, t_next, draw() if t_next >= 0 else None)
             x = observation.replace(x, known)

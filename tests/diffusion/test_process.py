@@ -234,3 +234,47 @@ def test_bad_input():
     outside = Data(x=torch.randn(2, 1), pos=torch.tensor([[0.5, 0.5], [1.5, 0.5]]))
     with pytest.raises(ValueError, match="Coordinates"):
         diffusion.training_loss(wrong, outside)
+
+
+def test_the_five_argument_model_interface():
+    # A model written to the documented interface, model(x_t, pos, t, batch, edge_index=None),
+    # trains on lattice batches (where the library has a LatticeIndex to offer) and samples.
+    from pyg_infdiff.diffusion import accepts_lattice, call_denoiser, sample
+
+    calls = []
+
+    def plain(x_t, pos, t, batch, edge_index=None):
+        calls.append(edge_index)
+        return torch.zeros_like(x_t)
+
+    class Wants(torch.nn.Module):
+        def forward(self, x_t, pos, t, batch, edge_index=None, lattice=None):
+            calls.append(lattice)
+            return torch.zeros_like(x_t)
+
+    class Wrapper(torch.nn.Module):  # what DistributedDataParallel looks like from outside
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+        def forward(self, *args, **kwargs):
+            return self.module(*args, **kwargs)
+
+    assert not accepts_lattice(plain) and not accepts_lattice(Wrapper(torch.nn.Identity()))
+    assert accepts_lattice(Wants()) and accepts_lattice(Wrapper(Wants()))
+    assert accepts_lattice(lambda *args, **kwargs: None)
+
+    diffusion = make_diffusion()
+    data = lattice_batch()
+    assert torch.isfinite(diffusion.training_loss(plain, data))
+    out = sample(plain, diffusion, shape=(4, 4), num_samples=2, channels=2, steps=3,
+                 progress=False)
+    assert out.images.shape == (2, 2, 4, 4)
+    calls.clear()
+    diffusion.training_loss(Wrapper(Wants()), data)
+    assert isinstance(calls[-1], LatticeIndex)  # reached through the wrapper
+    x = torch.zeros(3, 1)
+    index = LatticeIndex.full((3, 1), 1)
+    call_denoiser(Wants(), x, index.pos(), torch.zeros(1, dtype=torch.long),
+                  torch.zeros(3, dtype=torch.long), lattice=index)
+    assert calls[-1] is index

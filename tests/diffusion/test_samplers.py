@@ -146,3 +146,29 @@ def test_oracle_chain_converges_to_data_covariance(parametrization):
         assert errors[-1] < 0.05, errors
         total = var.sum() / data_var.sum()  # the 1000-step chain
         assert abs(total.item() - 1) < 0.01
+
+
+@pytest.mark.parametrize("make", [lambda s: DDPMSampler(s), lambda s: DDIMSampler(s, eta=0.5),
+                                  lambda s: DDIMSampler(s)])
+def test_noise_function_draws_with_the_generator_only_when_stochastic(make):
+    sampler = make(cosine_schedule())
+    sampler.set_timesteps(4)
+    x = torch.randn(5, 2, generator=torch.Generator().manual_seed(0))
+    drawn = []
+
+    def draw(generator):
+        drawn.append(generator)
+        return torch.randn(5, 2, generator=generator)
+
+    for t in sampler.timesteps.tolist():
+        drawn.clear()
+        out = sampler.step(0.5 * x, t, x, noise=draw, generator=torch.Generator().manual_seed(t))
+        assert len(drawn) == int(sampler.needs_noise(t))
+        if drawn:
+            assert isinstance(drawn[0], torch.Generator)
+            given_noise = torch.randn(5, 2, generator=torch.Generator().manual_seed(t))
+            same = sampler.step(0.5 * x, t, x, noise=given_noise)
+            torch.testing.assert_close(out.prev_sample, same.prev_sample, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="generator"):
+        sampler.step(0.5 * x, int(sampler.timesteps[0]), x, noise=torch.zeros(5, 2),
+                     generator=torch.Generator())

@@ -58,6 +58,26 @@ def test_oracle_samples_have_the_chain_covariance(sampler, steps, parametrizatio
         assert ((coeffs.var(0) / oracle.data_var - 1).abs() < bias + 5 * sd).all()
 
 
+def test_few_steps_undershoot_the_data_variance():
+    # Even with the exact denoiser, a chain of few steps samples less variance than the data
+    # has (the posterior mean ignores the spread of x0 given x_t); the shortfall shrinks
+    # monotonically with the steps, for the total and for the worst coefficient. The table in
+    # docs/concepts.md ("How many steps") is printed by this test (pytest -s).
+    oracle = make_oracle(0.05, 1)
+    steps = (5, 10, 25, 50, 100, 250, 1000)
+    for name, solver in (("ddim", DDIMSampler), ("ddpm", DDPMSampler)):
+        total, worst = [], []
+        for n in steps:
+            ratio = oracle.chain_variance(solver(oracle.diffusion.schedule), n) / oracle.data_var
+            total.append((ratio * oracle.data_var).sum().item() / oracle.data_var.sum().item())
+            worst.append(ratio.min().item())
+        print(f"{name}: " + ", ".join(f"{n}: {t:.2f} (worst {w:.2f})"
+                                      for n, t, w in zip(steps, total, worst, strict=True)))
+        assert all(a < b for a, b in zip(total, total[1:], strict=False))
+        assert all(a < b for a, b in zip(worst, worst[1:], strict=False))
+        assert total[1] < 0.8 and total[-1] > 0.99 and worst[-1] > 0.95
+
+
 def test_resolution_consistency_ddim():
     # DDIM (eta=0) from the same generator at 32^2 and 64^2 gives the same function.
     oracle = make_oracle(0.1, 2)

@@ -18,9 +18,9 @@ def to_nodes(grid: torch.Tensor) -> torch.Tensor:
     return grid.reshape(grid.size(0), grid.size(1), -1).transpose(1, 2).reshape(-1, grid.size(1))
 
 
-@pytest.mark.parametrize("ndim", [1, 2])
+@pytest.mark.parametrize("ndim", [1, 2, 3])
 def test_empirical_covariance_matches_analytic(ndim):
-    noise = MollifiedNoise(0.1, ndim)
+    noise = MollifiedNoise(0.1 if ndim < 3 else 0.15, ndim)
     u = torch.rand(6, ndim, generator=gen(1), dtype=torch.float64)
     v = (u + 0.15 * torch.randn(6, ndim, generator=gen(2), dtype=torch.float64)).clamp(0, 1)
     u[0], v[0] = 0.0, 0.02  # near a corner, where the variance is largest
