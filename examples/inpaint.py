@@ -10,7 +10,7 @@ with optional RePaint resampling).
   factor: 3, 5, ...), and the other pixels are sampled.
 
     python examples/inpaint.py --checkpoint runs/shapes_demo          # built-in test images
-    python examples/inpaint.py --checkpoint runs/celebahq64 --images my_faces/ --sr-factor 3
+    python examples/inpaint.py --checkpoint runs/folder64 --images my_faces/ --sr-factor 3
 
 Images come from --images (a folder, like the training data) or, for models trained on the
 built-in shapes, from held-out items of that dataset. Writes inpaint.png and superres.png (rows:

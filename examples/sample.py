@@ -5,7 +5,7 @@ The model is a function-space denoiser, so a checkpoint trained at 64x64 samples
 several multiples of --resolution and lays them out side by side.
 
     python examples/sample.py --checkpoint runs/shapes_demo --resolution 128 --num 16
-    python examples/sample.py --checkpoint runs/celebahq64/checkpoints/ckpt_00200000.pt \
+    python examples/sample.py --checkpoint runs/folder64/checkpoints/ckpt_00200000.pt \
         --resolution 64 --zoom 1,2,4 --deblur
     python examples/sample.py --checkpoint runs/shapes_demo --sampler ddpm --steps 250
 

@@ -216,7 +216,8 @@ def main(argv=None):
     seconds = ", ".join(f"{h}x{w}: {s:.0f} s" for (h, w), s in grid.seconds.items())
     print(f"\ntrained {trainer.step} steps in {t_train / 60:.1f} min; sampled ({seconds}); "
           f"total {t_total / 60:.1f} min")
-    print(f"samples (rows: 32/64/128 samples, then data): {picture.resolve()}")
+    sizes = "/".join(str(r) for r in args.resolutions)
+    print(f"samples (rows: {sizes} samples, then data): {picture.resolve()}")
     print(f"loss curve: {(out / 'loss.png').resolve()}")
     print(f"checkpoint: {Path(checkpoint).resolve() if checkpoint else None}")
     print(f"more samples at any resolution: python examples/sample.py --checkpoint {checkpoint} "
