@@ -17,7 +17,7 @@ of their outputs (one forward pass per case, not timed) is reported under the ta
 Crossover (``--crossover``): direct vs FFT dense path on a full 128² lattice for growing radii,
 and the unit costs the layer's cost model uses (``GRAPH_COST``, ``DIRECT_COST``, ``FFT_COST``).
 
-Convergence (``--convergence``): DESIGN §2 protocol — a 2-channel smooth field, radius 0.08,
+Convergence (``--convergence``): a 2-channel smooth field, radius 0.08,
 read at 300 fixed query points through the bipartite form from 64², 128², 256² lattices;
 relative differences between consecutive resolutions for both normalisations, 8 kernel seeds.
 
@@ -400,7 +400,7 @@ def main(argv: list[str] | None = None) -> dict:
         result["convergence"] = conv = convergence(args.seeds, args.resolutions, device=device)
         low, high = args.resolutions[0], args.resolutions[-1]
         blocks += [
-            "### Convergence between resolutions (DESIGN §2 protocol)", "",
+            "### Convergence between resolutions (smooth 2-channel field, radius 0.08)", "",
             *conv["rows"], "",
             f"- Relative L2 difference of the outputs at 300 fixed points, {args.seeds} kernel "
             f"seeds, radius 0.08 ({0.08 * low:.1f} px at {low}²); last column: sources a uniform "
