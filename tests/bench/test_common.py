@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
 from _common import (  # noqa: E402
     Timing,
+    compact_figure,
     format_bytes,
     machine_description,
     markdown_table,
@@ -86,3 +87,23 @@ def test_formatting_helpers():
         markdown_table(["a", "b"], [[1]])
     desc = machine_description()
     assert "torch " + torch.__version__ in desc and "UTC" in desc
+
+
+def test_compact_figure_keeps_small_pngs_and_fits_large_ones(tmp_path):
+    from PIL import Image
+
+    noise = (torch.rand(3, 400, 600, generator=torch.Generator().manual_seed(0)) * 255).byte()
+    big = tmp_path / "grid.png"
+    Image.fromarray(noise.permute(1, 2, 0).numpy()).save(big)
+    small = tmp_path / "plot.png"
+    Image.new("RGB", (50, 50), "white").save(small)
+    assert compact_figure(small, max_bytes=big.stat().st_size) == small and small.exists()
+    out = compact_figure(big, max_bytes=300_000)
+    assert out == tmp_path / "grid.jpg" and not big.exists()
+    assert out.stat().st_size <= 300_000
+    with Image.open(out) as image:  # true colour, not a palette
+        assert image.mode == "RGB" and image.size == (600, 400)
+    again = tmp_path / "again.png"
+    Image.fromarray(noise.permute(1, 2, 0).numpy()).save(again)
+    with pytest.raises(ValueError, match="does not fit"):
+        compact_figure(again, max_bytes=1_000)
