@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from torch.utils.data import DataLoader
 
@@ -59,12 +59,13 @@ def test_double_render_pooled_close_to_render(edge_width):
 
 @settings(max_examples=8, deadline=None)
 @given(index=st.integers(0, 1000), n=st.sampled_from([5, 16, 33]))
+@example(index=197, n=16)  # float32: the paths round coordinates differently, values by 1e-6
 def test_supersample_one_is_point_evaluation_at_pixel_centres(index, n):
     f = ContinuousShapes(1001, seed=7).function(index)
-    torch.testing.assert_close(f.render(n, supersample=1), pixel_centres(f, n), atol=1e-6, rtol=0)
+    torch.testing.assert_close(f.render(n, supersample=1), pixel_centres(f, n), atol=1e-5, rtol=0)
     # The grid fast path of render() and the generic pointwise renderer agree.
     generic = render_function(f.evaluate, n, supersample=2)
-    torch.testing.assert_close(f.render(n, supersample=2), generic, atol=1e-6, rtol=0)
+    torch.testing.assert_close(f.render(n, supersample=2), generic, atol=1e-5, rtol=0)
 
 
 def test_smooth_edges_render_converges_to_pixel_centre_values():
