@@ -3,6 +3,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.abspath(".."))
+sys.path.insert(0, os.path.abspath("_ext"))  # api_names: the local extension
 
 project = "pyg_infdiff"
 author = "pyg_infdiff developers"
@@ -14,6 +15,7 @@ extensions = [
     "sphinx.ext.mathjax",
     "sphinx.ext.viewcode",
     "myst_parser",
+    "api_names",  # docs/_ext/api_names.py: re-exported constants, short names in docstrings
 ]
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 exclude_patterns = ["_build", "figures/*.py"]
@@ -21,7 +23,10 @@ myst_enable_extensions = ["dollarmath", "amsmath"]
 myst_heading_anchors = 3
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
-autodoc_default_options = {"members": True, "show-inheritance": False}
+# Only the options to turn on: autodoc reads any value given here, False included, as "on".
+# This default also replaces a directive's own list (":members: a, b" documents every member), so
+# the API pages pick members with "automodule" + ":no-members:", then one auto* entry per name.
+autodoc_default_options = {"members": True}
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_custom_sections = [("Shapes", "params_style")]

@@ -14,6 +14,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
+#: The file suffixes :class:`ImageFolder` reads by default (compared in lower case).
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp")
 
 # What Pillow raises on unreadable, truncated or corrupt files (UnidentifiedImageError is an

@@ -200,6 +200,14 @@ def save_rows(
 
     .. code-block:: python
 
+        import torch
+
+        from pyg_infdiff.data import ContinuousShapes
+        from pyg_infdiff.data.images import save_rows
+
+        shapes = ContinuousShapes(4)            # the same 4 images at 3 resolutions
+        x32, x64, x128 = (torch.stack([shapes.render(i, n) for i in range(4)])
+                          for n in (32, 64, 128))
         save_rows([("32x32", x32), ("64x64", x64), ("128x128", x128)], "zoom.png")
 
     Args:

@@ -17,10 +17,14 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
+#: The resize modes of :func:`resize_image` (those of :func:`torch.nn.functional.interpolate`).
 ResizeMode = Literal["bilinear", "bicubic", "area", "nearest"]
 
+#: Where :class:`FashionMNIST` looks last (the Debian package ``dataset-fashion-mnist``).
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+#: The environment variable with the folder of :class:`FashionMNIST` when no root is passed.
 FASHION_MNIST_ENV = "PYG_INFDIFF_FASHION_MNIST"
+#: The environment variable with the tarball or folder of :class:`MNIST` when no root is passed.
 MNIST_ENV = "PYG_INFDIFF_MNIST"
 
 _IDX_DTYPES = {
@@ -140,6 +144,7 @@ class FashionMNIST(_DigitImages):
           label an int in :math:`\{0, \dots, 9\}` (see :attr:`CLASSES`).
     """
 
+    #: The names of the ten classes, indexed by label.
     CLASSES = (
         "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",

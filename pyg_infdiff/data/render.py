@@ -151,6 +151,7 @@ class Stripes:
         return self.radius
 
 
+#: Any of the shapes; each has ``sdf(pos)`` (its signed distance) and ``bound()``.
 Shape = Disc | Ellipse | Rectangle | Polygon | Stripes
 
 

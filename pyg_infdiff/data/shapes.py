@@ -27,6 +27,7 @@ from pyg_infdiff.data.render import (
     Stripes,
 )
 
+#: The kinds of shape :class:`ShapesConfig` can draw (its ``kinds``, all of them by default).
 SHAPE_KINDS: tuple[str, ...] = ("disc", "ellipse", "rectangle", "polygon", "stripes")
 
 
@@ -105,6 +106,7 @@ class ShapesConfig:
         _check_range("stripe_period", self.stripe_period, 1e-6, 1.0)
 
 
+#: The default :class:`ShapesConfig` (``ShapesConfig()``), used by the docs and benchmarks.
 DEFAULT_SHAPES_CONFIG = ShapesConfig()
 
 
@@ -187,6 +189,8 @@ class ContinuousShapes(Dataset):
     resolution: a :math:`2n` render average-pooled by 2 equals the :math:`n` render.
 
     .. code-block:: python
+
+        import torch
 
         from pyg_infdiff.data import ContinuousShapes
 

@@ -22,7 +22,7 @@ r"""What the model predicts at the nodes. ``"eps"`` is an alias of ``"mollified_
 (see :class:`MollifiedDiffusion`)."""
 
 Denoiser = Callable[..., Tensor]
-r"""The model interface: ``model(x_t, pos, t, batch, edge_index=None) -> Tensor`` with
+r"""The model interface, ``model(x_t, pos, t, batch, edge_index=None) -> Tensor``, with
 ``x_t`` :math:`(N, C)`, ``pos`` :math:`(N, d)`, ``t`` :math:`(B,)` (one step per graph),
 ``batch`` :math:`(N,)`, returning :math:`(N, C)`. A model that also accepts ``lattice`` (a
 :class:`~pyg_infdiff.graph.LatticeIndex`, or ``**kwargs``) gets it whenever the nodes are the
@@ -45,9 +45,9 @@ def canonical_parametrization(parametrization: str) -> str:
 def accepts_lattice(model: Denoiser) -> bool:
     r"""Whether :obj:`model` (or the module a
     :class:`~torch.nn.parallel.DistributedDataParallel` wraps) takes a ``lattice`` keyword:
-    a parameter of that name or ``**kwargs`` in its :meth:`forward` (or call) signature."""
+    a parameter of that name or ``**kwargs`` in its ``forward`` (or call) signature."""
     target = model
-    while isinstance(getattr(target, "module", None), torch.nn.Module):  # DDP, compile wrappers
+    while isinstance(getattr(target, "module", None), torch.nn.Module):  # DDP-style wrappers
         target = target.module
     function = target.forward if isinstance(target, torch.nn.Module) else target
     try:

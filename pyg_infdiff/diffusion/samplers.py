@@ -21,7 +21,7 @@ from .process import Parametrization, canonical_parametrization, predict_noise, 
 from .schedules import NoiseSchedule
 
 NoiseSource = Tensor | Callable[[torch.Generator | None], Tensor]
-r"""Fresh noise for a stochastic step: a tensor :math:`(N, C)` of mollified noise at the nodes,
+r"""Fresh noise for a stochastic step, a tensor :math:`(N, C)` of mollified noise at the nodes,
 or a function of a :class:`torch.Generator` (or :obj:`None`) that draws one."""
 
 
@@ -48,7 +48,9 @@ class _Sampler:
         self.schedule = schedule
         self.parametrization = canonical_parametrization(parametrization)
         self.clip_x0 = None if clip_x0 is None else float(clip_x0)
+        #: The number of steps a sampling run takes (:math:`T` until :meth:`set_timesteps`).
         self.num_inference_steps = schedule.num_steps
+        #: The steps of a sampling run, descending (all :math:`T` until :meth:`set_timesteps`).
         self.timesteps = torch.arange(schedule.num_steps - 1, -1, -1)
         self._prev = self._previous_map()
 

@@ -30,8 +30,10 @@ from torch import Tensor
 
 from pyg_infdiff.graph.lattice import _check_shape
 
+#: What a search does when a node has more neighbours than the cap allows.
 OnTruncation = Literal["raise", "warn"]
 
+#: How far outside :math:`[0, 1]^d` a coordinate may lie before a search rejects it.
 DOMAIN_TOLERANCE = 1e-6
 
 # On the CPU the kd-tree finds every neighbour whatever the cap, so an exact search simply caps at

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from pyg_infdiff.graph.lattice import _check_shape
 
+#: The subsamplers of :func:`subsample`.
 SubsampleMethod = Literal["uniform", "halton", "stratified"]
 
 _PRIMES = (2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71)

@@ -36,8 +36,11 @@ from .fid import (
 from .inception import load_inception
 from .swd import sliced_wasserstein_distance
 
+#: The file suffixes :class:`FolderImages` reads (compared in lower case).
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+#: The datasets that ``--real`` / ``--fake`` may name instead of a path.
 NAMED_DATASETS = ("fashion-mnist", "mnist", "shapes")
+#: The metrics that ``--metrics`` may ask for.
 METRICS = ("fid", "kid", "swd")
 _GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
 

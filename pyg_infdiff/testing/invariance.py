@@ -24,6 +24,8 @@ from pyg_infdiff.graph.subsample import SubsampleMethod, subsample
 
 logger = logging.getLogger(__name__)
 
+#: The function under test, ``module_fn(x, pos, batch)`` (or with ``query_points``), a model or
+#: layer on one batch of graphs, such as :func:`operator_fn` builds.
 ModuleFn = Callable[..., Tensor]
 
 

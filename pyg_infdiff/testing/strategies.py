@@ -7,11 +7,17 @@ Needs ``hypothesis`` (a test dependency), so it is not imported by :mod:`pyg_inf
 .. code-block:: python
 
     from hypothesis import given, settings
+
+    from pyg_infdiff.graph import lattice
     from pyg_infdiff.testing import strategies as pst
 
     @given(shape=pst.lattice_shapes(ndim=2), f=pst.smooth_functions(ndim=2))
     @settings(max_examples=20, deadline=None)
-    def test_something(shape, f): ...
+    def test_something(shape, f):
+        pos = lattice(shape)                    # [H * W, 2] pixel centres
+        assert f(pos).shape == (pos.size(0), 1)
+
+    test_something()                            # pytest calls it for you
 """
 from __future__ import annotations
 
@@ -23,6 +29,7 @@ from torch import Tensor
 
 from pyg_infdiff.testing.functions import FourierFunction, random_smooth_function
 
+#: The subsamplers that :func:`subsample_methods` draws from.
 SubsampleMethods = ("uniform", "halton", "stratified")
 
 

@@ -39,11 +39,25 @@ class SampleGrid:
 
     .. code-block:: python
 
-        from pyg_infdiff.training import Trainer
+        from pyg_infdiff.data import ContinuousShapes, GraphCollator, make_loader
+        from pyg_infdiff.diffusion import MollifiedDiffusion
+        from pyg_infdiff.models import MultiscaleOperatorUNet, UNetConfig
+        from pyg_infdiff.noise import MollifiedNoise
+        from pyg_infdiff.training import Trainer, TrainerConfig
         from pyg_infdiff.training.callbacks import SampleGrid
 
-        grid = SampleGrid(diffusion, channels=3, resolutions=(64, 128), num_samples=8)
-        trainer = Trainer(model, loss_fn, config, sample_fn=grid)
+        diffusion = MollifiedDiffusion(MollifiedNoise(sigma=0.5 / 16, ndim=2))
+        model = MultiscaleOperatorUNet(UNetConfig(  # tiny, untrained: use yours
+            in_channels=3, out_channels=3, radius=2.5 / 16, grid_shape=(8, 8),
+            operator_channels=8, channels=16, channel_mults=(1,), attention_levels=(0,),
+            num_heads=2, time_embed_dim=8))
+        collate = GraphCollator(diffusion.mollifier, rate=4, radius=model.config.radius)
+        loader = make_loader(ContinuousShapes(8, resolution=16), collate, batch_size=4)
+
+        grid = SampleGrid(diffusion, channels=3, resolutions=(16, 32), num_samples=4, steps=2)
+        config = TrainerConfig(max_steps=2, sample_every=2, out_dir="runs/demo", device="cpu")
+        trainer = Trainer(model, diffusion.training_loss, config, sample_fn=grid)
+        trainer.fit(loader)                     # writes runs/demo/samples/samples_00000002.png
 
     Args:
         diffusion (MollifiedDiffusion): The process the model was trained with.

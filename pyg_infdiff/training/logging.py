@@ -19,6 +19,7 @@ from typing import Any
 
 __all__ = ["TRAIN_FIELDS", "RunningMeans", "TrainingLog", "plot_loss_curve", "read_log"]
 
+#: The columns of ``log.csv``, one row per periodic ``"train"`` record.
 TRAIN_FIELDS: tuple[str, ...] = (
     "step", "epoch", "loss", "lr", "grad_norm", "steps_per_sec", "bad_steps", "elapsed_s",
 )

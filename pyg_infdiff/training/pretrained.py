@@ -4,7 +4,7 @@ back: the one place that knows the layout of a run's ``model_config``.
 A run's ``model_config`` (stored in every checkpoint by :class:`~pyg_infdiff.training.Trainer`)
 is a dictionary of plain values, so that checkpoints load with ``weights_only=True``:
 
-.. code-block:: python
+.. code-block:: text
 
     {"unet": UNetConfig.to_dict(),
      "diffusion": {"sigma": ..., "noise_cutoff": ..., "schedule": "cosine" | "linear" | "custom",
