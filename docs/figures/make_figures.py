@@ -5,7 +5,7 @@ Run from the repository root:
 .. code-block:: bash
 
     python docs/figures/make_figures.py                      # the figures that need no model
-    python docs/figures/make_figures.py --checkpoint runs/shapes_demo/checkpoints/ckpt_00001000.pt
+    python docs/figures/make_figures.py --checkpoint runs/fashion-mnist28   # a trained run
 
 Figures (all drawn from the library, nothing by hand):
 
@@ -15,8 +15,10 @@ Figures (all drawn from the library, nothing by hand):
   edges.
 * ``mollifier.png``: an image, the mollifier :math:`T` acting on it, its Wiener inverse, and the
   gains of both filters.
-* ``sample_resolutions.png`` (only with ``--checkpoint``): one sample of a trained model drawn
-  with the same noise at three resolutions (DDIM, :math:`\\eta = 0`). The checkpoint is one
+* ``sample_resolutions.png`` (only with ``--checkpoint``): the same seeds of a trained model
+  at three resolutions (DDIM, :math:`\\eta = 0`). The committed one is drawn from the
+  Fashion-MNIST model of ``bench/quality.py`` arm (a) (25 CPU minutes, 28²; the tutorial's
+  recipe): ``--checkpoint bench/_out/quality/arm_a``. The checkpoint is one
   written by :class:`pyg_infdiff.training.Trainer` whose ``model_config`` is
   ``{"unet": UNetConfig.to_dict(), "diffusion": {"sigma": ...}, "data": {"resolution": ...}}``
   as the examples write it (``--sigma`` and ``--resolutions`` override the recorded values).
@@ -145,8 +147,12 @@ def mollifier(out: Path, resolution: int = 128, sigma: float = 2 / 128,
 
 
 def sample_resolutions(out: Path, checkpoint: Path, sigma: float | None,
-                       resolutions: list[int] | None, steps: int, seed: int) -> Path:
-    """The same sample of a trained model at several resolutions."""
+                       resolutions: list[int] | None, steps: int, seed: int,
+                       num: int = 6) -> Path:
+    """The same seeds of a trained model at several resolutions: one row per resolution, one
+    column per seed (seed, seed + 1, ...). Each cell is the sampled mollified function
+    :math:`T x_0` read on that lattice (no deblurring, so the rows differ only by how finely
+    one function is read)."""
     from pyg_infdiff.diffusion import MollifiedDiffusion, sample
     from pyg_infdiff.training import load_pretrained
 
@@ -162,17 +168,20 @@ def sample_resolutions(out: Path, checkpoint: Path, sigma: float | None,
                              "--resolutions")
         resolutions = [base, 2 * base, 4 * base]
     channels = model.config.in_channels
-    fig, axes = plt.subplots(1, len(resolutions), figsize=(3 * len(resolutions), 3.4))
-    for ax, n in zip(axes, resolutions, strict=True):
-        drawn = sample(model, diffusion, shape=(n, n), num_samples=1, channels=channels,
-                       steps=steps, generator=torch.Generator().manual_seed(seed), progress=False)
-        image = diffusion.mollifier.undo(drawn.images, ndim=2)[0]
-        ax.imshow(_to_rgb(image), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        ax.set_title(f"{n}×{n}")
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.suptitle(f"One sample (same noise field, DDIM η = 0, {steps} steps) at "
-                 f"{len(resolutions)} resolutions")
+    fig, axes = plt.subplots(len(resolutions), num, squeeze=False,
+                             figsize=(1.6 * num + 0.8, 1.6 * len(resolutions) + 0.5))
+    for row, n in zip(axes, resolutions, strict=True):
+        for column, ax in enumerate(row):
+            drawn = sample(model, diffusion, shape=(n, n), num_samples=1, channels=channels,
+                           steps=steps, progress=False,
+                           generator=torch.Generator().manual_seed(seed + column))
+            ax.imshow(_to_rgb(drawn.images[0]), cmap="gray", vmin=0, vmax=1,
+                      interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        row[0].set_ylabel(f"{n}×{n}")
+    fig.suptitle(f"The same seeds at {len(resolutions)} resolutions "
+                 f"(DDIM η = 0, {steps} steps)")
     return _save(fig, out, "sample_resolutions.png")
 
 
@@ -187,7 +196,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="sampling resolutions (default: 1, 2 and 4 times the training "
                         "resolution its model_config records)")
     parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="the first seed (default: 0)")
+    parser.add_argument("--num", type=int, default=6, help="seeds per row (default: 6)")
     parser.add_argument("--out", type=Path, default=OUT,
                         help="output folder (default: docs/_static/figures)")
     args = parser.parse_args(argv)
@@ -199,8 +209,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.checkpoint is not None:
         if args.sigma is not None and not (math.isfinite(args.sigma) and args.sigma > 0):
             parser.error(f"--sigma must be positive, got {args.sigma}")
+        if args.num < 1:
+            parser.error(f"--num must be positive, got {args.num}")
         sample_resolutions(args.out, args.checkpoint, args.sigma, args.resolutions, args.steps,
-                           args.seed)
+                           args.seed, args.num)
 
 
 if __name__ == "__main__":
