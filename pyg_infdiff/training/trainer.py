@@ -18,18 +18,15 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 from tqdm.auto import tqdm
 
+from pyg_infdiff.training._trainer_state import TrainerStateMixin
 from pyg_infdiff.training.checkpoint import (
     CheckpointManager,
-    capture_rng_state,
     check_storable,
-    load_checkpoint,
     restore_rng_state,
-    state_is_finite,
 )
 from pyg_infdiff.training.config import NonFiniteLossError, TrainerConfig, TrainResult
 from pyg_infdiff.training.cursor import DataCursor, move_to_device
 from pyg_infdiff.training.distributed import (
-    all_gather_objects,
     all_reduce_sum,
     barrier,
     get_rank,
@@ -45,12 +42,11 @@ __all__ = ["NonFiniteLossError", "TrainResult", "Trainer", "TrainerConfig"]
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = "pyg_infdiff.trainer"
 LossFn = Callable[..., Tensor]
 SampleFn = Callable[[nn.Module, int, Path], Any]
 
 
-class Trainer:
+class Trainer(TrainerStateMixin):
     r"""Trains :obj:`model` by minimising :obj:`loss_fn(model, batch)` over a stream of batches.
 
     One step: fetch a batch (cycling the data forever, calling ``set_epoch`` on the data and
@@ -236,83 +232,6 @@ class Trainer:
             model.train(was_training)
         barrier()
 
-    def state_dict(self, _boundary: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        r"""Everything a checkpoint holds (tensors and plain containers only); every process
-        must call it, since the RNG states of all processes are gathered."""
-        b = _boundary if _boundary is not None else self._capture()
-        return {
-            "format": CHECKPOINT_FORMAT, "version": 1, "step": self.step,
-            "epoch": b["epoch"], "batch_in_epoch": b["batch_in_epoch"],
-            "data_seed": self.cursor.seed, "bad_steps": self.bad_steps,
-            "consecutive_bad_steps": self.consecutive_bad_steps,
-            "world_size": self.world_size, "num_parameters": self.num_parameters,
-            "model": self.model.state_dict(),
-            "ema": self.ema.state_dict() if self.ema is not None else None,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "rng": all_gather_objects(b["rng"]),
-            "trainer_config": self.config.to_dict(), "model_config": self.model_config,
-        }
-
-    def save_checkpoint(self, _boundary: Mapping[str, Any] | None = None) -> Path | None:
-        r"""Writes ``out_dir/checkpoints/ckpt_<step>.pt`` (rank 0) and prunes old ones.
-        Refuses, raising :class:`NonFiniteLossError`, if any weight is not finite."""
-        phase, self._phase = self._phase, "checkpoint"
-        state = self.state_dict(_boundary)
-        if not (state_is_finite(state["model"]) and state_is_finite(state["ema"])):
-            raise NonFiniteLossError(f"Weights are not finite at step {self.step}; not writing "
-                                     f"a checkpoint (last good: {self.checkpoints.latest()})")
-        path = None
-        if self.is_main:
-            path = self.checkpoints.save(state, self.step)
-            self.log.event("checkpoint", step=self.step, path=str(path))
-        barrier()
-        self._last_saved = self.step
-        self._phase = phase
-        return path
-
-    def resume(self, checkpoint: str | Path) -> Path | None:
-        r"""Loads a checkpoint (see :meth:`fit` for ``"latest"``/``"auto"``) into the model,
-        EMA, optimiser, scheduler, counters and RNG states; returns its path."""
-        if checkpoint in ("latest", "auto"):
-            path = self.checkpoints.latest()
-            if path is None:
-                if checkpoint == "auto":
-                    return None
-                raise FileNotFoundError(f"No checkpoints to resume from in {self.checkpoints}")
-        else:
-            path = Path(checkpoint)
-        state = load_checkpoint(path, map_location="cpu")
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{path} is not a Trainer checkpoint (format={state.get('format')})")
-        self.model.load_state_dict(state["model"])
-        if self.ema is not None:
-            if state["ema"] is None:
-                warnings.warn(f"{path} has no EMA weights; starting the EMA from the model",
-                              stacklevel=2)
-                self.ema.n_averaged.zero_()
-                self.ema.update_parameters(self.model)
-            else:
-                self.ema.load_state_dict(state["ema"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        for key in ("step", "bad_steps", "consecutive_bad_steps"):
-            setattr(self, key, int(state[key]))
-        self.cursor.seed = int(state["data_seed"])
-        self.cursor.seek(int(state["epoch"]), int(state["batch_in_epoch"]))
-        if len(state["rng"]) == self.world_size:
-            restore_rng_state(state["rng"][self.rank], self.generators, self.device)
-        else:  # a different number of processes: fresh, distinct, reproducible seeds
-            warnings.warn(f"{path} was written by {len(state['rng'])} process(es), this run "
-                          f"has {self.world_size}: RNG states are reseeded", stacklevel=2)
-            seed = self.config.seed + 7919 * self.step + 104729 * self.rank
-            torch.manual_seed(seed)
-            for i, g in enumerate(self.generators.values()):
-                g.manual_seed(seed + i + 1)
-        self._last_saved = self.step
-        self._last_lr = self.optimizer.param_groups[0]["lr"]
-        return path
-
     # ------------------------------------------------------------------ one step
     def _train_step(self, data: Iterable[Any]) -> tuple[float, float] | None:
         self._snapshot = self._capture()
@@ -385,15 +304,6 @@ class Trainer:
             self.sample()
 
     # ------------------------------------------------------------------ interrupts
-    def _capture(self) -> dict[str, Any]:
-        return {"rng": capture_rng_state(self.generators, self.device),
-                "epoch": self.cursor.epoch, "batch_in_epoch": self.cursor.batch_in_epoch}
-
-    def _save_once(self, boundary: Mapping[str, Any] | None = None) -> Path | None:
-        if self._last_saved == self.step:
-            return self.checkpoints.latest() if self.is_main else None
-        return self.save_checkpoint(boundary)
-
     def _on_exception(self, exc: BaseException) -> None:
         phase, self._phase = self._phase, "idle"
         if isinstance(exc, NonFiniteLossError) or phase in ("update", "checkpoint"):
