@@ -39,7 +39,7 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0, help="seed of the noise fields")
     p.add_argument("--deblur", type=float, nargs="?", const=0.05, default=None,
                    help="undo the mollifier with a Wiener filter of this inverse SNR "
-                   "(flag alone: 0.05)")
+                   "(flag alone: 0.05), on the frequencies below the training resolution")
     p.add_argument("--weights", choices=["ema", "model"], default="ema",
                    help="the EMA weights or the raw trained weights")
     p.add_argument("--out", default=None,
@@ -87,7 +87,10 @@ def main(argv=None):
                      progress=not args.no_progress, device=device)
         images = out.images.float()
         if args.deblur is not None:
-            images = diffusion.mollifier.undo(images, config.ndim, inv_snr=args.deblur)
+            # Only the frequencies the model was trained on (below its resolution) are
+            # deblurred; sharpening finer ones would ring.
+            images = diffusion.mollifier.undo(images, config.ndim, inv_snr=args.deblur,
+                                              band=trained or res)
         results[f"{n}x{n}"] = images.clamp(-1, 1).cpu()
         print(f"  {n}x{n}: {time.perf_counter() - start:.1f} s")
 

@@ -71,19 +71,40 @@ def outer_product(vectors: Sequence[Tensor]) -> Tensor:
     return out
 
 
+def wiener_gains(g: Tensor, inv_snr: float, band: int | None = None) -> Tensor:
+    r"""The 1-D gains of the Wiener inverse of a filter with gains :obj:`g`,
+    :math:`w_k = g_k / (g_k^2 + \lambda^2)`, optionally restricted to a band.
+
+    With :obj:`band` :math:`B`, frequencies :math:`k \ge B` are not deblurred but rolled off
+    smoothly: :math:`w_k = w_{B-1}\, g_k / g_{B-1}`, so that the restored spectrum
+    :math:`g_k w_k` continues from its value at the band's edge with the decay of
+    :math:`g_k^2 / g_{B-1}^2` instead of jumping (a jump would ring along edges).
+
+    Args:
+        g (torch.Tensor): The filter's gains :math:`g_k`, :math:`(K,)`.
+        inv_snr (float): :math:`\lambda > 0`.
+        band (int, optional): :math:`B \ge 1`; :obj:`None` deblurs every frequency.
+            (default: :obj:`None`)
+    """
+    w = g / (g * g + inv_snr**2)
+    if band is not None and band < g.numel():
+        edge = band - 1
+        w = torch.cat([w[:band], w[edge] * g[band:] / g[edge]])
+    return w
+
+
 @functools.lru_cache(maxsize=32)
 def _filter_matrices(
     n: int, sigma: float, cutoff: float, inv_snr: float | None, device: torch.device,
-    dtype: torch.dtype,
+    dtype: torch.dtype, band: int | None = None,
 ) -> tuple[Tensor, ...]:
     # Matrices applied one after the other along one axis: DCT -> gains -> iDCT.
     if inv_snr is None:  # blur, truncated where the gains drop below the cutoff
         k = min(n, num_freq_above(sigma, cutoff))
         gains = gaussian_gains(sigma, k, device)
-    else:  # Wiener deblur over all n frequencies
+    else:  # Wiener deblur over all n frequencies (or the band, rolled off above it)
         k = n
-        g = gaussian_gains(sigma, k, device)
-        gains = g / (g * g + inv_snr**2)
+        gains = wiener_gains(gaussian_gains(sigma, k, device), inv_snr, band)
     analysis = lattice_matrix(n, k, analysis=True, device=device, dtype=torch.float64)
     synthesis = lattice_matrix(n, k, device=device, dtype=torch.float64)
     if 2 * k < n:  # two thin products are cheaper than one n x n product
@@ -151,7 +172,8 @@ class GaussianMollifier:
             raise ValueError(f"'num_freq' must be at least 1, got {num_freq}")
         return gaussian_gains(self.sigma, num_freq, device, dtype)
 
-    def _filter(self, x: Tensor, ndim: int, inv_snr: float | None) -> Tensor:
+    def _filter(self, x: Tensor, ndim: int, inv_snr: float | None,
+                band: Sequence[int] | None = None) -> Tensor:
         if ndim < 1 or ndim > x.dim():
             raise ValueError(f"'ndim' must be in [1, {x.dim()}] for a {x.dim()}-D tensor, "
                              f"got {ndim}")
@@ -162,7 +184,7 @@ class GaussianMollifier:
             for j in range(ndim):
                 dim = x.dim() - ndim + j
                 mats = _filter_matrices(x.size(dim), self.sigma, self.cutoff, inv_snr,
-                                        x.device, dtype)
+                                        x.device, dtype, None if band is None else band[j])
                 for mat in mats:
                     out = contract(out, dim, mat)
         return out.to(out_dtype)
@@ -182,7 +204,8 @@ class GaussianMollifier:
         """
         return self._filter(x, ndim, None)
 
-    def undo(self, x: Tensor, ndim: int, inv_snr: float = 0.05) -> Tensor:
+    def undo(self, x: Tensor, ndim: int, inv_snr: float = 0.05,
+             band: int | Sequence[int] | None = None) -> Tensor:
         r"""Deblurs lattice data with the Wiener filter of the mollifier.
 
         .. math::
@@ -195,18 +218,34 @@ class GaussianMollifier:
         amplification at most 10) suits samples in :math:`[-1, 1]` whose high frequencies carry
         model error; exact mollified data can use a much smaller value.
 
+        Samples drawn *above* the training resolution hold frequencies the model never saw in
+        training; boosting them rings along edges. :obj:`band` (the training resolution)
+        deblurs only the frequencies below it and rolls the rest off smoothly
+        (:func:`wiener_gains`): the result is as sharp as the training resolution allows, with
+        no ringing from the frequencies above it. On a lattice no finer than the band it is the
+        plain Wiener filter.
+
         Args:
             x (torch.Tensor): Mollified lattice data, shape :math:`(*, n_1, \dots, n_d)`.
             ndim (int): The number :math:`d` of trailing lattice axes.
             inv_snr (float, optional): The inverse signal-to-noise ratio :math:`\lambda`.
                 (default: :obj:`0.05`)
+            band (int or Sequence[int], optional): Frequencies per axis to deblur (one value
+                for every axis, or one per axis), e.g. the training resolution; :obj:`None`
+                deblurs all. (default: :obj:`None`)
 
         Shapes:
             - **output:** same as :obj:`x` (and same dtype).
         """
         if not (inv_snr > 0.0 and math.isfinite(inv_snr)):
             raise ValueError(f"'inv_snr' must be positive and finite, got {inv_snr}")
-        return self._filter(x, ndim, float(inv_snr))
+        bands = None
+        if band is not None:
+            bands = [band] * ndim if isinstance(band, int) else list(band)
+            if len(bands) != ndim or not all(isinstance(b, int) and b >= 1 for b in bands):
+                raise ValueError(f"'band' must be a positive integer or {ndim} of them, "
+                                 f"got {band!r}")
+        return self._filter(x, ndim, float(inv_snr), bands)
 
     def coefficients(self, x: Tensor, ndim: int) -> Tensor:
         r"""Cosine coefficients of the mollified band-limited interpolant of lattice data,

@@ -72,6 +72,11 @@ class SampleGrid:
         deblur (float, optional): If set, undo the mollifier on the samples with the Wiener
             filter of this inverse signal-to-noise ratio
             (:meth:`~pyg_infdiff.noise.GaussianMollifier.undo`). (default: :obj:`None`)
+        deblur_band (int or tuple[int, int], optional): Deblur only the frequencies below this
+            resolution and roll the rest off (``undo(..., band=...)``): set it to the training
+            resolution, so that rows above it are not sharpened beyond what the model learned
+            (which rings). :obj:`None` means the first of :obj:`resolutions`.
+            (default: :obj:`None`)
         nrow (int, optional): Images per row of a single-resolution grid.
             (default: :obj:`None`, near-square)
         filename (str, optional): File name pattern in the output folder, formatted with
@@ -93,6 +98,7 @@ class SampleGrid:
         eta: float = 0.0,
         seed: int = 0,
         deblur: float | None = None,
+        deblur_band: Resolution | None = None,
         nrow: int | None = None,
         filename: str = "samples_{step:08d}.png",
         save_tensors: bool = False,
@@ -118,6 +124,7 @@ class SampleGrid:
         self.eta = eta
         self.seed = seed
         self.deblur = deblur
+        self.deblur_band = _shape(deblur_band if deblur_band is not None else resolutions[0])
         self.nrow = nrow
         self.filename = filename
         self.save_tensors = save_tensors
@@ -144,7 +151,8 @@ class SampleGrid:
         )
         images = out.images.float()
         if self.deblur is not None:
-            images = self.diffusion.mollifier.undo(images, 2, inv_snr=self.deblur)
+            images = self.diffusion.mollifier.undo(images, 2, inv_snr=self.deblur,
+                                                   band=self.deblur_band)
         self.seconds[shape] = time.perf_counter() - start
         return images.clamp(-1.0, 1.0).cpu()
 
