@@ -11,8 +11,9 @@ the caller knows the nodes it is read at. All graphs of a batch share the step :
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -53,6 +54,28 @@ class _Sampler:
         #: The steps of a sampling run, descending (all :math:`T` until :meth:`set_timesteps`).
         self.timesteps = torch.arange(schedule.num_steps - 1, -1, -1)
         self._prev = self._previous_map()
+
+    @property
+    def config(self) -> dict[str, Any]:
+        r"""The sampler's settings besides the schedule, as in :obj:`diffusers` schedulers:
+        ``type(sampler).from_config(schedule, sampler.config)`` rebuilds it (without the
+        :meth:`set_timesteps` state)."""
+        return {"parametrization": self.parametrization, "clip_x0": self.clip_x0,
+                **self._extra_config()}
+
+    @classmethod
+    def from_config(cls, schedule: NoiseSchedule, config: Mapping[str, Any]) -> _Sampler:
+        r"""A sampler of this class with :obj:`schedule` and the settings of :obj:`config`
+        (a :attr:`config` dict; unknown keys are an error).
+
+        Args:
+            schedule (NoiseSchedule): The training schedule.
+            config (Mapping[str, Any]): The settings.
+        """
+        return cls(schedule, **config)
+
+    def _extra_config(self) -> dict[str, Any]:
+        return {}
 
     def set_timesteps(self, num_inference_steps: int) -> None:
         r"""Chooses :obj:`num_inference_steps` evenly spaced steps, descending, the first at
@@ -256,6 +279,9 @@ class DDIMSampler(_Sampler):
         direction = math.sqrt(max(1 - alpha_bar_prev - variance, 0.0))
         mean = math.sqrt(alpha_bar_prev) * x0 + direction * eps
         return SamplerOutput(self._add_noise(mean, variance, noise, t, generator), x0)
+
+    def _extra_config(self) -> dict[str, Any]:
+        return {"eta": self.eta}
 
     def _extra_repr(self) -> str:
         return f", eta={self.eta}, clip_x0={self.clip_x0}"

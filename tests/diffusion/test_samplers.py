@@ -172,3 +172,14 @@ def test_noise_function_draws_with_the_generator_only_when_stochastic(make):
     with pytest.raises(ValueError, match="generator"):
         sampler.step(0.5 * x, int(sampler.timesteps[0]), x, noise=torch.zeros(5, 2),
                      generator=torch.Generator())
+
+
+def test_config_round_trip():
+    schedule = cosine_schedule(100)
+    for sampler in (DDPMSampler(schedule, "x0", clip_x0=1.0),
+                    DDIMSampler(schedule, "v", eta=0.3, clip_x0=None)):
+        again = type(sampler).from_config(schedule, sampler.config)
+        assert again.config == sampler.config and repr(again) == repr(sampler)
+    assert DDIMSampler(schedule, "eps").config["parametrization"] == "mollified_eps"
+    with pytest.raises(TypeError):
+        DDPMSampler.from_config(schedule, {"eta": 0.5})  # DDPM has no eta
