@@ -97,7 +97,7 @@ def main(argv=None):
     def finish(images):
         images = images.float().cpu()
         if args.deblur is not None:
-            images = diffusion.mollifier.undo(images, 2, inv_snr=args.deblur, band=res)
+            images = diffusion.mollifier.undo(images, 2, inv_snr=args.deblur)
         return images.clamp(-1, 1)
 
     if args.task in ("both", "inpaint"):

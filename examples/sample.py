@@ -39,7 +39,11 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0, help="seed of the noise fields")
     p.add_argument("--deblur", type=float, nargs="?", const=0.05, default=None,
                    help="undo the mollifier with a Wiener filter of this inverse SNR "
-                   "(flag alone: 0.05), on the frequencies below the training resolution")
+                   "(flag alone: 0.05)")
+    p.add_argument("--deblur-band", type=int, default=None,
+                   help="with --deblur: deblur only the frequencies below this resolution "
+                   "(e.g. the training one) and roll the rest off: no ringing above it, but "
+                   "softer (default: every frequency)")
     p.add_argument("--weights", choices=["ema", "model"], default="ema",
                    help="the EMA weights or the raw trained weights")
     p.add_argument("--out", default=None,
@@ -53,6 +57,8 @@ def parse_args(argv=None):
     if args.out is not None and Path(args.out).suffix.lower() not in (".png", ".jpg", ".jpeg",
                                                                        ".webp"):
         p.error(f"--out must name an image file (.png, .jpg, .webp), got {args.out!r}")
+    if args.deblur_band is not None and args.deblur_band < 1:
+        p.error(f"--deblur-band must be a positive resolution, got {args.deblur_band}")
     return args
 
 
@@ -87,10 +93,8 @@ def main(argv=None):
                      progress=not args.no_progress, device=device)
         images = out.images.float()
         if args.deblur is not None:
-            # Only the frequencies the model was trained on (below its resolution) are
-            # deblurred; sharpening finer ones would ring.
             images = diffusion.mollifier.undo(images, config.ndim, inv_snr=args.deblur,
-                                              band=trained or res)
+                                              band=args.deblur_band)
         results[f"{n}x{n}"] = images.clamp(-1, 1).cpu()
         print(f"  {n}x{n}: {time.perf_counter() - start:.1f} s")
 
@@ -102,7 +106,8 @@ def main(argv=None):
     else:
         save_grid(results[f"{res}x{res}"], png, nrow=args.nrow)
     torch.save({"images": results, "seed": args.seed, "sampler": args.sampler,
-                "steps": args.steps, "deblur": args.deblur, "checkpoint": str(path)},
+                "steps": args.steps, "deblur": args.deblur, "deblur_band": args.deblur_band,
+                "checkpoint": str(path)},
                png.with_suffix(".pt"))
     print(f"wrote {png} and {png.with_suffix('.pt')}")
 

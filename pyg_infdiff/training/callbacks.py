@@ -73,10 +73,10 @@ class SampleGrid:
             filter of this inverse signal-to-noise ratio
             (:meth:`~pyg_infdiff.noise.GaussianMollifier.undo`). (default: :obj:`None`)
         deblur_band (int or tuple[int, int], optional): Deblur only the frequencies below this
-            resolution and roll the rest off (``undo(..., band=...)``): set it to the training
-            resolution, so that rows above it are not sharpened beyond what the model learned
-            (which rings). :obj:`None` means the first of :obj:`resolutions`.
-            (default: :obj:`None`)
+            resolution and roll the rest off (``undo(..., band=...)``, e.g. the training
+            resolution: no ringing above it, but softer; see
+            :meth:`~pyg_infdiff.noise.GaussianMollifier.undo`); :obj:`None` deblurs every
+            frequency. (default: :obj:`None`)
         nrow (int, optional): Images per row of a single-resolution grid.
             (default: :obj:`None`, near-square)
         filename (str, optional): File name pattern in the output folder, formatted with
@@ -124,7 +124,7 @@ class SampleGrid:
         self.eta = eta
         self.seed = seed
         self.deblur = deblur
-        self.deblur_band = _shape(deblur_band if deblur_band is not None else resolutions[0])
+        self.deblur_band = _shape(deblur_band) if deblur_band is not None else None
         self.nrow = nrow
         self.filename = filename
         self.save_tensors = save_tensors

@@ -152,7 +152,7 @@ def test_quality_smoke(tmp_path):
     assert a["steps"] >= 1 and set(a["metrics"]) == {"mollified", "deblurred"}
     d = results["d"]  # trained at 14², scored at 28² next to bicubic upsampling of 14² samples
     assert d["train_resolution"] == 14 and set(d["metrics"]) == {
-        "mollified", "deblurred", "deblurred, all frequencies", "bicubic 14² → 28² (deblurred)"}
+        "mollified", "deblurred", "deblurred below the 14² band", "bicubic 14² → 28² (deblurred)"}
     assert torch.load(out / "arm_d" / "samples.pt")["bicubic"].shape[-2:] == (28, 28)
     assert (out / "arm_a.json").exists() and (out / "arm_a" / "samples.pt").exists()
     assert (out / "arm_a" / "budget.json").exists()

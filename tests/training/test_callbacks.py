@@ -62,12 +62,14 @@ def test_deblur_sharpens(tmp_path):
     plain = SampleGrid(_diffusion(), **kwargs).draw(Pointwise(0.2), 16)
     sharp = SampleGrid(_diffusion(), deblur=0.05, **kwargs).draw(Pointwise(0.2), 16)
     assert sharp.shape == plain.shape and not torch.allclose(sharp, plain)
-    # Above the first resolution the deblur keeps to its band; the band can be set.
-    grid = SampleGrid(_diffusion(), deblur=0.05, channels=1, resolutions=(8, 16),
-                      num_samples=2, steps=2)
+    # With a band, only the frequencies below it are deblurred; a band as wide as the
+    # lattice is the plain filter.
+    grid = SampleGrid(_diffusion(), deblur=0.05, deblur_band=8, channels=1,
+                      resolutions=(8, 16), num_samples=2, steps=2)
     assert grid.deblur_band == (8, 8)
     undone = grid.diffusion.mollifier.undo(plain, 2, inv_snr=0.05, band=8).clamp(-1, 1)
     torch.testing.assert_close(grid.draw(Pointwise(0.2), 16), undone)
+    assert not torch.allclose(undone, sharp)
     wide = SampleGrid(_diffusion(), deblur=0.05, deblur_band=16, **kwargs)
     torch.testing.assert_close(wide.draw(Pointwise(0.2), 16), sharp)
 
