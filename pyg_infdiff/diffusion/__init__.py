@@ -1,13 +1,11 @@
 r"""Schedules, the mollified forward process and its training loss, time-step samplers,
 DDPM/DDIM samplers, sampling at any resolution, and conditioning on observed nodes."""
 from pyg_infdiff.diffusion.conditioning import Observation, renoise, repaint_levels
+from pyg_infdiff.diffusion.denoiser import Denoiser, accepts_lattice, call_denoiser
 from pyg_infdiff.diffusion.process import (
-    Denoiser,
     MollifiedDiffusion,
     Parametrization,
     TrainingLosses,
-    accepts_lattice,
-    call_denoiser,
     canonical_parametrization,
     predict_noise,
     predict_x0,

@@ -2,8 +2,6 @@ r"""The mollified forward process of ∞-Diff on graph nodes, its parametrisatio
 training loss."""
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -14,19 +12,13 @@ from torch_geometric.utils import scatter
 from pyg_infdiff.graph.lattice import LatticeIndex
 from pyg_infdiff.noise import GaussianMollifier, MollifiedNoise
 
+from .denoiser import Denoiser, call_denoiser
 from .schedules import NoiseSchedule, cosine_schedule
 from .timesteps import TimestepSampler, UniformTimestepSampler
 
 Parametrization = Literal["mollified_eps", "eps", "x0", "v"]
 r"""What the model predicts at the nodes. ``"eps"`` is an alias of ``"mollified_eps"``
 (see :class:`MollifiedDiffusion`)."""
-
-Denoiser = Callable[..., Tensor]
-r"""The model interface, ``model(x_t, pos, t, batch, edge_index=None) -> Tensor``, with
-``x_t`` :math:`(N, C)`, ``pos`` :math:`(N, d)`, ``t`` :math:`(B,)` (one step per graph),
-``batch`` :math:`(N,)`, returning :math:`(N, C)`. A model that also accepts ``lattice`` (a
-:class:`~pyg_infdiff.graph.LatticeIndex`, or ``**kwargs``) gets it whenever the nodes are the
-pixels of lattices, for its dense fast path; see :func:`call_denoiser`."""
 
 _ALIASES = {"eps": "mollified_eps"}
 
@@ -40,47 +32,6 @@ def canonical_parametrization(parametrization: str) -> str:
             f"{get_args(Parametrization)}"
         )
     return _ALIASES.get(parametrization, parametrization)
-
-
-def accepts_lattice(model: Denoiser) -> bool:
-    r"""Whether :obj:`model` (or the module a
-    :class:`~torch.nn.parallel.DistributedDataParallel` wraps) takes a ``lattice`` keyword:
-    a parameter of that name or ``**kwargs`` in its ``forward`` (or call) signature."""
-    target = model
-    while isinstance(getattr(target, "module", None), torch.nn.Module):  # DDP-style wrappers
-        target = target.module
-    function = target.forward if isinstance(target, torch.nn.Module) else target
-    try:
-        parameters = inspect.signature(function).parameters.values()
-    except (TypeError, ValueError):  # no introspectable signature (a builtin): assume it does
-        return True
-    return any(p.name == "lattice" or p.kind is inspect.Parameter.VAR_KEYWORD
-               for p in parameters)
-
-
-def call_denoiser(model: Denoiser, x_t: Tensor, pos: Tensor, t: Tensor, batch: Tensor,
-                  edge_index: Tensor | None = None,
-                  lattice: LatticeIndex | None = None) -> Tensor:
-    r"""Calls :obj:`model` with the :obj:`Denoiser` interface,
-    ``model(x_t, pos, t, batch, edge_index=edge_index)``, adding ``lattice=lattice`` when
-    the nodes are lattice pixels and the model accepts it (:func:`accepts_lattice`). Training
-    (:meth:`MollifiedDiffusion.training_losses`) and sampling
-    (:func:`~pyg_infdiff.diffusion.sample`) call every model through it, so a user's model
-    needs nothing beyond the five-argument interface.
-
-    Args:
-        model (callable): The denoiser.
-        x_t (torch.Tensor): Noisy values at the nodes, :math:`(N, C)`.
-        pos (torch.Tensor): Node coordinates, :math:`(N, d)`.
-        t (torch.Tensor): Time step per graph, :math:`(B,)`.
-        batch (torch.Tensor): Graph index per node, :math:`(N,)`.
-        edge_index (torch.Tensor, optional): Edges, :math:`(2, E)`. (default: :obj:`None`)
-        lattice (LatticeIndex, optional): Where the nodes sit on a lattice.
-            (default: :obj:`None`)
-    """
-    if lattice is not None and accepts_lattice(model):
-        return model(x_t, pos, t, batch, edge_index=edge_index, lattice=lattice)
-    return model(x_t, pos, t, batch, edge_index=edge_index)
 
 
 def predict_x0(output: Tensor, x_t: Tensor, a: Tensor | float, s: Tensor | float,
@@ -303,7 +254,7 @@ class MollifiedDiffusion:
 
     def training_losses(
         self,
-        model: Callable[..., Tensor],
+        model: Denoiser,
         batch,
         t: Tensor | None = None,
         noise: Tensor | None = None,
@@ -372,7 +323,7 @@ class MollifiedDiffusion:
 
     def training_loss(
         self,
-        model: Callable[..., Tensor],
+        model: Denoiser,
         batch,
         t: Tensor | None = None,
         noise: Tensor | None = None,

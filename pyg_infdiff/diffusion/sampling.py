@@ -12,7 +12,8 @@ from tqdm.auto import tqdm
 from pyg_infdiff.graph.lattice import LatticeIndex
 
 from .conditioning import Observation, renoise, repaint_levels
-from .process import MollifiedDiffusion, call_denoiser
+from .denoiser import call_denoiser
+from .process import MollifiedDiffusion
 from .samplers import DDIMSampler, DDPMSampler
 
 _POS_TOL = 1e-6
