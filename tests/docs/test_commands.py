@@ -47,20 +47,18 @@ import importlib.util
 import inspect
 import io
 import re
-import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from markdown_blocks import ROOT, documents, fenced_blocks
+from shell_lines import shell_lines, split_commands
 
-ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "pyg_infdiff"
 SHELL = {"bash", "sh", "shell", "console", "shell-session"}
-FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>`{3,}|~{3,})\s*(?P<info>[^`]*?)\s*$")
 DIRECTIVE = re.compile(r"^(?P<indent>\s*)\.\.\s+(?:code-block|code|sourcecode)::\s*(?P<lang>\S*)")
-ENV = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 # An inline code span (within a paragraph) and one that starts like a command of this repository.
 INLINE_SPAN = re.compile(r"(?<!`)(`+)(?!`)(?P<code>(?:(?!\n\s*\n).)+?)(?<!`)\1(?!`)", re.DOTALL)
 INLINE_COMMAND = re.compile(r"^(?:[A-Za-z_]\w*=\S*\s+)*(?:sudo\s+)?(?:python3?|torchrun|bash)\s")
@@ -71,8 +69,6 @@ OTHER_TOOLS = {"pip", "pip3", "git", "cd", "apt-get", "apt", "export", "source",
                "pytest", "conda", "mkdir", "ls", "cat", "nvidia-smi"}
 # `python -m X` of modules outside this package (their own tools).
 OTHER_MODULES = {"sphinx", "pytest", "pip", "ruff", "venv", "torch.distributed.run"}
-SEPARATORS = {"&&", "||", ";", "|", "&"}
-REDIRECTS = {">", ">>", "<", ">&", "&>", "2>", "2>>"}
 # At least this many command lines are checked against a parser (the guard against a discovery
 # that silently finds nothing); raise it when the docs show more.
 MIN_CHECKED = 40
@@ -100,81 +96,16 @@ class Command:
 # Extraction
 
 
-def split_commands(text: str) -> list[list[str]]:
-    """The commands of one (continuation-joined) shell line as word lists: comments dropped,
-    split at ``&&``, ``||``, ``;``, ``|``, redirections and ``VAR=value`` prefixes removed."""
-    lexer = shlex.shlex(text, posix=True, punctuation_chars=";&|<>")
-    lexer.whitespace_split = True
-    lexer.commenters = "#"
-    commands, words = [], []
-    tokens = list(lexer)
-    i = 0
-    while i < len(tokens):
-        token = tokens[i]
-        if token in SEPARATORS:
-            commands.append(words)
-            words = []
-        elif token in REDIRECTS or (token.isdigit() and i + 1 < len(tokens)
-                                    and tokens[i + 1] in REDIRECTS):
-            i += 1 if token.isdigit() else 2  # drop the operator and its target
-            continue
-        else:
-            words.append(token)
-        i += 1
-    commands.append(words)
-    out = []
-    for words in commands:
-        while words and (ENV.match(words[0]) or words[0] in ("sudo", "env", "time", "exec")):
-            words = words[1:]
-        if words:
-            out.append(words)
-    return out
-
-
-def shell_lines(lines: list[str], first_line: int) -> list[tuple[int, str]]:
-    """``(line number, text)`` of the command lines of a shell block, continuations joined. In a
-    block with ``$`` prompts only the prompted lines are commands (the others are output)."""
-    prompted = any(line.strip().startswith("$ ") for line in lines)
-    out, i = [], 0
-    while i < len(lines):
-        start, text = first_line + i, lines[i].strip()
-        while text.endswith("\\") and i + 1 < len(lines):
-            i += 1
-            text = text[:-1] + " " + lines[i].strip()
-        if prompted and not text.startswith("$ "):
-            text = ""
-        text = text[2:] if prompted else text
-        if text and not text.startswith("#"):
-            out.append((start, text))
-        i += 1
-    return out
-
-
 def markdown_commands(path: Path) -> list[Command]:
     lines = path.read_text(encoding="utf-8").splitlines()
-    commands, prose, i = [], list(lines), 0
-    while i < len(lines):
-        match = FENCE.match(lines[i])
-        if match is None:
-            i += 1
-            continue
-        fence, info = match["fence"], match["info"].strip()
-        end = i + 1
-        while end < len(lines):
-            close = FENCE.match(lines[end])
-            if (close is not None and close["info"] == "" and close["fence"][0] == fence[0]
-                    and len(close["fence"]) >= len(fence)):
-                break
-            end += 1
-        else:
-            raise ValueError(f"{path}:{i + 1}: code fence {fence!r} is never closed")
-        for k in range(i, min(end + 1, len(lines))):
+    commands, prose = [], list(lines)
+    for block in fenced_blocks(path, lines):
+        for k in range(block.start, min(block.end + 1, len(lines))):
             prose[k] = ""
-        if (info.split() or [""])[0].lower() in SHELL:
-            for number, text in shell_lines(lines[i + 1:end], i + 2):
+        if (block.info.split() or [""])[0].lower() in SHELL:
+            for number, text in shell_lines(lines[block.start + 1:block.end], block.start + 2):
                 commands += [Command(path, number, text, words)
                              for words in split_commands(text)]
-        i = end + 1
     # Inline code spans in the prose that are commands of this repository.
     text = "\n".join(prose)
     for span in INLINE_SPAN.finditer(text):
@@ -228,12 +159,7 @@ def classify(argv: list[str]) -> tuple[str, str]:
     return "other", tool
 
 
-def documents() -> list[Path]:
-    docs = [p for p in sorted((ROOT / "docs").rglob("*.md")) if "_build" not in p.parts]
-    return docs + [p for p in (ROOT / "README.md", ROOT / "CONTRIBUTING.md") if p.is_file()]
-
-
-COMMANDS = [c for path in documents() for c in markdown_commands(path)] + [
+COMMANDS = [c for path in documents("CONTRIBUTING.md") for c in markdown_commands(path)] + [
     c for path in sorted(PACKAGE.rglob("*.py")) for c in docstring_commands(path)]
 CHECKED = [c for c in COMMANDS if c.kind in ("script", "module", "torchrun")]
 

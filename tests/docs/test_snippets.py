@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from markdown_blocks import ROOT, documents, fenced_blocks
 
-ROOT = Path(__file__).resolve().parents[2]
-FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>`{3,}|~{3,})\s*(?P<info>[^`]*?)\s*$")
 SKIP = re.compile(r"^\s*<!--\s*skip-test:\s*(?P<reason>\S.*?)\s*-->\s*$")
 
 
@@ -35,40 +34,17 @@ class Snippet:
 
 
 def extract(path: Path) -> list[Snippet]:
-    r"""The ```python blocks of a Markdown file (fences of backticks or tildes, nested fences
-    respected: a ```python inside a longer ```` fence is text, not code)."""
+    r"""The ```python blocks of a Markdown file."""
     lines = path.read_text(encoding="utf-8").splitlines()
-    snippets, i = [], 0
-    while i < len(lines):
-        match = FENCE.match(lines[i])
-        if match is None:
-            i += 1
-            continue
-        fence, info = match["fence"], match["info"].strip()
-        start = i + 1
-        end = start
-        while end < len(lines):
-            close = FENCE.match(lines[end])
-            if (close is not None and close["info"] == "" and close["fence"][0] == fence[0]
-                    and len(close["fence"]) >= len(fence)):
-                break
-            end += 1
-        else:
-            raise ValueError(f"{path}:{i + 1}: code fence {fence!r} is never closed")
-        if info == "python":
+    snippets = []
+    for block in fenced_blocks(path, lines):
+        if block.info == "python":
+            i = block.start
             previous = next((lines[j] for j in range(i - 1, -1, -1) if lines[j].strip()), "")
             skip = SKIP.match(previous)
-            indent = len(match["indent"])
-            code = "\n".join(line[indent:] for line in lines[start:end])
-            snippets.append(Snippet(path, start + 1, code, skip["reason"] if skip else None))
-        i = end + 1
+            code = "\n".join(line[block.indent:] for line in lines[i + 1:block.end])
+            snippets.append(Snippet(path, i + 2, code, skip["reason"] if skip else None))
     return snippets
-
-
-def documents() -> list[Path]:
-    docs = [p for p in sorted((ROOT / "docs").rglob("*.md")) if "_build" not in p.parts]
-    readme = ROOT / "README.md"
-    return docs + ([readme] if readme.is_file() else [])
 
 
 SNIPPETS = [snippet for path in documents() for snippet in extract(path)]
