@@ -1,5 +1,4 @@
-r"""Shared utilities of the benchmark scripts: timing, peak memory, machine description and the
-sections of ``docs/benchmarks.md``.
+r"""Shared utilities of the benchmark scripts: timing, peak memory and machine description.
 
 * :func:`time_cases`: wall-clock medians of repeats after warm-up, the cases interleaved
   round-robin so that they share the machine's load (ratios between them are what to report on a
@@ -13,10 +12,10 @@ sections of ``docs/benchmarks.md``.
   the next step's needs. ``tracemalloc`` cannot be used (torch allocates outside Python), and the
   lifetime ``ru_maxrss`` would include model construction and data loading.
 * :func:`machine_description`: CPU model, cores, load, torch version and date, for every table.
-* :func:`markdown_table`, :func:`format_bytes`, :func:`relative_to_root`: formatting.
-* :func:`write_section`: replaces ``<!-- bench:NAME -->...<!-- /bench:NAME -->`` in
-  ``docs/benchmarks.md``, re-reading the file under an exclusive lock right before writing
-  (several scripts write their own sections).
+* :func:`format_bytes`, :func:`relative_to_root`: formatting.
+
+Writing the results into the docs (sections, tables, figures, the common command-line flags)
+is ``_publish.py``.
 
 Benchmark scripts are run as ``python bench/<script>.py``, which puts ``bench/`` on ``sys.path``:
 import this module as ``from _common import time_cases, ...``.
@@ -25,7 +24,6 @@ from __future__ import annotations
 
 import ctypes
 import datetime
-import fcntl
 import gc
 import importlib
 import importlib.util
@@ -52,12 +50,10 @@ __all__ = [
     "cpu_name",
     "format_bytes",
     "machine_description",
-    "markdown_table",
     "peak_memory",
     "relative_to_root",
     "synchronize",
     "time_cases",
-    "write_section",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -322,100 +318,5 @@ def format_bytes(num: float) -> str:
     return f"{num:.2f} GiB"
 
 
-def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    r"""A GitHub markdown table; cells are formatted with :func:`str`."""
-    if any(len(row) != len(headers) for row in rows):
-        raise ValueError(f"every row needs {len(headers)} cells, got {[len(r) for r in rows]}")
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def write_section(name: str, body: str, path: str | os.PathLike = DOC) -> None:
-    r"""Replaces the section ``<!-- bench:NAME -->...<!-- /bench:NAME -->`` of a markdown file
-    with :obj:`body` (appends it, markers included, when the markers are missing; creates the
-    file when needed). The file is locked (``flock``) and re-read right before writing, so
-    scripts writing other sections at the same time lose nothing.
-
-    Args:
-        name (str): The section name (letters, digits, ``_``, ``-``).
-        body (str): The markdown between the markers.
-        path (str or os.PathLike, optional): The file. (default: ``docs/benchmarks.md``)
-    """
-    if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
-        raise ValueError(f"section name must be letters, digits, '_' or '-', got {name!r}")
-    begin, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
-    section = f"{begin}\n{body.strip()}\n{end}"
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+", encoding="utf-8") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        f.seek(0)
-        text = f.read()
-        start, stop = text.find(begin), text.find(end)
-        if start >= 0 and stop > start:
-            text = text[:start] + section + text[stop + len(end):]
-        else:
-            text = (text.rstrip("\n") + "\n\n" if text.strip() else "") + section + "\n"
-        f.seek(0)
-        f.truncate()
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-        fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def publish(name: str, body: str, doc: str | os.PathLike, write: bool,
-            figure: str | os.PathLike | None = None) -> None:
-    r"""Prints a benchmark's markdown section and, with :obj:`write`, writes it into
-    :obj:`doc` (:func:`write_section`), saying where it went (and where its figure is)."""
-    print(body)
-    if write:
-        write_section(name, body, doc)
-        extra = f" and {figure}" if figure is not None else ""
-        print(f"wrote the '{name}' section of {doc}{extra}")
-
-
-def save_figure(fig: Any, path: str | os.PathLike) -> Path:
-    r"""Saves a matplotlib figure as the docs' PNGs are saved (tight layout, 110 dpi), creating
-    the folder, and closes it."""
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
 def _child() -> None:
     print(_RESULT_TAG + json.dumps(_measure(json.loads(sys.stdin.read()))), flush=True)
-
-
-def compact_figure(path: str | os.PathLike, max_bytes: int = 200_000) -> Path:
-    """Keeps a figure under ``max_bytes``: a PNG that is larger is replaced by a JPEG of the
-    same name, at the best quality (92, 88, ..., 60; no chroma subsampling) that fits; returns
-    the file's path now.
-
-    The docs keep every figure under 200 KB (``tests/docs/test_build.py`` checks it). Sample
-    grids are photograph-like: a palette PNG of them shows contour bands that are in neither
-    the samples nor the data, a good JPEG shows what was sampled.
-    """
-    from PIL import Image
-
-    path = Path(path)
-    if path.suffix.lower() != ".png" or path.stat().st_size <= max_bytes:
-        return path
-    target = path.with_suffix(".jpg")
-    with Image.open(path) as image:
-        rgb = image.convert("RGB")
-    for quality in range(92, 59, -4):
-        rgb.save(target, quality=quality, subsampling=0)
-        if target.stat().st_size <= max_bytes:
-            break
-    else:
-        raise ValueError(f"{path} does not fit in {max_bytes} bytes even as a JPEG of quality "
-                         f"60: draw fewer or smaller cells")
-    path.unlink()
-    return target

@@ -36,15 +36,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _common import (
-    DOC,
-    ROOT,
-    compact_figure,
-    machine_description,
-    markdown_table,
-    publish,
-    relative_to_root,
-)
+from _common import ROOT, machine_description, relative_to_root
 from _infdiff import (
     FIGURES,
     Recipe,
@@ -56,6 +48,7 @@ from _infdiff import (
     train_infdiff,
     unet_config,
 )
+from _publish import add_publish_args, compact_figure, markdown_table, publish
 from torch import Tensor
 
 from pyg_infdiff.data import ContinuousShapes, ShapesConfig
@@ -231,12 +224,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    p.add_argument("--write", action="store_true",
-                   help="write the section into --doc and the figure into --figures")
-    p.add_argument("--doc", type=Path, default=DOC)
-    p.add_argument("--figures", type=Path, default=FIGURES)
-    p.add_argument("--smoke", action="store_true",
-                   help="tiny model trained for 3 s at 16², 4 seeds, 2 steps (the tests)")
+    add_publish_args(p, "tiny model trained for 3 s at 16², 4 seeds, 2 steps (the tests)",
+                     figures=FIGURES)
     args = p.parse_args(argv)
     if args.smoke:
         args.num, args.batch, args.steps, args.base = 4, 4, 2, 16

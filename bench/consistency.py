@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _common import DOC, compact_figure, machine_description, markdown_table, publish
+from _common import machine_description
 from _infdiff import (
     FIGURES,
     command_line,
@@ -41,6 +41,7 @@ from _infdiff import (
     resolve_device,
     unet_config,
 )
+from _publish import add_publish_args, compact_figure, markdown_table, publish
 from torch import Tensor
 
 from pyg_infdiff.data.images import save_rows
@@ -140,12 +141,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (1 is the steadiest on a loaded, shared machine)")
-    p.add_argument("--write", action="store_true",
-                   help="write the section into --doc and the figure into --figures")
-    p.add_argument("--doc", type=Path, default=DOC)
-    p.add_argument("--figures", type=Path, default=FIGURES)
-    p.add_argument("--smoke", action="store_true",
-                   help="4 seeds, 2 steps; an untrained tiny model without --checkpoint")
+    add_publish_args(p, "4 seeds, 2 steps; an untrained tiny model without --checkpoint",
+                     figures=FIGURES)
     args = p.parse_args(argv)
     if args.smoke:
         args.num, args.batch, args.steps = 4, 4, 2

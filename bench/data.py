@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
-from _common import DOC, machine_description, publish, time_cases
+from _common import machine_description, time_cases
 from _infdiff import command_line
+from _publish import add_publish_args, publish
 
 from pyg_infdiff.data import ContinuousShapes, FashionMNIST, GraphCollator, make_loader
 from pyg_infdiff.noise import GaussianMollifier
@@ -118,10 +118,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (1 as in DataLoader workers)")
-    p.add_argument("--write", action="store_true", help="write the section into --doc")
-    p.add_argument("--doc", type=Path, default=DOC)
-    p.add_argument("--smoke", action="store_true",
-                   help="the same rows on 8²–32² images, batches of 4, one repeat (for the tests)")
+    add_publish_args(p, "the same rows on 8²–32² images, batches of 4, one repeat (for the tests)")
     args = p.parse_args(argv)
     if args.smoke:
         args.repeats = 1

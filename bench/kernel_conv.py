@@ -39,12 +39,12 @@ import argparse
 import math
 import statistics
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _common import DOC, machine_description, publish, time_cases
+from _common import machine_description, time_cases
 from _infdiff import command_line, resolve_device
+from _publish import add_publish_args, publish
 
 from pyg_infdiff.graph import LatticeIndex, lattice, radius, radius_graph, subsample
 from pyg_infdiff.nn.kernel import fast_fft_size
@@ -350,11 +350,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default=None,
                    help="cpu or cuda (default: cuda when present); neighbour search stays on "
                    "the CPU")
-    p.add_argument("--write", action="store_true", help="write the section into --doc")
-    p.add_argument("--doc", type=Path, default=DOC)
-    p.add_argument("--smoke", action="store_true",
-                   help="the same rows on 16², 32² (speed), 32² (crossover) and 16²–64² "
-                   "(convergence, 2 seeds), C = 8, one repeat (for the tests)")
+    add_publish_args(p, "the same rows on 16², 32² (speed), 32² (crossover) and 16²–64² "
+                        "(convergence, 2 seeds), C = 8, one repeat (for the tests)")
     args = p.parse_args(argv)
     sizes = SMOKE if args.smoke else FULL
     if args.smoke:

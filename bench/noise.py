@@ -22,11 +22,11 @@ Run::
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
-from _common import DOC, machine_description, publish, time_cases
+from _common import machine_description, time_cases
 from _infdiff import command_line, resolve_device
+from _publish import add_publish_args, publish
 
 from pyg_infdiff.graph import LatticeIndex, lattice
 from pyg_infdiff.noise import GaussianMollifier, MollifiedNoise
@@ -101,11 +101,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (1 is far steadier on a loaded, shared machine)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
-    p.add_argument("--write", action="store_true", help="write the section into --doc")
-    p.add_argument("--doc", type=Path, default=DOC)
-    p.add_argument("--smoke", action="store_true",
-                   help="the same rows on 32² lattices (σ = 1/16, 256 irregular nodes), one "
-                   "repeat (for the tests)")
+    add_publish_args(p, "the same rows on 32² lattices (σ = 1/16, 256 irregular nodes), one "
+                        "repeat (for the tests)")
     args = p.parse_args(argv)
     if args.smoke:
         args.repeats = 1

@@ -54,15 +54,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _common import (
-    DOC,
-    ROOT,
-    compact_figure,
-    machine_description,
-    markdown_table,
-    publish,
-    relative_to_root,
-)
+from _common import ROOT, machine_description, relative_to_root
 from _infdiff import (
     FIGURES,
     Recipe,
@@ -74,6 +66,7 @@ from _infdiff import (
     train_infdiff,
     unet_config,
 )
+from _publish import add_publish_args, compact_figure, markdown_table, publish
 from torch import Tensor
 
 from pyg_infdiff.data import FashionMNIST
@@ -319,10 +312,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="torch CPU threads for the Inception features (default: --threads; "
                    "they do not affect the comparison)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--write", action="store_true", help="write the section into --doc")
-    p.add_argument("--doc", type=Path, default=DOC)
-    p.add_argument("--smoke", action="store_true",
-                   help="tiny ∞-Diff model, 3 s budgets, 8 samples of 2 steps, SWD (tests)")
+    add_publish_args(p, "tiny ∞-Diff model, 3 s budgets, 8 samples of 2 steps, SWD (tests)")
     args = p.parse_args(argv)
     args.arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     if any(a not in ARMS for a in args.arms):

@@ -23,7 +23,7 @@ import argparse
 from pathlib import Path
 
 import torch
-from _common import DOC, machine_description, markdown_table, publish, save_figure, time_cases
+from _common import machine_description, time_cases
 from _infdiff import (
     FIGURES,
     command_line,
@@ -32,6 +32,7 @@ from _infdiff import (
     resolve_device,
     unet_config,
 )
+from _publish import add_publish_args, markdown_table, publish, save_figure
 from subsampling import make_model
 
 from pyg_infdiff.diffusion import sample
@@ -162,12 +163,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (1 is the steadiest on a loaded, shared machine)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--write", action="store_true",
-                   help="write the section into --doc and the plot into --figures")
-    p.add_argument("--doc", type=Path, default=DOC)
-    p.add_argument("--figures", type=Path, default=FIGURES)
-    p.add_argument("--smoke", action="store_true",
-                   help="tiny model, 2 DDIM steps, one repeat (for the tests)")
+    add_publish_args(p, "tiny model, 2 DDIM steps, one repeat (for the tests)",
+                     figures=FIGURES, figure="plot")
     args = p.parse_args(argv)
     if args.smoke:
         args.presets, args.steps, args.repeats, args.batch = "tiny", 2, 1, 1

@@ -31,11 +31,11 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
-from _common import DOC, machine_description, publish, time_cases
+from _common import machine_description, time_cases
 from _infdiff import command_line
+from _publish import add_publish_args, publish
 from torch_geometric.utils import scatter, segment
 
 from pyg_infdiff.graph import LatticeIndex, radius_graph, subsample
@@ -211,11 +211,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--threads", type=int, nargs="+", default=None,
                    help="torch CPU thread counts to compare (None: 1 and all)")
-    p.add_argument("--write", action="store_true", help="write the section into --doc")
-    p.add_argument("--doc", type=Path, default=DOC)
-    p.add_argument("--smoke", action="store_true",
-                   help="the same rows on a 4× subsampled 32² lattice, C = 8, one repeat (for "
-                   "the tests)")
+    add_publish_args(p, "the same rows on a 4× subsampled 32² lattice, C = 8, one repeat (for "
+                        "the tests)")
     args = p.parse_args(argv)
     if args.smoke:
         args.repeats = 1

@@ -39,16 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from _common import (
-    DOC,
-    format_bytes,
-    machine_description,
-    markdown_table,
-    peak_memory,
-    publish,
-    save_figure,
-    time_cases,
-)
+from _common import format_bytes, machine_description, peak_memory, time_cases
 from _infdiff import (
     FIGURES,
     command_line,
@@ -57,6 +48,7 @@ from _infdiff import (
     resolve_device,
     unet_config,
 )
+from _publish import add_publish_args, markdown_table, publish, save_figure
 from torch import nn
 from torch_geometric.data import Batch
 
@@ -324,12 +316,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (1 is the steadiest on a loaded, shared machine)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--write", action="store_true",
-                   help="write the section into --doc and the plot into --figures")
-    p.add_argument("--doc", type=Path, default=DOC)
-    p.add_argument("--figures", type=Path, default=FIGURES)
-    p.add_argument("--smoke", action="store_true",
-                   help="tiny model at 16², rates 1 and 4, one repeat (for the tests)")
+    add_publish_args(p, "tiny model at 16², rates 1 and 4, one repeat (for the tests)",
+                     figures=FIGURES, figure="plot")
     args = p.parse_args(argv)
     if args.smoke:
         args.preset, args.resolutions, args.rates = "tiny", "16", "1,4"

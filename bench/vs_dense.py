@@ -28,11 +28,11 @@ Run::
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
-from _common import DOC, machine_description, markdown_table, publish, time_cases
+from _common import machine_description, time_cases
 from _infdiff import command_line, make_diffusion, parse_preset, resolve_device, unet_config
+from _publish import add_publish_args, markdown_table, publish
 from baseline_ddpm import (
     build_dense_unet,
     count_parameters,
@@ -202,10 +202,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (1 is the steadiest on a loaded, shared machine)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--write", action="store_true", help="write the section into --doc")
-    p.add_argument("--doc", type=Path, default=DOC)
-    p.add_argument("--smoke", action="store_true",
-                   help="tiny models at 16², 2 sampling steps, one repeat (for the tests)")
+    add_publish_args(p, "tiny models at 16², 2 sampling steps, one repeat (for the tests)")
     args = p.parse_args(argv)
     if args.smoke:
         args.preset, args.resolutions, args.rates = "tiny", "16", "1,4"

@@ -12,14 +12,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
 from _common import (  # noqa: E402
     Timing,
-    compact_figure,
     format_bytes,
     machine_description,
-    markdown_table,
     peak_memory,
     time_cases,
-    write_section,
 )
+from _publish import compact_figure, markdown_table, write_section  # noqa: E402
 
 ALLOC = 48 * 2**20
 
