@@ -86,6 +86,15 @@ class TrainerStateMixin:
         state = load_checkpoint(path, map_location="cpu")
         if state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{path} is not a Trainer checkpoint (format={state.get('format')})")
+        saved = state.get("model_config")
+        if saved is not None and self.model_config is not None:
+            changed = config_differences(saved, self.model_config)
+            if changed:  # same weights, other maths: refuse rather than train on silently
+                raise ValueError(
+                    f"{path} was written with another model_config than this run's; resume "
+                    f"with the settings it was trained with (or start a new run):\n  "
+                    + "\n  ".join(changed)
+                )
         self.model.load_state_dict(state["model"])
         if self.ema is not None:
             if state["ema"] is None:
@@ -122,3 +131,26 @@ class TrainerStateMixin:
         if self._last_saved == self.step:
             return self.checkpoints.latest() if self.is_main else None
         return self.save_checkpoint(boundary)
+
+
+def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any],
+                       prefix: str = "") -> list[str]:
+    r"""The entries in which two nested ``model_config`` dictionaries differ, one line each
+    (``"unet.pool: checkpoint 'idw', this run 'tent'"``); an entry missing on one side is
+    ``<missing>``."""
+    lines = []
+    for key in sorted(set(saved) | set(current), key=str):
+        a, b = saved.get(key, "<missing>"), current.get(key, "<missing>")
+        name = f"{prefix}{key}"
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            lines += config_differences(a, b, f"{name}.")
+        elif _plain(a) != _plain(b):
+            lines.append(f"{name}: checkpoint {a!r}, this run {b!r}")
+    return lines
+
+
+def _plain(value: Any) -> Any:
+    r"""Lists and tuples compare equal (a checkpoint stores tuples as lists)."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

@@ -11,9 +11,11 @@ r"""Safe, atomic training checkpoints.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -189,6 +191,16 @@ def restore_rng_state(
             raise ValueError(
                 f"The checkpoint has no state for generator {name!r}; it has {sorted(saved)}"
             )
+        if saved[name].numel() != gen.get_state().numel():
+            # A generator of another kind of device (CPU and CUDA generators keep states of
+            # different sizes): its stream cannot continue here. Reseed it reproducibly from
+            # the saved state, as for a changed number of processes.
+            digest = hashlib.sha256(saved[name].cpu().numpy().tobytes()).digest()
+            seed = int.from_bytes(digest[:8], "little") & (2**63 - 1)
+            warnings.warn(f"The checkpoint's state of generator {name!r} is of another device "
+                          f"type than {gen.device}; reseeding it (seed {seed})", stacklevel=2)
+            gen.manual_seed(seed)
+            continue
         gen.set_state(saved[name])
 
 

@@ -320,3 +320,21 @@ def test_resume_replays_the_order_of_a_seeded_batch_sampler():
     resumed = DataCursor(seed=0)
     resumed.seek(2, 1)
     assert batches(resumed, loader(), 2) == full[7:9]
+
+
+def test_resume_refuses_another_model_config(tmp_path):
+    # Same weights, other maths (e.g. a config saved before UNetConfig.pool existed, resumed by
+    # a run that would pool differently): refused with the differing entries, never silent.
+    saved = {"unet": {"radius": 0.1, "channel_mults": [1, 2]}, "data": {"rate": 4}}
+    Trainer(_model(), _mse, _config(tmp_path, max_steps=4), model_config=saved).fit(
+        ToyStream(_dataset()))
+    same = {"unet": {"radius": 0.1, "channel_mults": (1, 2)}, "data": {"rate": 4}}
+    trainer = Trainer(_model(), _mse, _config(tmp_path, max_steps=6), model_config=same)
+    assert trainer.fit(ToyStream(_dataset()), resume="latest").step == 6  # tuple == list
+    other = {"unet": {"radius": 0.1, "channel_mults": [1, 2], "pool": "tent"},
+             "data": {"rate": 8}}
+    trainer = Trainer(_model(), _mse, _config(tmp_path, max_steps=8), model_config=other)
+    with pytest.raises(ValueError, match="another model_config") as info:
+        trainer.fit(ToyStream(_dataset()), resume="latest")
+    assert "data.rate: checkpoint 4, this run 8" in str(info.value)
+    assert "unet.pool: checkpoint '<missing>', this run 'tent'" in str(info.value)
