@@ -112,6 +112,12 @@ def sample(
     for the sampler if the step is stochastic and a field for the observation if any (unless
     it is the last step); and one field per RePaint forward jump.
 
+    The coefficients of every field (:math:`B C K^d` standard normals) are drawn on the device
+    of :obj:`generator` and moved to the sampling device: pass ``torch.Generator(device)`` to
+    draw on a GPU. A CPU generator gives the same samples on every device, at the price of a
+    host-to-device copy per field (each stochastic step); without a generator the fields are
+    drawn on the sampling device from its global generator.
+
     Args:
         model (callable): The denoiser ``model(x_t, pos, t, batch, edge_index=None)``, called
             through :func:`~pyg_infdiff.diffusion.call_denoiser` (which adds ``lattice=`` on
@@ -132,8 +138,8 @@ def sample(
         clip_x0 (float, optional): Clamp the predicted clean data to :math:`[-c, c]`;
             :obj:`True` means 1.0 (images in :math:`[-1, 1]`), :obj:`None` or :obj:`False`
             disables. (default: :obj:`1.0`)
-        generator (torch.Generator, optional): The source of every noise field.
-            (default: :obj:`None`)
+        generator (torch.Generator, optional): The source of every noise field; its device is
+            where they are drawn. (default: :obj:`None`)
         progress (bool, optional): Show a progress bar. (default: :obj:`True`)
         observation (Observation, optional): Known node values to inpaint around.
             (default: :obj:`None`)

@@ -55,16 +55,33 @@ def bump(s_sq: Tensor) -> Tensor:
 
 
 def smooth_basis(s: Tensor, num_basis: int) -> Tensor:
-    r"""e3nn's smooth finite radial basis on :math:`[0, 1]` with cutoff,
-    ``e3nn.math.soft_one_hot_linspace(s, 0, 1, num_basis, basis="smooth_finite", cutoff=True)``,
-    in closed form (fewer passes over the edges):
+    r"""The smooth finite radial basis of e3nn on :math:`[0, 1]` with cutoff,
+    ``e3nn.math.soft_one_hot_linspace(s, 0, 1, num_basis, basis="smooth_finite", cutoff=True)``
+    (`"e3nn: Euclidean Neural Networks" <https://arxiv.org/abs/2207.09453>`_, Geiger & Smidt,
+    2022), in closed form:
 
     .. math::
-        \varphi_k(s) = 1.14136\, e^2 \exp\!\left(-\frac{2}{1 - d_k^2}\right),
+        \varphi_k(s) = 1.14136\, e^2\, u(1 + d_k)\, u(1 - d_k)
+        = 1.14136\, e^2 \exp\!\left(-\frac{2}{1 - d_k^2}\right),
         \quad d_k = \frac{s - c_k}{h}, \quad |d_k| < 1,
 
-    with centres :math:`c_k = k h`, :math:`h = 1 / (\text{num\_basis} + 1)`,
-    :math:`k = 1, \dots, \text{num\_basis}`; zero elsewhere.
+    with :math:`u(x) = \exp(-1/x)` for :math:`x > 0` (else 0), centres :math:`c_k = k h`,
+    :math:`h = 1 / (\text{num\_basis} + 1)`, :math:`k = 1, \dots, \text{num\_basis}`; zero
+    elsewhere. Each :math:`\varphi_k` is :math:`C^\infty` and vanishes with all its
+    derivatives at :math:`s = c_k \pm h`, so the last one ends exactly at :math:`s = 1`.
+
+    **Why not e3nn itself** (issue 16): e3nn is not a dependency. Its implementation computes
+    the same function with two exponentials, masks and a custom autograd function; measured
+    (forward + backward, 1 CPU thread, medians of interleaved repeats, shared 2-core machine,
+    e3nn 0.6.0): the basis alone 1.35× to 1.63× slower than this closed form on 441 to 200,000
+    distances, the whole :class:`ContinuousKernel` 0.97× to 1.27×. It also differs from today's
+    numbers by up to :math:`2 \cdot 10^{-6}` in float32 (centres from ``linspace``,
+    :math:`e^2` rounded to float32). The formula above is tested against its definition, and
+    against e3nn where e3nn is installed (``tests/nn/test_kernel.py``).
+
+    Args:
+        s (torch.Tensor): Normalised distances :math:`s = |\delta| / r`.
+        num_basis (int): The number of basis functions.
 
     Shapes:
         - **input:** :math:`(E,)`, **output:** :math:`(E, \text{num\_basis})`
@@ -94,7 +111,7 @@ class ContinuousKernel(torch.nn.Module):
         \mathrm{MLP}\!\left(\left[\varphi\!\left(\tfrac{|\delta|}{r}\right),
         \tfrac{\delta}{r}\right]\right)
 
-    where :math:`\varphi` is e3nn's smooth finite radial basis (:func:`smooth_basis`,
+    where :math:`\varphi` is the smooth finite radial basis of e3nn (:func:`smooth_basis`,
     :math:`C^\infty`, zero beyond :math:`r`), the MLP has one hidden SiLU layer and :math:`e` is
     the :func:`bump` envelope, so :math:`\kappa` and all its derivatives vanish at
     :math:`|\delta| = r`. The envelope is also exposed as :meth:`window`, the quadrature window

@@ -29,7 +29,43 @@ def test_bump_values():
     assert e[3] == 0 and e[4] == 0
 
 
-def test_smooth_basis_is_e3nn_smooth_finite():
+def _soft_unit_step(x):
+    # e3nn's u(x) = exp(-1/x) for x > 0, else 0, as published (e3nn.math.soft_unit_step)
+    out = torch.zeros_like(x)
+    out[x > 0] = torch.exp(-1.0 / x[x > 0])
+    return out
+
+
+@pytest.mark.parametrize("num_basis", [2, 8, 13])
+def test_smooth_basis_is_the_published_formula(num_basis):
+    # e3nn's definition of soft_one_hot_linspace(x, 0, 1, n, "smooth_finite", cutoff=True):
+    # n + 2 equally spaced values on [0, 1], the inner n are the centres, step h between them,
+    # phi_k = 1.14136 e^2 u(d + 1) u(1 - d), d = (x - c_k) / h; written here with masks and two
+    # exponentials, independently of the closed form of smooth_basis.
+    s = torch.linspace(-0.1, 1.2, 2001, dtype=torch.float64)
+    values = torch.linspace(0.0, 1.0, num_basis + 2, dtype=torch.float64)
+    step, centres = values[1] - values[0], values[1:-1]
+    d = (s[:, None] - centres) / step
+    ref = 1.14136 * math.exp(2.0) * _soft_unit_step(d + 1) * _soft_unit_step(1 - d)
+    out = smooth_basis(s, num_basis)
+    assert out.shape == (s.numel(), num_basis)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-14)
+    assert (out[(s <= 0) | (s >= 1)] == 0).all()  # the cutoff: nothing beyond [0, 1]
+    # float32 follows float64 to float32 rounding (what the kernel computes in)
+    torch.testing.assert_close(smooth_basis(s.float(), num_basis), ref.float(), rtol=1e-5,
+                               atol=3e-6)
+
+
+def test_smooth_basis_gradient_is_finite_everywhere():
+    s = torch.linspace(-0.5, 1.5, 4001, dtype=torch.float64, requires_grad=True)
+    smooth_basis(s, 8).sum().backward()
+    assert torch.isfinite(s.grad).all()
+    assert (s.grad[(s.detach() <= 0) | (s.detach() >= 1)] == 0).all()
+
+
+def test_smooth_basis_matches_e3nn_when_installed():
+    # e3nn is not a dependency (see smooth_basis); where it happens to be installed, the two
+    # agree (e3nn rounds e^2 to float32 and takes its centres from linspace).
     e3nn_math = pytest.importorskip("e3nn.math")
     s = torch.linspace(-0.1, 1.2, 2001, dtype=torch.float64)
     for num_basis in (2, 8, 13):
@@ -37,6 +73,10 @@ def test_smooth_basis_is_e3nn_smooth_finite():
             s, 0.0, 1.0, num_basis, basis="smooth_finite", cutoff=True
         )
         assert torch.allclose(smooth_basis(s, num_basis), ref, atol=1e-6, rtol=1e-6)
+        ref32 = e3nn_math.soft_one_hot_linspace(
+            s.float(), 0.0, 1.0, num_basis, basis="smooth_finite", cutoff=True
+        )
+        assert torch.allclose(smooth_basis(s.float(), num_basis), ref32, atol=5e-6, rtol=0)
 
 
 def test_bump_mean_matches_monte_carlo():
