@@ -54,7 +54,7 @@ class OperatorNet(nn.Module):
         super().__init__()
         self.lift = nn.Linear(1 + 2, hidden)
         self.conv1 = KernelIntegralConv(hidden, hidden, radius)
-        self.pool = GridPool((grid, grid), k=3)
+        self.pool = GridPool((grid, grid))  # the tent window: one integral at any resolution
         self.grid_conv = nn.Conv2d(hidden, hidden, 3, padding=1)
         self.unpool = GridUnpool()
         self.conv2 = KernelIntegralConv(hidden, hidden, radius)

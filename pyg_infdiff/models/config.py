@@ -5,6 +5,11 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from pyg_infdiff.nn.pool import POOL_METHODS, PoolMethod
+
+#: What :meth:`UNetConfig.from_dict` assumes for configurations saved before ``pool`` existed.
+LEGACY_POOL: PoolMethod = "idw"
+
 
 @dataclass
 class UNetConfig:
@@ -38,6 +43,13 @@ class UNetConfig:
             resolution). (default: :obj:`True`)
         grid_shape (tuple[int, ...], optional): The lattice the nodes are pooled onto; its
             length is the dimension :math:`d` of the domain. (default: :obj:`(14, 14)`)
+        pool (str, optional): How :class:`~pyg_infdiff.nn.GridPool` pools the nodes onto
+            the lattice: :obj:`"tent"` (the normalised transpose of the multilinear
+            unpooling: one window integral at every discretisation), :obj:`"box"` (cell
+            averages) or :obj:`"idw"` (inverse-distance weights of the :obj:`pool_k` nearest
+            nodes, the official model's choice). Configurations saved without this field
+            (:meth:`from_dict`) load as :obj:`"idw"`, the behaviour they were trained with.
+            (default: :obj:`"tent"`)
         pool_k (int, optional): Nearest nodes of the inverse-distance pooling.
             (default: :obj:`3`)
         channels (int, optional): Base width of the dense U-Net. (default: :obj:`32`)
@@ -65,6 +77,7 @@ class UNetConfig:
     mlp_ratio: int = 2
     coordinate_features: bool = True
     grid_shape: tuple[int, ...] = (14, 14)
+    pool: PoolMethod = "tent"
     pool_k: int = 3
     channels: int = 32
     channel_mults: tuple[int, ...] = (1, 2, 2)
@@ -89,6 +102,8 @@ class UNetConfig:
             raise ValueError(
                 f"'num_operator_blocks' must be >= 0, got {self.num_operator_blocks}"
             )
+        if self.pool not in POOL_METHODS:
+            raise ValueError(f"'pool' must be one of {POOL_METHODS}, got {self.pool!r}")
         if self.kernel_num_basis < 2:
             raise ValueError(f"'kernel_num_basis' must be >= 2, got {self.kernel_num_basis}")
         if not 0.0 < self.radius < 1.0:
@@ -126,12 +141,16 @@ class UNetConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> UNetConfig:
-        r"""The inverse of :meth:`to_dict`; unknown keys raise a :class:`ValueError`."""
+        r"""The inverse of :meth:`to_dict`; unknown keys raise a :class:`ValueError`.
+
+        A dictionary without ``pool`` was saved before that field existed, by a model that
+        pooled by inverse distance: it loads with :obj:`pool="idw"`, so old checkpoints keep
+        their behaviour (new configurations default to :obj:`"tent"`)."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
             raise ValueError(f"Unknown UNetConfig keys: {unknown}")
-        return cls(**data)
+        return cls(**{"pool": LEGACY_POOL, **data})
 
     @classmethod
     def preset(cls, resolution: int, **overrides: Any) -> UNetConfig:

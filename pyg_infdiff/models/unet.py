@@ -134,8 +134,10 @@ class MultiscaleOperatorUNet(nn.Module):
     2. **Down path**: :obj:`num_operator_blocks` :class:`~pyg_infdiff.nn.OperatorBlock` on
        the raw nodes (kernel integral operators over radius neighbourhoods), outputs kept as
        skips.
-    3. :class:`~pyg_infdiff.nn.GridPool` to the fixed lattice :obj:`config.grid_shape`, then a
-       :class:`DenseUNet` on it, then :class:`~pyg_infdiff.nn.GridUnpool` back to the nodes.
+    3. :class:`~pyg_infdiff.nn.GridPool` to the fixed lattice :obj:`config.grid_shape` (by
+       :obj:`config.pool`: tent-window averages by default, the transpose of the unpooling),
+       then a :class:`DenseUNet` on it, then :class:`~pyg_infdiff.nn.GridUnpool` back to the
+       nodes.
     4. **Up path**: operator blocks on the concatenation of the features and the skips.
     5. **Projection**: layer norm, SiLU and a zero-initialised linear map (the output is zero
        at initialisation).
@@ -173,7 +175,7 @@ class MultiscaleOperatorUNet(nn.Module):
             )
 
         self.down_blocks = nn.ModuleList([block(ch) for _ in range(c.num_operator_blocks)])
-        self.pool = GridPool(c.grid_shape, k=c.pool_k)
+        self.pool = GridPool(c.grid_shape, k=c.pool_k, method=c.pool)
         self.dense = DenseUNet(
             ch, ch, c.channels, c.channel_mults, c.num_res_blocks, c.attention_levels,
             time_channels, c.ndim, num_heads=c.num_heads, dropout=c.dropout,
@@ -257,8 +259,8 @@ class MultiscaleOperatorUNet(nn.Module):
             f"MultiscaleOperatorUNet: {self.num_parameters() / 1e6:.2f}M parameters ({detail}); "
             f"{c.num_operator_blocks}+{c.num_operator_blocks} operator blocks of width "
             f"{c.operator_channels}, radius {c.radius:.4f}; grid {'x'.join(map(str, c.grid_shape))}"
-            f", dense widths {[c.channels * m for m in c.channel_mults]}, attention levels "
-            f"{list(c.attention_levels)}"
+            f" ({c.pool} pool), dense widths {[c.channels * m for m in c.channel_mults]}, "
+            f"attention levels {list(c.attention_levels)}"
         )
 
     def __repr__(self) -> str:

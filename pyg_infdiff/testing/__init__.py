@@ -11,6 +11,7 @@ from pyg_infdiff.testing.invariance import (
     discretization_error,
     operator_fn,
 )
+from pyg_infdiff.testing.weights import redraw_zero_layers
 
 __all__ = [
     "DiscretizationReport",
@@ -20,4 +21,5 @@ __all__ = [
     "discretization_error",
     "operator_fn",
     "random_smooth_function",
+    "redraw_zero_layers",
 ]

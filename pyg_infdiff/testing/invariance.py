@@ -46,6 +46,17 @@ class DiscretizationReport:
     errors: list[float]
     outputs: list[Tensor] = field(repr=False)
 
+    @property
+    def zero_outputs(self) -> list[int]:
+        r"""The indices of the discretisations whose output is numerically all zero (no
+        entry larger in magnitude than the smallest normal float32, :math:`1.2 \cdot
+        10^{-38}`): relative errors that involve them compare nothing."""
+        tiny = torch.finfo(torch.float32).tiny
+        return [
+            k for k, out in enumerate(self.outputs)
+            if out.numel() == 0 or float(out.abs().max()) <= tiny
+        ]
+
     def __str__(self) -> str:
         lines = []
         for k, err in enumerate(self.errors):
@@ -139,6 +150,7 @@ def assert_discretization_invariant(
     rtol: float = 2e-2,
     require_convergence: bool = False,
     convergence_floor: float = 1e-5,
+    allow_zero: bool = False,
     ndim: int | None = None,
     rate: float | None = None,
     method: SubsampleMethod = "uniform",
@@ -163,6 +175,13 @@ def assert_discretization_invariant(
 
     The module decides how to build its edges; :func:`operator_fn` wraps a bipartite layer.
 
+    Outputs that are all zero would pass vacuously (zero differences), so the check also fails
+    when the output at any resolution is numerically all zero
+    (:attr:`DiscretizationReport.zero_outputs`), unless :obj:`allow_zero` says that zeros are
+    expected. A model with a zero-initialised output layer (such as the head of
+    :class:`~pyg_infdiff.models.MultiscaleOperatorUNet`) gives zeros until it is trained:
+    re-draw such layers first, e.g. with :func:`~pyg_infdiff.testing.redraw_zero_layers`.
+
     Args:
         module_fn (callable): ``(x [N, C], pos [N, d], batch [N]) -> Tensor``, or with a fourth
             argument ``query_pos [M, d]`` when :obj:`query_points` is given.
@@ -178,6 +197,8 @@ def assert_discretization_invariant(
             resolution. (default: :obj:`False`)
         convergence_floor (float, optional): Errors below this (floating-point noise) always
             count as converged. (default: :obj:`1e-5`)
+        allow_zero (bool, optional): Accept outputs that are all zero (the comparison is then
+            vacuous); only for a caller that truly expects zeros. (default: :obj:`False`)
         ndim (int, optional): The dimension :math:`d`, needed for integer resolutions unless
             :obj:`query_points` gives it. (default: :obj:`None`)
         rate (float, optional): Subsample each lattice at this rate instead of taking all of
@@ -210,6 +231,18 @@ def assert_discretization_invariant(
         device=device,
     )
     logger.info("Discretisation errors of %r:\n%s", module_fn, report)
+    zeros = [] if allow_zero else report.zero_outputs
+    if zeros:
+        where = ", ".join(str(report.shapes[k]) for k in zeros)
+        raise AssertionError(
+            f"Vacuous check: the output is all zero at {where} ({len(zeros)} of "
+            f"{len(report.outputs)} discretisations), so the relative errors compare nothing. "
+            f"A zero-initialised output layer (e.g. the head 'proj' of MultiscaleOperatorUNet, "
+            f"or the last layer of residual branches) gives zeros: re-initialise it before "
+            f"checking (pyg_infdiff.testing.redraw_zero_layers(model) re-draws every all-zero "
+            f"Linear/Conv layer), or pass allow_zero=True if zeros are truly expected."
+            f"\nAll errors:\n{report}"
+        )
     problems = [
         f"relative error {err:.3e} > rtol={rtol:.3e} between {report.shapes[k]} and "
         f"{report.shapes[k + 1]}"

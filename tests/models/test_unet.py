@@ -178,3 +178,66 @@ def test_config_and_input_errors():
         model(torch.randn(10, 2), torch.rand(10, 3), torch.tensor([1]))
     with pytest.raises(ValueError, match="2 entries"):
         model(torch.randn(10, 2), torch.rand(10, 2), torch.tensor([1, 2]), torch.arange(10) // 4)
+
+
+@pytest.mark.parametrize("pool", ["tent", "box", "idw"])
+def test_pools_run_and_paths_agree(pool):
+    model = tiny_model(pool=pool)
+    assert model.pool.method == pool and f"({pool} pool)" in model.summary()
+    x, pos, batch, index = full_lattice_inputs((12, 12))
+    t = torch.tensor([7, 300])
+    with torch.no_grad():
+        dense = model(x, pos, t, batch, lattice=index)
+        graph = model(x, pos, t, batch)
+    assert float(dense.abs().max()) > 0
+    torch.testing.assert_close(dense, graph, atol=1e-4, rtol=1e-4)
+
+
+def test_tent_pool_model_converges_on_refined_lattices():
+    # 3x refinements share pixel centres: the outputs there get closer as the lattice refines.
+    model = tiny_model(pool="tent")
+    outs = []
+    for side in (12, 36, 108):
+        x, pos, batch, index = full_lattice_inputs((side, side), num_graphs=1)
+        with torch.no_grad():
+            out = model(x, pos, torch.tensor([300]), batch, lattice=index)
+        outs.append(out.view(side, side, 2))
+    gaps = [float((a - b[1::3, 1::3]).norm() / b[1::3, 1::3].norm())
+            for a, b in zip(outs, outs[1:])]
+    assert gaps[1] < 0.5 * gaps[0], gaps
+
+
+def test_config_pool_default_and_legacy_dicts():
+    assert UNetConfig().pool == "tent" and UNetConfig.preset(32).pool == "tent"
+    config = tiny_config(pool="box")
+    assert UNetConfig.from_dict(config.to_dict()) == config
+    # A dictionary saved before the field existed came from an inverse-distance model.
+    legacy = tiny_config().to_dict()
+    del legacy["pool"]
+    assert UNetConfig.from_dict(legacy).pool == "idw"
+    assert UNetConfig.from_dict(legacy) == tiny_config(pool="idw")
+    with pytest.raises(ValueError, match="'pool'"):
+        tiny_config(pool="nearest")
+
+
+def test_old_checkpoint_loads_with_its_inverse_distance_pool(tmp_path):
+    from pyg_infdiff.diffusion import MollifiedDiffusion
+    from pyg_infdiff.noise import MollifiedNoise
+    from pyg_infdiff.training import CheckpointManager, load_pretrained, run_config
+
+    old = tiny_model(pool="idw")  # what every checkpoint before the 'pool' field holds
+    info = run_config(old.config, MollifiedDiffusion(MollifiedNoise(1 / 24, 2)), resolution=12)
+    del info["unet"]["pool"]
+    CheckpointManager(tmp_path).save({"model": old.state_dict(), "step": 3,
+                                      "model_config": info}, 3)
+    loaded = load_pretrained(tmp_path, weights="model")
+    assert loaded.config.pool == "idw" and loaded.model.pool.method == "idw"
+    gen = torch.Generator().manual_seed(0)
+    pos = torch.rand(90, 2, generator=gen)
+    x, t = smooth_field(pos), torch.tensor([250])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(x, pos, t), old(x, pos, t))
+        # the same weights with the new default pool give other numbers
+        new = MultiscaleOperatorUNet(tiny_config())
+        new.load_state_dict(old.state_dict())
+        assert not torch.allclose(new.eval()(x, pos, t), old(x, pos, t))

@@ -15,6 +15,7 @@ from pyg_infdiff.testing import (
     discretization_error,
     operator_fn,
     random_smooth_function,
+    redraw_zero_layers,
 )
 from pyg_infdiff.testing import strategies as pst
 
@@ -232,3 +233,60 @@ def test_strategies(shape, ladder, rate, dim, method, points, f, gen):
 def test_lattice_shapes_with_fixed_ndim(data):
     shape = data.draw(pst.lattice_shapes(ndim=3, max_side=40, max_pixels=500))
     assert len(shape) == 3 and math.prod(shape) <= 500
+
+
+def zero_module(x, pos, batch, query_pos=None):
+    """What an untrained model with a zero-initialised head returns."""
+    return x.new_zeros(query_pos.size(0) if query_pos is not None else 1, 2)
+
+
+def test_all_zero_outputs_are_refused():
+    # Zeros at every resolution compare nothing: the check fails and says why and what to do.
+    with pytest.raises(AssertionError, match=r"Vacuous check: the output is all zero at "
+                                             r"\(16, 16\), \(32, 32\).*re-initialise.*"
+                                             r"redraw_zero_layers.*allow_zero=True"):
+        assert_discretization_invariant(zero_module, FUNCTION, resolutions=[16, 32],
+                                        query_points=QUERY)
+    report = assert_discretization_invariant(zero_module, FUNCTION, resolutions=[16, 32],
+                                             query_points=QUERY, allow_zero=True)
+    assert report.errors == [0.0] and report.zero_outputs == [0, 1]
+    # Zeros at one resolution only: flagged as such (the error alone, 1.0, would say less).
+    calls = iter([0.0, 1.0])
+
+    def zero_then_one(x, pos, batch):
+        return torch.full((1, 1), next(calls))
+
+    with pytest.raises(AssertionError, match=r"all zero at \(4, 4\) \(1 of 2"):
+        assert_discretization_invariant(zero_then_one, FUNCTION, resolutions=[4, 8], ndim=2,
+                                        rtol=2.0)
+    # Tiny but normal outputs are not zero: relative errors are scale free.
+    report = assert_discretization_invariant(
+        lambda x, pos, batch: 1e-30 * mean_pool(x, pos, batch), FUNCTION,
+        resolutions=[8, 16], ndim=2, rtol=1e-4)
+    assert report.zero_outputs == []
+
+
+def test_redraw_zero_layers():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Conv1d(4, 2, 3), torch.nn.ReLU(),
+                              torch.nn.Linear(2, 2, bias=False))
+    for layer in (net[1], net[3]):
+        torch.nn.init.zeros_(layer.weight)
+    torch.nn.init.zeros_(net[1].bias)
+    first = net[0].weight.clone()
+    names = redraw_zero_layers(net, gain=0.5, generator=torch.Generator().manual_seed(1))
+    assert names == ["1", "3"]
+    assert torch.equal(net[0].weight, first)  # layers with non-zero weights are left alone
+    bound = 0.5 / math.sqrt(4 * 3)  # fan-in of the convolution
+    assert bool(net[1].weight.any()) and float(net[1].weight.abs().max()) <= bound
+    assert bool(net[1].bias.any()) and float(net[1].bias.abs().max()) <= bound
+    assert float(net[3].weight.abs().max()) <= 0.5 / math.sqrt(2)
+    # Reproducible with a generator; nothing left to re-draw afterwards.
+    again = torch.nn.Sequential(torch.nn.Conv1d(4, 2, 3))
+    torch.nn.init.zeros_(again[0].weight)
+    torch.nn.init.zeros_(again[0].bias)
+    redraw_zero_layers(again, gain=0.5, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(again[0].weight, net[1].weight)
+    assert redraw_zero_layers(net) == []
+    with pytest.raises(ValueError, match="gain"):
+        redraw_zero_layers(net, gain=0.0)

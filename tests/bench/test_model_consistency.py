@@ -1,0 +1,40 @@
+"""Smoke test of bench/model_consistency.py (issue 12): the ``--smoke`` configuration (preset 32
+on 8², 24², 72² lattices and subsets of 32², one seed, seconds) runs end to end and writes its
+section into a temporary copy of the docs. No numbers are asserted beyond their shape: the
+measurement itself is the benchmark's published table."""
+import re
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+sys.path.append(str(BENCH))  # appended: bench/kernel_conv.py must not shadow the standard module
+
+import model_consistency  # noqa: E402
+
+
+def test_model_consistency_smoke(tmp_path):
+    doc = tmp_path / "benchmarks.md"
+    result = model_consistency.main(["--smoke", "--write", "--doc", str(doc)])
+    rows = result["rows"]
+    assert [(r["variant"], r["pool"]) for r in rows] == [
+        (v, p) for v in model_consistency.VARIANTS for p in model_consistency.POOLS]
+    # two lattice steps and (per draw, mean of draws) for the one rate
+    assert all(len(r["errors"]) == 4 and all(e >= 0 for e in r["errors"]) for r in rows)
+    assert [(r["radius_px"], r["pool"]) for r in result["radius_rows"]] == [
+        (5.0, p) for p in model_consistency.POOLS]
+    text = doc.read_text()
+    match = re.search(r"<!-- bench:model_consistency -->\n(.*)\n<!-- /bench:model_consistency -->",
+                      text, re.S)
+    assert match is not None, text
+    body = match.group(1)
+    assert "| model | 0.5 | `tent` |" in body and "| 8² vs 24² |" in body
+    assert "Targets of issue 12 for the default pool (`tent`)" in body
+    assert "| radius (train px) | pool | 8² vs 24² | 24² vs 72² |" in body
+    assert "- Machine:" in body and "Command: `python bench/model_consistency.py --smoke" in body
+
+
+def test_parse_args_defaults():
+    args = model_consistency.parse_args([])
+    assert args.pools == ["tent", "box", "idw"] and args.sigmas == [0.25, 0.5, 1.0]
+    assert args.radii == [3.75, 5.0]
+    assert not args.write and not args.smoke
