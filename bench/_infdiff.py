@@ -33,7 +33,7 @@ from _common import ROOT
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from pyg_infdiff.data import GraphCollator, make_loader
+from pyg_infdiff.data import GraphCollator, MollifiedCache, make_loader
 from pyg_infdiff.diffusion import MollifiedDiffusion, sample
 from pyg_infdiff.models import MultiscaleOperatorUNet, UNetConfig
 from pyg_infdiff.noise import MollifiedNoise
@@ -163,6 +163,7 @@ def train_infdiff(
     data_name: str = "data",
     seed: int = 0,
     device: str = "cpu",
+    radius_edges: bool = True,
 ) -> dict:
     r"""Trains an ∞-Diff model for a wall-clock budget with the public library parts
     (:class:`GraphCollator`, :func:`make_loader`, :class:`MollifiedDiffusion`,
@@ -171,7 +172,11 @@ def train_infdiff(
     The run folder holds the trainer's checkpoints and logs and ``budget.json``, the time spent
     up to each checkpoint; a rerun resumes from the newest checkpoint with the rest of the budget,
     returns at once when the budget was spent, continues training when given a larger budget and
-    refuses a smaller one. The checkpoints carry the examples'
+    refuses a smaller one. A :class:`~pyg_infdiff.data.MollifiedCache` whose mollifier has the
+    recipe's width is collated as it is (mollified once, not at every step; another width is a
+    :class:`ValueError`). :obj:`radius_edges` set to :obj:`False` collates no radius edges: on
+    full lattices the model then takes its dense path, where edges of a wide kernel on a fine
+    lattice would cost far more to build than the step. The checkpoints carry the examples'
     ``model_config`` (``unet``, ``diffusion``, ``data``), so
     :func:`pyg_infdiff.training.load_pretrained` and ``examples/sample.py`` read them.
 
@@ -192,7 +197,14 @@ def train_infdiff(
     sigma = recipe.sigma_pixels / resolution
     diffusion = MollifiedDiffusion(MollifiedNoise(sigma, config.ndim),
                                    parametrization=recipe.parametrization)
-    collator = GraphCollator(diffusion.mollifier, rate=rate, radius=config.radius)
+    mollifier = diffusion.mollifier
+    if isinstance(dataset, MollifiedCache) and dataset.mollifier is not None:
+        if abs(getattr(dataset.mollifier, "sigma", -1.0) - sigma) > 1e-12 * sigma:
+            raise ValueError(f"the cache was mollified with {dataset.mollifier!r}, the recipe "
+                             f"asks for sigma {sigma:g}")
+        mollifier = None  # mollified once, when the cache was built
+    collator = GraphCollator(mollifier, rate=rate,
+                             radius=config.radius if radius_edges else None)
     loader = make_loader(dataset, collator, recipe.batch_size, seed=seed, drop_last=True)
     torch.manual_seed(seed)
     model = MultiscaleOperatorUNet(config)

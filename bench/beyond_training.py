@@ -1,0 +1,351 @@
+r"""Benchmark (issue 13, opt-in): beyond the training resolution with detail, at equal CPU
+training time.
+
+Four arms on :class:`~pyg_infdiff.data.ContinuousShapes`, one architecture (``--preset``, 32 by
+default), each trained for ``--minutes`` with the public library parts (resumably):
+
+* **(i)** a model trained on the full :math:`32^2` lattice (every pixel a node), sampled at
+  :math:`32^2`, :math:`64^2` and :math:`128^2`;
+* **(ii)** bicubic ×2 and ×4 of (i)'s :math:`32^2` samples;
+* **(iii)** the same architecture trained on nodes of :math:`128^2` renders at 16×
+  subsampling: as many nodes per image as (i), mollifier half a :math:`128^2` pixel (the
+  data's resolution, not the node density), sampled at the same resolutions;
+* **(iv)** the same architecture on every pixel of the :math:`128^2` renders (16× the nodes
+  per step).
+
+(``--base`` and ``--factor`` change 32 and 4; the rate of (iii) is ``factor²``.) The training
+images of every arm are the same functions (dataset seed ``--seed``), rendered once per
+resolution, mollified once and cached (:class:`~pyg_infdiff.data.MollifiedCache`, float16,
+``--items`` of them); the build is not part of the training budget and is reported apart.
+Samples use the same seeds in every arm (DDIM, :math:`\eta = 0`) and are deblurred with each
+arm's own mollifier (Wiener, inverse SNR 0.05, as the examples' ``--deblur``). Each set is
+scored against renders of held-out items at the same resolution (area-averaged pixels) with the
+multi-scale SWD, on the deblurred and on the raw samples, and with KID on the FID Inception
+features (deblurred; ``--no-kid`` skips it). A "held-out renders" row is the metrics' floor.
+
+Goals (issue 13): at :math:`128^2` (iii) beats (i) and (ii) on SWD and KID; (iii) within 1.5×
+of (iv)'s SWD at a step cost at most 1.3× that of (i).
+
+Durations on this 2-core machine (one thread, preset 32): ``4 × --minutes`` of training; the
+caches ~1 min (2,048 items at 128², kept in ``--out`` for reruns); sampling 128 seeds with 50
+DDIM steps ~1.5 min at 32², ~3 min at 64², ~15 min at 128² per model arm (three of them); KID
+~10 min. Run::
+
+    python bench/beyond_training.py --minutes 10 --write   # trains into bench/_out/beyond_training/
+    python bench/beyond_training.py --smoke --out /tmp/bt   # tiny model, seconds (the tests)
+
+Writes a table into ``docs/benchmarks.md`` and ``docs/_static/figures/bench_beyond_training.jpg``
+(the first seeds of every arm at the highest resolution, and (iii) at the base, with renders).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from _common import ROOT, machine_description, relative_to_root
+from _infdiff import (
+    FIGURES,
+    Recipe,
+    command_line,
+    draw_samples,
+    inception_metrics,
+    resolve_device,
+    swd_metrics,
+    train_infdiff,
+    unet_config,
+)
+from _publish import add_publish_args, compact_figure, markdown_table, publish
+from torch import Tensor
+
+from pyg_infdiff.data import ContinuousShapes, MollifiedCache, ShapesConfig
+from pyg_infdiff.data.images import save_rows
+from pyg_infdiff.metrics import find_inception_weights
+from pyg_infdiff.noise import GaussianMollifier
+from pyg_infdiff.training import load_pretrained
+
+OUT = ROOT / "bench" / "_out" / "beyond_training"
+#: The recipe of ``examples/shapes_demo.py`` (the README's main job), predicting :math:`T x_0`
+#: as the CPU presets of ``examples/celebahq_train.py`` do.
+RECIPE = dict(batch_size=16, lr=1e-3, warmup=100, ema_decay=0.995, ema_start=100,
+              parametrization="x0")
+FLOOR = "held-out renders (floor)"
+
+
+def recipe_of(args: argparse.Namespace) -> dict:
+    r"""The :class:`Recipe` fields of every arm (smaller batches in the smoke run)."""
+    recipe = dict(RECIPE, checkpoint_every=5 if args.smoke else 250)
+    if args.smoke:
+        recipe.update(batch_size=4, warmup=5, ema_start=0)
+    return recipe
+
+
+def arm_names(base: int, high: int, rate: float) -> dict[str, str]:
+    r"""The labels of the model arms."""
+    return {"i": f"(i) {base}² lattice model", "iii": f"(iii) {high}² renders, {rate:g}× "
+            "subsampled", "iv": f"(iv) {high}² renders, all pixels"}
+
+
+def bicubic_name(base: int, side: int) -> str:
+    r"""The label of arm (ii) at one resolution."""
+    return f"(ii) bicubic ×{side // base} of (i)'s {base}² samples"
+
+
+def renders(num: int, side: int, channels: int, seed: int) -> Tensor:
+    data = ContinuousShapes(num, side, ShapesConfig(channels=channels), seed=seed)
+    return torch.stack([data[i] for i in range(num)])
+
+
+def upsample(images: Tensor, side: int) -> Tensor:
+    return F.interpolate(images, size=(side, side), mode="bicubic",
+                         align_corners=False).clamp(-1, 1)
+
+
+def build_cache(args: argparse.Namespace, side: int, channels: int) -> tuple[MollifiedCache,
+                                                                              float]:
+    r"""The training set at one resolution, rendered and mollified once (half a pixel)."""
+    data = ContinuousShapes(args.items, side, ShapesConfig(channels=channels), seed=args.seed)
+    path = args.out / "cache" / f"shapes{side}_n{args.items}_s{args.seed}.pt"
+    start = time.perf_counter()
+    cache = MollifiedCache(data, GaussianMollifier(0.5 / side), path=path)
+    seconds = time.perf_counter() - start
+    print(f"cache {side}²: {cache.nbytes / 2**20:.1f} MiB, "
+          + ("loaded" if cache.loaded else f"built in {cache.build_seconds:.1f} s"), flush=True)
+    return cache, (cache.build_seconds if not cache.loaded else seconds)
+
+
+def train_arms(args: argparse.Namespace, channels: int) -> dict:
+    config = unet_config(args.preset, channels)
+    recipe_kwargs = recipe_of(args)
+    high, rate = args.base * args.factor, float(args.factor**2)
+    caches = {}
+    for side in (args.base, high):
+        caches[side] = build_cache(args, side, channels)
+    plan = {"i": (args.base, 1.0), "iii": (high, rate), "iv": (high, 1.0)}
+    trained = {}
+    for arm, (side, arm_rate) in plan.items():
+        recipe = Recipe(**recipe_kwargs)
+        # full lattices: no radius edges, the model takes its dense path (at 128² the edges
+        # of preset 32's radius, 10 pixels, would number ~80 M per batch)
+        trained[arm] = train_infdiff(args.out / f"arm_{arm}", caches[side][0], config, side,
+                                     arm_rate, args.minutes, recipe, data_name="shapes",
+                                     seed=args.seed, radius_edges=arm_rate > 1,
+                                     device=str(resolve_device(args.device)))
+    cache_info = {side: {"mib": c.nbytes / 2**20, "seconds": s, "items": len(c)}
+                  for side, (c, s) in caches.items()}
+    return {"trained": trained, "caches": cache_info, "config": config}
+
+
+def run(args: argparse.Namespace) -> dict:
+    device = resolve_device(args.device)
+    channels = 3
+    high, rate = args.base * args.factor, float(args.factor**2)
+    names = arm_names(args.base, high, rate)
+    training = train_arms(args, channels)
+    sides = [args.base * 2**k for k in range(int(math.log2(args.factor)) + 1)]
+    raw: dict[str, dict[int, Tensor]] = {}
+    deblurred: dict[str, dict[int, Tensor]] = {}
+    seconds: dict[tuple[str, int], float] = {}
+    for arm in ("i", "iii", "iv"):
+        pretrained = load_pretrained(training["trained"][arm]["checkpoint"], weights="ema",
+                                     device=device)
+        model, diffusion = pretrained.model, pretrained.diffusion
+        raw[arm], deblurred[arm] = {}, {}
+        for side in sides:
+            start = time.perf_counter()
+            raw[arm][side] = draw_samples(model, diffusion, args.num, side, channels,
+                                          args.steps, args.batch, args.seed + 1, device)
+            seconds[arm, side] = time.perf_counter() - start
+            deblurred[arm][side] = diffusion.mollifier.undo(raw[arm][side], 2,
+                                                            inv_snr=0.05).clamp(-1, 1)
+            print(f"{names[arm]}: {args.num} samples at {side}²: {seconds[arm, side]:.0f} s",
+                  flush=True)
+    scores: dict[tuple[int, str], dict] = {}
+    truth = {}
+    for side in sides:
+        real = renders(args.num, side, channels, args.data_seed)
+        floor = renders(args.num, side, channels, args.data_seed + 1)
+        truth[side] = real
+        sets = {names["i"]: (deblurred["i"][side], raw["i"][side])}
+        if side != args.base:
+            sets[bicubic_name(args.base, side)] = (
+                upsample(deblurred["i"][args.base], side), upsample(raw["i"][args.base], side))
+        for arm in ("iii", "iv"):
+            sets[names[arm]] = (deblurred[arm][side], raw[arm][side])
+        sets[FLOOR] = (floor, floor)
+        for kind, index in (("swd", 0), ("swd_raw", 1)):
+            fakes = {name: v[index] for name, v in sets.items()}
+            for name, m in swd_metrics(fakes, real, args.seed).items():
+                scores.setdefault((side, name), {})[kind] = m["swd"]
+        if args.kid:
+            fakes = {name: v[0] for name, v in sets.items()}
+            kid = inception_metrics(fakes, real, args.num, None, device=str(device),
+                                    seed=args.seed)
+            for name, m in kid.items():
+                scores[side, name].update(kid=m["kid"], kid_std=m["kid_std"])
+    figure_rows = [(f"(i) {high}x{high}", deblurred["i"][high][:8]),
+                   (f"(ii) bicubic {high}x{high}", upsample(deblurred["i"][args.base][:8], high)),
+                   (f"(iii) {high}x{high}", deblurred["iii"][high][:8]),
+                   (f"(iii) {args.base}x{args.base}", deblurred["iii"][args.base][:8]),
+                   (f"(iv) {high}x{high}", deblurred["iv"][high][:8]),
+                   (f"data {high}x{high}", truth[high][:8])]
+    steps = {arm: t["steps"] for arm, t in training["trained"].items()}
+    step_seconds = {arm: t["train_seconds"] / max(1, t["steps"])
+                    for arm, t in training["trained"].items()}
+    return {"scores": scores, "sides": sides, "names": names, "base": args.base, "high": high,
+            "rate": rate, "steps": steps, "step_seconds": step_seconds,
+            "trained": training["trained"], "caches": training["caches"],
+            "params": training["trained"]["i"]["parameters"],
+            "seconds": seconds, "figure_rows": figure_rows, "device": device,
+            "machine": machine_description(device)}
+
+
+def goals(result: dict, kid: bool) -> list[str]:
+    scores, names, high = result["scores"], result["names"], result["high"]
+    bicubic = bicubic_name(result["base"], high)
+    ours, first, iv = (scores[high, names[a]] for a in ("iii", "i", "iv"))
+    second = scores[high, bicubic]
+    metrics = ["swd"] + (["kid"] if kid else [])
+    beats = all(ours[m] < min(first[m], second[m]) for m in metrics)
+    lines = [
+        f"- Goal: at {high}², (iii) beats (i) and (ii) on "
+        + " and ".join(m.upper() for m in metrics) + ": "
+        + "; ".join(f"{m.upper()} {ours[m] * (1e3 if m == 'kid' else 1):.1f} vs "
+                    f"{first[m] * (1e3 if m == 'kid' else 1):.1f} and "
+                    f"{second[m] * (1e3 if m == 'kid' else 1):.1f}" for m in metrics)
+        + f" — **{'met' if beats else 'NOT met'}**"
+        + ("" if kid else " (KID not run: `--no-kid`)"),
+    ]
+    ratio = ours["swd"] / iv["swd"]
+    step_ratio = result["step_seconds"]["iii"] / result["step_seconds"]["i"]
+    met = ratio <= 1.5 and step_ratio <= 1.3
+    lines.append(f"- Goal: (iii) within 1.5× of (iv)'s SWD at {high}² ({ratio:.2f}×) at a step "
+                 f"cost ≤ 1.3× that of (i) ({step_ratio:.2f}×) — **{'met' if met else 'NOT met'}**")
+    return lines
+
+
+def report(args: argparse.Namespace, result: dict, figure: Path | None) -> str:
+    scores, names, base, high = result["scores"], result["names"], result["base"], result["high"]
+    headers = ["resolution", "images", "SWD ×10³ (deblurred)", "SWD ×10³ (raw)"]
+    if args.kid:
+        headers += ["KID ×10³ (deblurred)"]
+    rows = []
+    for side in result["sides"]:
+        for (s, name), m in scores.items():
+            if s != side:
+                continue
+            row = [f"{side}²", name, f"{m['swd']:.1f}", f"{m['swd_raw']:.1f}"]
+            if args.kid:
+                row += [f"{1e3 * m['kid']:.2f} ± {1e3 * m['kid_std']:.2f}"]
+            rows.append(row)
+    train_headers = ["arm", "data", "nodes / image", "steps", "s / step", "images seen"]
+    train_rows = []
+    for arm, (side, rate) in (("i", (base, 1.0)), ("iii", (high, result["rate"])),
+                              ("iv", (high, 1.0))):
+        t = result["trained"][arm]
+        train_rows.append([names[arm], f"{side}², rate {rate:g}, σ = 0.5/{side}",
+                           f"{math.ceil(side * side / rate):,}", f"{t['steps']:,}",
+                           f"{result['step_seconds'][arm]:.3f}", f"{t['images_seen']:,}"])
+    recipe = recipe_of(args)
+    caches = "; ".join(f"{side}²: {c['items']:,} items, {c['mib']:.0f} MiB, "
+                       f"{c['seconds']:.0f} s" for side, c in result["caches"].items())
+    lines = [f"## Beyond the training resolution with detail: sparse nodes of {high}² renders "
+             f"vs a {base}² model, at equal training time", "",
+             markdown_table(headers, rows), "", markdown_table(train_headers, train_rows), ""]
+    if figure is not None:
+        lines += [f"![The same seeds in every arm at {high}² (and (iii) at {base}²), with "
+                  f"renders](_static/figures/{figure.name})", ""]
+    lines += [
+        *goals(result, args.kid),
+        f"- Model: `--preset {args.preset}` in every arm ({result['params'] / 1e6:.2f} M "
+        f"parameters), EMA weights, each trained for {args.minutes:g} min of wall-clock time "
+        "(data loading included) with the recipe of `examples/shapes_demo.py` (batch "
+        f"{recipe['batch_size']}, lr {recipe['lr']:g}, {recipe['warmup']} warm-up steps, EMA "
+        f"{recipe['ema_decay']}, predicting T x0; full lattices on the model's dense path, "
+        f"without radius edges). Training data: the same {args.items:,} "
+        f"functions (seed {args.seed}) rendered at {base}² and {high}², mollified once by "
+        "half a pixel of their resolution and cached in float16 (`MollifiedCache`; outside "
+        f"the budget: {caches}).",
+        f"- Samples: {args.num} seeds, the same in every arm and at every resolution (DDIM η = 0, "
+        f"{args.steps} steps), deblurred by each arm's mollifier (Wiener, inverse SNR 0.05); "
+        "'raw' = as sampled. References: renders of held-out items (dataset seed "
+        f"{args.data_seed}; floor: seed {args.data_seed + 1}), 4×4 supersampled. SWD: multi-scale "
+        "sliced Wasserstein (levels ≥ 16²)"
+        + ("; KID on the FID Inception features, biased at this sample count: compare rows."
+           if args.kid else "; KID not run (`--no-kid`)."),
+        f"- Device: {result['device']}; torch threads: {args.threads}. Machine: "
+        f"{result['machine']}. Runs in `{relative_to_root(args.out)}`.",
+        f"- Command: `{args.command}`",
+    ]
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--minutes", type=float, default=10.0,
+                   help="training budget per arm, wall clock (resumable; a larger one continues)")
+    p.add_argument("--preset", default="32", help="UNetConfig preset of every arm ('tiny': the "
+                   "smoke-test model)")
+    p.add_argument("--base", type=int, default=32, help="resolution of arm (i)")
+    p.add_argument("--factor", type=int, default=4,
+                   help="arms (iii) and (iv) train on base*factor renders, (iii) at rate factor²")
+    p.add_argument("--items", type=int, default=2048, help="training items (cached per "
+                   "resolution)")
+    p.add_argument("--num", type=int, default=128, help="seeds per arm and resolution")
+    p.add_argument("--batch", type=int, default=16, help="samples per sampling call")
+    p.add_argument("--steps", type=int, default=50, help="DDIM steps")
+    p.add_argument("--kid", action=argparse.BooleanOptionalAction, default=None,
+                   help="KID on the FID Inception features (needs their weights; default: on, "
+                   "off with --smoke)")
+    p.add_argument("--data-seed", type=int, default=1000,
+                   help="dataset seed of the reference renders (held out from training)")
+    p.add_argument("--out", type=Path, default=OUT, help="folder of the runs and caches")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    add_publish_args(p, "tiny model, 16² vs 64² renders at rate 16, 3 s per arm, 4 seeds, 2 "
+                     "steps, no KID (the tests)", figures=FIGURES)
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.preset, args.base, args.items = "tiny", 16, 8
+        args.num, args.batch, args.steps = 4, 4, 2
+        args.minutes = min(args.minutes, 0.05)
+    if args.kid is None:
+        args.kid = not args.smoke
+    args.preset = args.preset if args.preset == "tiny" else int(args.preset)
+    if args.factor < 2 or args.factor & (args.factor - 1):
+        p.error(f"--factor must be a power of 2 >= 2, got {args.factor}")
+    if min(args.num, args.batch, args.steps, args.items, args.base) < 1 or args.minutes <= 0:
+        p.error("--num, --batch, --steps, --items, --base and --minutes must be positive")
+    if args.kid:
+        try:
+            find_inception_weights()
+        except FileNotFoundError as err:
+            p.error(f"KID: {err} (or pass --no-kid)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    args.command = command_line(__file__, argv)
+    torch.set_num_threads(args.threads)
+    result = run(args)
+    figure = None
+    if args.write:
+        figure = compact_figure(save_rows(result["figure_rows"],
+                                          args.figures / "bench_beyond_training.png",
+                                          cell_size=128))
+    body = report(args, result, figure)
+    publish("beyond_training", body, args.doc, args.write, figure)
+    (args.out / "result.json").write_text(json.dumps(
+        {f"{s} {n}": m for (s, n), m in result["scores"].items()}, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""Smoke test of bench/beyond_training.py (issue 13): the four arms with the tiny model, trained
+for seconds each, sampled, scored and written into a temporary copy of the docs. No quality or
+timing is asserted: only that the script runs and reports what it promises."""
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+sys.path.append(str(BENCH))  # appended: bench/kernel_conv.py must not shadow the standard module
+
+import beyond_training  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _keep_threads():
+    threads = torch.get_num_threads()  # the script sets torch's thread count
+    yield
+    torch.set_num_threads(threads)
+
+
+def _section(doc: Path, name: str) -> str:
+    text = doc.read_text()
+    match = re.search(rf"<!-- bench:{name} -->\n(.*)\n<!-- /bench:{name} -->", text, re.S)
+    assert match is not None, text
+    return match.group(1)
+
+
+def _run(tmp_path: Path, *extra: str) -> tuple[dict, str, Path]:
+    doc, figures = tmp_path / "benchmarks.md", tmp_path / "figures"
+    argv = ["--smoke", "--minutes", "0.02", "--out", str(tmp_path / "bt"), "--write",
+            "--doc", str(doc), "--figures", str(figures), *extra]
+    result = beyond_training.main(argv)
+    return result, _section(doc, "beyond_training"), figures
+
+
+def test_beyond_training_smoke(tmp_path):
+    result, body, figures = _run(tmp_path)
+    assert result["sides"] == [16, 32, 64] and (result["base"], result["high"]) == (16, 64)
+    names = {name for (_, name) in result["scores"]}
+    assert names == {"(i) 16² lattice model", "(ii) bicubic ×2 of (i)'s 16² samples",
+                     "(ii) bicubic ×4 of (i)'s 16² samples", "(iii) 64² renders, 16× subsampled",
+                     "(iv) 64² renders, all pixels", beyond_training.FLOOR}
+    for (side, name), m in result["scores"].items():
+        assert m["swd"] > 0 and m["swd_raw"] > 0, (side, name)
+        assert "kid" not in m  # --smoke: no KID unless asked
+    assert set(result["steps"]) == {"i", "iii", "iv"} and min(result["steps"].values()) >= 1
+    # every arm's checkpoint records its data: resolution, rate and the mollifier of its data
+    for arm, (side, rate) in {"i": (16, 1.0), "iii": (64, 16.0), "iv": (64, 1.0)}.items():
+        info = torch.load(result["trained"][arm]["checkpoint"], weights_only=True)["model_config"]
+        assert (info["data"]["resolution"], info["data"]["subsample"]) == (side, rate)
+        assert info["diffusion"]["sigma"] == pytest.approx(0.5 / side)
+    assert set(result["caches"]) == {16, 64}
+    assert "| 64² | (iii) 64² renders, 16× subsampled | " in body
+    assert "Goal: at 64², (iii) beats (i) and (ii) on SWD" in body
+    assert "Goal: (iii) within 1.5× of (iv)'s SWD" in body
+    assert "Command: `python bench/beyond_training.py --smoke" in body
+    assert "Machine: " in body
+    assert (figures / "bench_beyond_training.png").stat().st_size > 0
+    assert json.loads((tmp_path / "bt" / "result.json").read_text())
+    # a rerun reuses the caches and the spent budgets: nothing is trained again
+    again, _, _ = _run(tmp_path)
+    assert again["steps"] == result["steps"]
+
+
+@pytest.mark.slow
+def test_beyond_training_smoke_with_kid(tmp_path):
+    from pyg_infdiff.metrics import find_inception_weights
+
+    try:
+        find_inception_weights()
+    except FileNotFoundError:
+        pytest.skip("no FID Inception weights")
+    result, body, _ = _run(tmp_path, "--kid")
+    assert all("kid" in m for m in result["scores"].values())
+    assert "KID ×10³ (deblurred)" in body and "on SWD and KID" in body
+
+
+def test_arguments():
+    args = beyond_training.parse_args(["--no-kid"])  # KID is on by default (needs the weights)
+    assert (args.preset, args.base, args.factor, args.minutes, args.kid) == (32, 32, 4, 10.0, False)
+    args = beyond_training.parse_args(["--smoke"])
+    assert (args.preset, args.kid, args.base) == ("tiny", False, 16)
+    with pytest.raises(SystemExit):
+        beyond_training.parse_args(["--factor", "3"])
