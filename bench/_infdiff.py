@@ -1,18 +1,19 @@
 r"""∞-Diff helpers shared by the benchmark scripts of issue 5 (``subsampling.py``,
 ``vs_dense.py``, ``resolution.py``, ``consistency.py``, ``quality.py``,
-``beyond_resolution.py``): the models and diffusion process they build, the device and the
-command line they report, time-budgeted resumable training, sampling and the sample metrics.
+``beyond_resolution.py``): the models and diffusion process they build, the device they run
+on, time-budgeted resumable training, sampling and the sample metrics.
 
 * :func:`unet_config`, :func:`parse_preset`, :func:`make_diffusion`: the model of a benchmark
   (a :meth:`UNetConfig.preset` or the ``"tiny"`` smoke-test model) and the library's default
   process at a training resolution.
-* :func:`resolve_device`, :func:`command_line`, :data:`FIGURES`: where a benchmark runs, how it
-  was called and where its figures go.
+* :func:`resolve_device`, :data:`FIGURES`: where a benchmark runs and where its figures go
+  (the command line it reports is :func:`_skeleton.command_line`).
 * :func:`train_infdiff` (with :class:`Recipe`): trains an ∞-Diff model for a wall-clock budget
   with :class:`~pyg_infdiff.training.Trainer`, resumably; its checkpoints load with
   :func:`pyg_infdiff.training.load_pretrained`.
 * :func:`draw_samples`, :func:`inception_metrics`, :func:`swd_metrics`: DDIM samples from fixed
-  seeds and their FID/KID or SWD against real images.
+  seeds and their FID/KID or SWD against real images; :func:`renders` and :func:`upsample`:
+  the ground truth of the built-in shapes at any resolution, and the bicubic baseline.
 
 Like :mod:`_common`, import it as ``from _infdiff import ...`` (``python bench/<script>.py``
 puts ``bench/`` on ``sys.path``).
@@ -20,8 +21,6 @@ puts ``bench/`` on ``sys.path``).
 from __future__ import annotations
 
 import json
-import shlex
-import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -29,11 +28,18 @@ from functools import partial
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from _common import ROOT
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from pyg_infdiff.data import GraphCollator, MollifiedCache, make_loader
+from pyg_infdiff.data import (
+    ContinuousShapes,
+    GraphCollator,
+    MollifiedCache,
+    ShapesConfig,
+    make_loader,
+)
 from pyg_infdiff.diffusion import MollifiedDiffusion, sample
 from pyg_infdiff.models import MultiscaleOperatorUNet, UNetConfig
 from pyg_infdiff.noise import MollifiedNoise
@@ -42,15 +48,16 @@ from pyg_infdiff.training import Trainer, TrainerConfig
 __all__ = [
     "FIGURES",
     "Recipe",
-    "command_line",
     "draw_samples",
     "inception_metrics",
     "make_diffusion",
     "parse_preset",
+    "renders",
     "resolve_device",
     "swd_metrics",
     "train_infdiff",
     "unet_config",
+    "upsample",
 ]
 
 FIGURES = ROOT / "docs" / "_static" / "figures"
@@ -90,18 +97,6 @@ def make_diffusion(resolution: int) -> MollifiedDiffusion:
     half a pixel, :math:`\sigma = 0.5 / n`, cosine schedule of 1000 steps, mollified-noise
     prediction (as ``examples/celebahq_train.py`` and ``examples/shapes_demo.py``)."""
     return MollifiedDiffusion(MollifiedNoise(0.5 / resolution, 2))
-
-
-def command_line(script: str, argv: list[str] | None = None) -> str:
-    r"""The command that ran a benchmark script (``python bench/<name>.py ...``), for the docs;
-    :obj:`argv` defaults to :obj:`sys.argv`."""
-    args = sys.argv[1:] if argv is None else argv
-    name = Path(script).resolve()
-    try:
-        name = name.relative_to(ROOT)
-    except ValueError:
-        pass
-    return "python " + " ".join(shlex.quote(a) for a in [name.as_posix(), *args])
 
 
 # --------------------------------------------------------------------------- training
@@ -269,6 +264,19 @@ def draw_samples(model, diffusion: MollifiedDiffusion, num: int, side: int, chan
                         progress=False, device=device).images
         out.append(images.float().clamp(-1, 1).cpu())
     return torch.cat(out)
+
+
+def renders(num: int, side: int, channels: int, seed: int) -> Tensor:
+    r"""The first :obj:`num` items of :class:`ContinuousShapes` (dataset seed :obj:`seed`)
+    rendered at :obj:`side`², a stacked batch: the ground truth at any resolution."""
+    data = ContinuousShapes(num, side, ShapesConfig(channels=channels), seed=seed)
+    return torch.stack([data[i] for i in range(num)])
+
+
+def upsample(images: Tensor, side: int) -> Tensor:
+    r"""Bicubic upsampling of a batch to :obj:`side`², clamped to :math:`[-1, 1]`."""
+    return F.interpolate(images, size=(side, side), mode="bicubic",
+                         align_corners=False).clamp(-1, 1)
 
 
 def _batches(images: Tensor | Dataset, num: int, batch: int) -> Iterable[Tensor]:

@@ -3,7 +3,8 @@ markdown tables and figures, and the command-line flags every script shares for 
 
 * :func:`write_section`: replaces ``<!-- bench:NAME -->...<!-- /bench:NAME -->`` in
   ``docs/benchmarks.md``, re-reading the file under an exclusive lock right before writing
-  (several scripts write their own sections); :func:`publish` prints a section and writes it.
+  (several scripts write their own sections); :func:`publish` prints a section and writes it;
+  :func:`read_section` reads one back.
 * :func:`markdown_table`, :func:`save_figure`, :func:`compact_figure`: the pieces of a section.
 * :func:`add_publish_args`: ``--write``, ``--doc``, ``--figures`` and ``--smoke``.
 
@@ -27,6 +28,7 @@ __all__ = [
     "compact_figure",
     "markdown_table",
     "publish",
+    "read_section",
     "save_figure",
     "write_section",
 ]
@@ -88,6 +90,19 @@ def write_section(name: str, body: str, path: str | os.PathLike = DOC) -> None:
         f.flush()
         os.fsync(f.fileno())
         fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def read_section(name: str, path: str | os.PathLike = DOC) -> str:
+    r"""The markdown between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->`` of a file,
+    as :func:`write_section` wrote it (a :class:`ValueError` when the file has no such
+    section)."""
+    text = Path(path).read_text(encoding="utf-8")
+    begin, end = f"<!-- bench:{name} -->\n", f"\n<!-- /bench:{name} -->"
+    start = text.find(begin)
+    stop = text.find(end, start + len(begin)) if start >= 0 else -1
+    if stop < 0:
+        raise ValueError(f"{path} has no section {name!r}:\n{text}")
+    return text[start + len(begin):stop]
 
 
 def publish(name: str, body: str, doc: str | os.PathLike, write: bool,

@@ -35,20 +35,21 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from _common import ROOT, machine_description, relative_to_root
 from _infdiff import (
     FIGURES,
     Recipe,
-    command_line,
     draw_samples,
     inception_metrics,
+    renders,
     resolve_device,
     swd_metrics,
     train_infdiff,
     unet_config,
+    upsample,
 )
-from _publish import add_publish_args, compact_figure, markdown_table, publish
+from _publish import add_publish_args, compact_figure, markdown_table
+from _skeleton import add_device_arg, add_threads_arg, bench_main, bench_parser, report_footer
 from torch import Tensor
 
 from pyg_infdiff.data import ContinuousShapes, ShapesConfig
@@ -76,16 +77,6 @@ def get_model(args: argparse.Namespace, device: torch.device) -> Pretrained:
     else:
         checkpoint = args.checkpoint
     return load_pretrained(checkpoint, weights="ema", device=device)
-
-
-def renders(num: int, side: int, channels: int, seed: int) -> Tensor:
-    data = ContinuousShapes(num, side, ShapesConfig(channels=channels), seed=seed)
-    return torch.stack([data[i] for i in range(num)])
-
-
-def upsample(images: Tensor, side: int) -> Tensor:
-    return F.interpolate(images, size=(side, side), mode="bicubic",
-                         align_corners=False).clamp(-1, 1)
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -195,16 +186,13 @@ def report(args: argparse.Namespace, result: dict, figure: Path | None) -> str:
         "pyramid patches (levels ≥ 16², mean over levels), as many fakes as reals"
         + ("; FID/KID on the FID Inception features (biased at this sample count: compare "
            "rows, not with published numbers)." if fid else "; FID/KID not run (`--fid`)."),
-        f"- Device: {result['device']}; torch threads: {args.threads}. Machine: "
-        f"{result['machine']}.",
-        f"- Command: `{args.command}`",
+        *report_footer(args, result),
     ]
     return "\n".join(lines)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = bench_parser(__doc__)
     p.add_argument("--checkpoint", default=None,
                    help="checkpoint file or run folder of a 32² ContinuousShapes model")
     p.add_argument("--minutes", type=float, default=None,
@@ -222,8 +210,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="dataset seed of the reference renders (held out from training)")
     p.add_argument("--out", type=Path, default=OUT, help="folder of the run trained here")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    add_device_arg(p)
+    add_threads_arg(p, "torch CPU threads")
     add_publish_args(p, "tiny model trained for 3 s at 16², 4 seeds, 2 steps (the tests)",
                      figures=FIGURES)
     args = p.parse_args(argv)
@@ -244,18 +232,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def draw_figure(args: argparse.Namespace, result: dict) -> Path:
+    return compact_figure(save_rows(result["figure_rows"], args.figures / "bench_beyond.png",
+                                    cell_size=128))
+
+
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    args.command = command_line(__file__, argv)
-    torch.set_num_threads(args.threads)
-    result = run(args)
-    figure = None
-    if args.write:
-        figure = compact_figure(save_rows(result["figure_rows"], args.figures / "bench_beyond.png",
-                                      cell_size=128))
-    body = report(args, result, figure)
-    publish("beyond_resolution", body, args.doc, args.write, figure)
-    return result
+    return bench_main(__file__, "beyond_resolution", parse_args, run, report, argv,
+                      figure=draw_figure)
 
 
 if __name__ == "__main__":

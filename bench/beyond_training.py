@@ -45,21 +45,21 @@ import math
 import time
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
 from _common import ROOT, machine_description, relative_to_root
 from _infdiff import (
     FIGURES,
     Recipe,
-    command_line,
     draw_samples,
     inception_metrics,
+    renders,
     resolve_device,
     swd_metrics,
     train_infdiff,
     unet_config,
+    upsample,
 )
-from _publish import add_publish_args, compact_figure, markdown_table, publish
+from _publish import add_publish_args, compact_figure, markdown_table
+from _skeleton import add_device_arg, add_threads_arg, bench_main, bench_parser, report_footer
 from torch import Tensor
 
 from pyg_infdiff.data import ContinuousShapes, MollifiedCache, ShapesConfig
@@ -93,16 +93,6 @@ def arm_names(base: int, high: int, rate: float) -> dict[str, str]:
 def bicubic_name(base: int, side: int) -> str:
     r"""The label of arm (ii) at one resolution."""
     return f"(ii) bicubic ×{side // base} of (i)'s {base}² samples"
-
-
-def renders(num: int, side: int, channels: int, seed: int) -> Tensor:
-    data = ContinuousShapes(num, side, ShapesConfig(channels=channels), seed=seed)
-    return torch.stack([data[i] for i in range(num)])
-
-
-def upsample(images: Tensor, side: int) -> Tensor:
-    return F.interpolate(images, size=(side, side), mode="bicubic",
-                         align_corners=False).clamp(-1, 1)
 
 
 def build_cache(args: argparse.Namespace, side: int, channels: int) -> tuple[MollifiedCache,
@@ -193,6 +183,8 @@ def run(args: argparse.Namespace) -> dict:
                    (f"(iii) {args.base}x{args.base}", deblurred["iii"][args.base][:8]),
                    (f"(iv) {high}x{high}", deblurred["iv"][high][:8]),
                    (f"data {high}x{high}", truth[high][:8])]
+    (args.out / "result.json").write_text(json.dumps(
+        {f"{s} {n}": m for (s, n), m in scores.items()}, indent=2))
     steps = {arm: t["steps"] for arm, t in training["trained"].items()}
     step_seconds = {arm: t["train_seconds"] / max(1, t["steps"])
                     for arm, t in training["trained"].items()}
@@ -277,16 +269,13 @@ def report(args: argparse.Namespace, result: dict, figure: Path | None) -> str:
         "sliced Wasserstein (levels ≥ 16²)"
         + ("; KID on the FID Inception features, biased at this sample count: compare rows."
            if args.kid else "; KID not run (`--no-kid`)."),
-        f"- Device: {result['device']}; torch threads: {args.threads}. Machine: "
-        f"{result['machine']}. Runs in `{relative_to_root(args.out)}`.",
-        f"- Command: `{args.command}`",
+        *report_footer(args, result, f" Runs in `{relative_to_root(args.out)}`."),
     ]
     return "\n".join(lines)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = bench_parser(__doc__)
     p.add_argument("--minutes", type=float, default=10.0,
                    help="training budget per arm, wall clock (resumable; a larger one continues)")
     p.add_argument("--preset", default="32", help="UNetConfig preset of every arm ('tiny': the "
@@ -306,8 +295,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="dataset seed of the reference renders (held out from training)")
     p.add_argument("--out", type=Path, default=OUT, help="folder of the runs and caches")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    add_device_arg(p)
+    add_threads_arg(p, "torch CPU threads")
     add_publish_args(p, "tiny model, 16² vs 64² renders at rate 16, 3 s per arm, 4 seeds, 2 "
                      "steps, no KID (the tests)", figures=FIGURES)
     args = p.parse_args(argv)
@@ -330,21 +319,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def draw_figure(args: argparse.Namespace, result: dict) -> Path:
+    return compact_figure(save_rows(result["figure_rows"],
+                                    args.figures / "bench_beyond_training.png", cell_size=128))
+
+
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    args.command = command_line(__file__, argv)
-    torch.set_num_threads(args.threads)
-    result = run(args)
-    figure = None
-    if args.write:
-        figure = compact_figure(save_rows(result["figure_rows"],
-                                          args.figures / "bench_beyond_training.png",
-                                          cell_size=128))
-    body = report(args, result, figure)
-    publish("beyond_training", body, args.doc, args.write, figure)
-    (args.out / "result.json").write_text(json.dumps(
-        {f"{s} {n}": m for (s, n), m in result["scores"].items()}, indent=2))
-    return result
+    return bench_main(__file__, "beyond_training", parse_args, run, report, argv,
+                      figure=draw_figure)
 
 
 if __name__ == "__main__":

@@ -33,15 +33,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from _common import machine_description
-from _infdiff import (
-    FIGURES,
-    command_line,
-    draw_samples,
-    make_diffusion,
-    resolve_device,
-    unet_config,
-)
-from _publish import add_publish_args, compact_figure, markdown_table, publish
+from _infdiff import FIGURES, draw_samples, make_diffusion, resolve_device, unet_config
+from _publish import add_publish_args, compact_figure, markdown_table
+from _skeleton import add_device_arg, add_threads_arg, bench_main, bench_parser, device_line
 from torch import Tensor
 
 from pyg_infdiff.data.images import save_rows
@@ -117,8 +111,7 @@ def report(args: argparse.Namespace, result: dict, figure: Path | None) -> str:
         "\"Different seeds\": sample i against sample i+1 at the lower resolution. "
         "\"Deblurred\": both sets Wiener-deblurred (inverse SNR 0.05) before pooling.",
         f"- Sampling time: {result['seconds'][n]:.0f} s at {n}², {result['seconds'][m]:.0f} s "
-        f"at {m}² for {args.num} samples. Device: {result['device']}; torch threads: "
-        f"{args.threads}. Machine: {result['machine']}.",
+        f"at {m}² for {args.num} samples. {device_line(args, result)}",
         "- Goal: none set by issue 5 (#6 asks for the number).",
         f"- Command: `{args.command}`",
     ]
@@ -126,8 +119,7 @@ def report(args: argparse.Namespace, result: dict, figure: Path | None) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = bench_parser(__doc__)
     p.add_argument("--checkpoint", default=None,
                    help="checkpoint file or run folder (required unless --smoke)")
     p.add_argument("--weights", choices=["ema", "model"], default="ema")
@@ -138,9 +130,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=16, help="samples per sampling call")
     p.add_argument("--steps", type=int, default=50, help="DDIM steps")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (1 is the steadiest on a loaded, shared machine)")
+    add_device_arg(p)
+    add_threads_arg(p)
     add_publish_args(p, "4 seeds, 2 steps; an untrained tiny model without --checkpoint",
                      figures=FIGURES)
     args = p.parse_args(argv)
@@ -153,21 +144,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def draw_figure(args: argparse.Namespace, result: dict) -> Path:
+    r"""The first 8 seeds at both resolutions, and the higher one pooled."""
+    low, high, pooled = (x[:8] for x in result["samples"])
+    n, m = result["sides"]
+    return compact_figure(save_rows([(f"{n}x{n}", low), (f"{m}x{m}", high),
+                                     (f"{m}x{m} pooled to {n}x{n}", pooled)],
+                                    args.figures / "bench_consistency.png"))
+
+
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    args.command = command_line(__file__, argv)
-    torch.set_num_threads(args.threads)
-    result = run(args)
-    figure = None
-    if args.write:
-        low, high, pooled = (x[:8] for x in result["samples"])
-        n, m = result["sides"]
-        figure = compact_figure(save_rows([(f"{n}x{n}", low), (f"{m}x{m}", high),
-                            (f"{m}x{m} pooled to {n}x{n}", pooled)],
-                           args.figures / "bench_consistency.png"))
-    body = report(args, result, figure)
-    publish("consistency", body, args.doc, args.write, figure)
-    return result
+    return bench_main(__file__, "consistency", parse_args, run, report, argv, figure=draw_figure)
 
 
 if __name__ == "__main__":

@@ -28,9 +28,9 @@ import argparse
 from collections.abc import Callable
 
 import torch
-from _common import machine_description, time_cases
-from _infdiff import command_line
-from _publish import add_publish_args, publish
+from _common import time_cases
+from _publish import add_publish_args
+from _skeleton import add_threads_arg, bench_main, bench_parser, machine_note
 
 from pyg_infdiff.data import (
     ContinuousShapes,
@@ -64,7 +64,16 @@ def median_rate(cases: dict[str, tuple[Callable[[], object], int]], repeats: int
     return {name: cases[name][1] / t.median for name, t in timings.items()}
 
 
-def run(repeats: int, sizes: dict) -> dict:
+def run(args: argparse.Namespace) -> dict:
+    r"""The rows of the first table (:func:`run_table`) and, as ``"sparse"``, of the second
+    (:func:`run_sparse`)."""
+    result = run_table(args.repeats, SMOKE if args.smoke else FULL)
+    result["sparse"] = run_sparse(args.repeats, SPARSE_SMOKE if args.smoke else SPARSE_FULL)
+    return result
+
+
+def run_table(repeats: int, sizes: dict) -> dict:
+    r"""Items per second of the dataset, the collator, the loader and Fashion-MNIST."""
     cases: dict[str, tuple[Callable[[], object], int]] = {}
     labels: dict[str, tuple[str, str]] = {}
     counter = iter(range(10**9))
@@ -139,7 +148,7 @@ def run_sparse(repeats: int, sizes: dict) -> dict:
                 bytes_per_item=cache.nbytes / len(cache))
 
 
-def report(result: dict, command: str) -> str:
+def report(args: argparse.Namespace, result: dict) -> str:
     table = HEADER + [f"| {r['label']} | {r['resolution']} | {r['items_per_s']:,.0f} | "
                       f"{r['ms_per_item']:.2f} |" for r in result["rows"]]
     notes = [
@@ -148,8 +157,7 @@ def report(result: dict, command: str) -> str:
         "repeats (cases interleaved). The loader rows include worker start-up (non-persistent "
         f"workers, {result['loader_items']} items per pass); on 2 shared cores, workers do not "
         "pay off here.",
-        f"Machine: {result['machine']} (load average at the end; shared machine). "
-        f"Command: `{command}`.",
+        machine_note(result),
     ]
     if not result["fashion"]:
         notes.append("Fashion-MNIST rows skipped: `apt-get install dataset-fashion-mnist`.")
@@ -180,14 +188,10 @@ def report(result: dict, command: str) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        epilog="CPU only (rendering, collation and DataLoader workers run on the CPU): there is "
-        "no --device.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = bench_parser(__doc__, epilog="CPU only (rendering, collation and DataLoader workers "
+                     "run on the CPU): there is no --device.")
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (1 as in DataLoader workers)")
+    add_threads_arg(p, "torch CPU threads (1 as in DataLoader workers)")
     add_publish_args(p, "the same rows on 8²–32² images, batches of 4, one repeat (for the tests)")
     args = p.parse_args(argv)
     if args.smoke:
@@ -198,15 +202,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    command = command_line(__file__, argv)
-    torch.set_num_threads(args.threads)
-    result = run(args.repeats, SMOKE if args.smoke else FULL)
-    result["sparse"] = run_sparse(args.repeats, SPARSE_SMOKE if args.smoke else SPARSE_FULL)
-    result["machine"] = machine_description()
-    result["command"] = command
-    publish("data", report(result, command), args.doc, args.write)
-    return result
+    return bench_main(__file__, "data", parse_args, run, report, argv, stamp=True)
 
 
 if __name__ == "__main__":

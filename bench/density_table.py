@@ -27,8 +27,8 @@ import argparse
 
 import torch
 from _common import ROOT
-from _infdiff import command_line
-from _publish import add_publish_args, markdown_table, publish
+from _publish import add_publish_args, markdown_table
+from _skeleton import add_threads_arg, bench_main, bench_parser
 
 from pyg_infdiff.graph import pixel_to_pos, radius, radius_graph, subsample
 from pyg_infdiff.models import UNetConfig, monte_carlo_density
@@ -56,7 +56,13 @@ def measure(config: UNetConfig, side: int, rate: float, points: int, seed: int =
     return dict(points=at_points, nodes=float(degree[interior].double().mean()))
 
 
-def run(presets: tuple[int, ...], rates: tuple[int, ...], points: int) -> dict:
+def run(args: argparse.Namespace) -> dict:
+    r"""The table of :func:`run_table` at the sizes of the run, with its command line."""
+    return dict(run_table(**(SMOKE if args.smoke else FULL)), command=args.command)
+
+
+def run_table(presets: tuple[int, ...], rates: tuple[int, ...], points: int) -> dict:
+    r"""The expected and measured densities of every preset and rate."""
     rows = []
     for preset in presets:
         config = UNetConfig.preset(preset)
@@ -80,7 +86,7 @@ def _cell(row: dict) -> str:
     return text
 
 
-def report(result: dict, command: str) -> str:
+def report(args: argparse.Namespace, result: dict) -> str:
     rates = result["rates"]
     by_key = {(r["preset"], r["rate"]): r for r in result["rows"]}
     table = []
@@ -113,7 +119,7 @@ def report(result: dict, command: str) -> str:
         "(each node counted in its own ball). At a node the pixels of a small ball differ "
         "from its area (21 within 2.5 px against 19.6, 25 within 3 px against 28.3: the "
         "pixels at exactly 3 px are outside).",
-        f"Command: `{command}`.",
+        f"Command: `{args.command}`.",
     ]
     return "\n".join([main, "", "Nodes per cell of the pooling lattice (`grid_shape`), the "
                       "Monte-Carlo density of the pooling:", "", cells, "",
@@ -121,10 +127,8 @@ def report(result: dict, command: str) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (CPU only: no --device; nothing is timed)")
+    p = bench_parser(__doc__)
+    add_threads_arg(p, "torch CPU threads (CPU only: no --device; nothing is timed)")
     add_publish_args(p, "presets 28 and 32 at rates 1 and 4, 200 points (for the tests)")
     p.set_defaults(doc=CONCEPTS)
     args = p.parse_args(argv)
@@ -134,13 +138,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    command = command_line(__file__, argv)
-    torch.set_num_threads(args.threads)
-    result = run(**(SMOKE if args.smoke else FULL))
-    result["command"] = command
-    publish("density", report(result, command), args.doc, args.write)
-    return result
+    return bench_main(__file__, "density", parse_args, run, report, argv)
 
 
 if __name__ == "__main__":

@@ -42,9 +42,10 @@ import time
 from pathlib import Path
 
 import torch
-from _common import format_bytes, machine_description, peak_memory, time_cases
-from _infdiff import command_line, make_diffusion, parse_preset, resolve_device, unet_config
-from _publish import add_publish_args, markdown_table, publish
+from _common import format_bytes, peak_memory, time_cases
+from _infdiff import make_diffusion, parse_preset, resolve_device, unet_config
+from _publish import add_publish_args, markdown_table
+from _skeleton import add_device_arg, add_threads_arg, bench_main, bench_parser, machine_note
 from subsampling import InfDiffStep, make_batch, make_model
 
 from pyg_infdiff.nn import KernelIntegralConv
@@ -144,7 +145,7 @@ def run(args: argparse.Namespace) -> dict:
                 repeats=args.repeats, backend=args.backend)
 
 
-def report(result: dict, command: str) -> str:
+def report(args: argparse.Namespace, result: dict) -> str:
     headers = ["resolution", "path", "mode", "nodes / graph", "step (ms)", "vs eager",
                "first call (s)", "peak memory"]
     table = markdown_table(headers, [
@@ -161,14 +162,13 @@ def report(result: dict, command: str) -> str:
         f"median of {result['repeats']} repeats, the cases of a resolution interleaved; "
         f"`torch.compile` backend `{result['backend']}` (the first call compiles).",
         f"Peak memory: {memory}.",
-        f"Machine: {result['machine']}. Command: `{command}`.",
+        machine_note(result, load=False),
     ]
     return "\n".join([TITLE, "", table, "", *[f"- {n}" for n in notes]])
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = bench_parser(__doc__)
     p.add_argument("--resolutions", default=None,
                    help="comma-separated training resolutions (default: 64,128)")
     p.add_argument("--preset", type=parse_preset, default=None,
@@ -178,9 +178,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=None, help="timed steps per case (default: 5)")
     p.add_argument("--backend", default=None,
                    help="torch.compile backend (default: inductor; --smoke: eager)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (1 is far steadier on a loaded, shared machine)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    add_threads_arg(p, "torch CPU threads (1 is far steadier on a loaded, shared machine)")
+    add_device_arg(p)
     add_publish_args(p, "a tiny model at 16², one repeat, torch.compile's eager backend, no "
                         "peak memory on the CPU (for the tests)")
     args = p.parse_args(argv)
@@ -200,14 +199,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    command = command_line(__file__, argv)
-    torch.set_num_threads(args.threads)
-    result = run(args)
-    result["machine"] = machine_description(result["device"])
-    result["command"] = command
-    publish("device_smoke", report(result, command), args.doc, args.write)
-    return result
+    return bench_main(__file__, "device_smoke", parse_args, run, report, argv, stamp=True)
 
 
 if __name__ == "__main__":

@@ -42,9 +42,10 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from _common import machine_description, time_cases
-from _infdiff import command_line, resolve_device
-from _publish import add_publish_args, publish
+from _common import time_cases
+from _infdiff import resolve_device
+from _publish import add_publish_args
+from _skeleton import add_device_arg, add_threads_arg, bench_main, bench_parser, machine_note
 
 from pyg_infdiff.graph import LatticeIndex, lattice, radius, radius_graph, subsample
 from pyg_infdiff.nn.kernel import fast_fft_size
@@ -332,9 +333,7 @@ def convergence(seeds: int, resolutions=(64, 128, 256), r: float = 0.08,
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    summary = " ".join(__doc__.split("\n\n")[0].split())  # the first paragraph, one line
-    p = argparse.ArgumentParser(description=summary,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = bench_parser(" ".join(__doc__.split("\n\n")[0].split()))  # the first paragraph
     p.add_argument("--speed", action="store_true", help="graph vs dense vs conv2d")
     p.add_argument("--crossover", action="store_true", help="direct vs FFT, unit costs")
     p.add_argument("--convergence", action="store_true", help="window vs mean")
@@ -345,11 +344,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, default=FULL["seeds"])
     p.add_argument("--max-edge-channels", type=float, default=1.6e8,
                    help="skip the graph path above this E*C (memory)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (1 is the steadiest on a loaded, shared machine)")
-    p.add_argument("--device", default=None,
-                   help="cpu or cuda (default: cuda when present); neighbour search stays on "
-                   "the CPU")
+    add_threads_arg(p)
+    add_device_arg(p, "cpu or cuda (default: cuda when present); neighbour search stays on the "
+                   "CPU")
     add_publish_args(p, "the same rows on 16², 32² (speed), 32² (crossover) and 16²–64² "
                         "(convergence, 2 seeds), C = 8, one repeat (for the tests)")
     args = p.parse_args(argv)
@@ -365,23 +362,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    command = command_line(__file__, argv)
-    torch.set_num_threads(args.threads)
+def run(args: argparse.Namespace) -> dict:
+    r"""The parts asked for: ``"speed"``, ``"crossover"``, ``"convergence"``."""
     device = resolve_device(args.device)
-    result: dict = {"device": str(device), "command": command}
-    blocks = []
+    result: dict = {"device": str(device)}
     if args.speed:
         result["speed"] = speed(args.sizes, args.rates, args.batch, args.repeats,
                                 args.max_edge_channels, args.channels, device)
+    if args.crossover:
+        result["crossover"] = crossover(args.crossover_size, CROSSOVER_RADII_PX, args.repeats,
+                                        args.channels, device)
+    if args.convergence:
+        result["convergence"] = convergence(args.seeds, args.resolutions, device=device)
+    return result
+
+
+def report(args: argparse.Namespace, result: dict) -> str:
+    blocks = []
+    if "speed" in result:
         rows, notes = table(result["speed"], args.batch, args.repeats, args.channels)
         notes = [f"- {n}" for n in notes]
         blocks += ["### Graph path vs dense path vs conv2d", "", *rows, "", *notes, ""]
-    if args.crossover:
-        n, channels = args.crossover_size, args.channels
-        result["crossover"] = cross = crossover(n, CROSSOVER_RADII_PX, args.repeats, channels,
-                                                device)
+    if "crossover" in result:
+        n, channels, cross = args.crossover_size, args.channels, result["crossover"]
         per = {"direct": "pixel·channel·tap", "fft": "padded pixel·channel·log2 size",
                "graph": "edge·channel"}
         units = ", ".join(f"{k} {v:.2e} s per {per[k]}" for k, v in cross["units"].items())
@@ -393,23 +396,22 @@ def main(argv: list[str] | None = None) -> dict:
             "- Same operator: largest difference between the FFT (and graph) outputs and the "
             f"direct ones, relative to the largest output: {cross['max_rel_diff']:.1e}.", "",
         ]
-    if args.convergence:
-        result["convergence"] = conv = convergence(args.seeds, args.resolutions, device=device)
+    if "convergence" in result:
         low, high = args.resolutions[0], args.resolutions[-1]
         blocks += [
             "### Convergence between resolutions (smooth 2-channel field, radius 0.08)", "",
-            *conv["rows"], "",
+            *result["convergence"]["rows"], "",
             f"- Relative L2 difference of the outputs at 300 fixed points, {args.seeds} kernel "
             f"seeds, radius 0.08 ({0.08 * low:.1f} px at {low}²); last column: sources a uniform "
             f"random quarter of the {high}² pixels (4 draws per seed) against all of them.", "",
         ]
-    result["machine"] = machine_description(device)
-    device_note = "" if device.type == "cpu" else f"Device: {device}. "
-    blocks.append(f"- {device_note}Machine: {result['machine']} (load average at the end; "
-                  f"shared machine). Command: `{command}`.")
-    publish("operator", "\n".join(
-        ["## Integral-kernel operator (KernelIntegralConv)", "", *blocks]), args.doc, args.write)
-    return result
+    device_note = "" if result["device"] == "cpu" else f"Device: {result['device']}. "
+    blocks.append(f"- {device_note}{machine_note(result)}")
+    return "\n".join(["## Integral-kernel operator (KernelIntegralConv)", "", *blocks])
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return bench_main(__file__, "operator", parse_args, run, report, argv, stamp=True)
 
 
 if __name__ == "__main__":

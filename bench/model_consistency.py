@@ -34,9 +34,9 @@ import statistics
 import time
 
 import torch
-from _common import machine_description
-from _infdiff import command_line, resolve_device
-from _publish import add_publish_args, markdown_table, publish
+from _infdiff import resolve_device
+from _publish import add_publish_args, markdown_table
+from _skeleton import add_device_arg, add_threads_arg, bench_main, bench_parser, machine_note
 from torch import Tensor, nn
 
 from pyg_infdiff.graph import LatticeIndex, subsample
@@ -120,7 +120,8 @@ def subset_errors(model: nn.Module, field: NoiseField, side: int, rate: int,
     return statistics.fmean(per_draw), 100.0 * bias / float(full[both].norm().clamp_min(1e-30))
 
 
-def run(args: argparse.Namespace, device: torch.device) -> dict:
+def run(args: argparse.Namespace) -> dict:
+    device = resolve_device(args.device)
     cfg = SMOKE if args.smoke else FULL
     rows = []
     for variant in VARIANTS:
@@ -165,7 +166,7 @@ def _verdict(value: float, target: float) -> str:
     return f"{value:.2f}% (target ≤ {target:g}%: {'**met**' if value <= target else '**NOT met**'})"
 
 
-def report(result: dict, command: str) -> str:
+def report(args: argparse.Namespace, result: dict) -> str:
     ladder, side = result["ladder"], result["sub_side"]
     headers = ["variant", "σ (train px)", "pool"]
     headers += [f"{a}² vs {b}²" for a, b in zip(ladder, ladder[1:], strict=False)]
@@ -206,24 +207,22 @@ def report(result: dict, command: str) -> str:
         f"halves of the draws, whose noise averages out).",
         "\"no operator blocks\": `num_operator_blocks=0` (lift → pool → dense U-Net → unpool → "
         "head), which isolates the pool.",
-        f"Machine: {result['machine']}. Command: `{command}`.",
+        machine_note(result, load=False),
     ]
     lines += [f"- {n}" for n in notes]
     return "\n".join(lines)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = bench_parser(__doc__)
     p.add_argument("--pools", nargs="+", choices=POOLS, default=list(POOLS))
     p.add_argument("--sigmas", nargs="+", type=float, default=[0.25, 0.5, 1.0],
                    help="mollifier widths in training pixels (of 32²)")
     p.add_argument("--radii", nargs="*", type=float, default=[3.75, 5.0],
                    help="other operator radii in training pixels (whole model, σ = ½ pixel, "
                         "lattices only; the preset's is 2.5)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (1 is far steadier on a loaded, shared machine)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    add_threads_arg(p, "torch CPU threads (1 is far steadier on a loaded, shared machine)")
+    add_device_arg(p)
     add_publish_args(p, "8², 24², 72² lattices, subsets of 32² at rate 4, σ = ½ pixel, one "
                         "seed (seconds; for the tests)")
     args = p.parse_args(argv)
@@ -237,15 +236,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    command = command_line(__file__, argv)
-    torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    result = run(args, device)
-    result["machine"] = machine_description(device)
-    result["command"] = command
-    publish("model_consistency", report(result, command), args.doc, args.write)
-    return result
+    return bench_main(__file__, "model_consistency", parse_args, run, report, argv, stamp=True)
 
 
 if __name__ == "__main__":

@@ -24,9 +24,10 @@ from __future__ import annotations
 import argparse
 
 import torch
-from _common import machine_description, time_cases
-from _infdiff import command_line, resolve_device
-from _publish import add_publish_args, publish
+from _common import time_cases
+from _infdiff import resolve_device
+from _publish import add_publish_args
+from _skeleton import add_device_arg, add_threads_arg, bench_main, bench_parser, machine_note
 
 from pyg_infdiff.graph import LatticeIndex, lattice
 from pyg_infdiff.noise import GaussianMollifier, MollifiedNoise
@@ -37,7 +38,10 @@ CHANNELS = 3
 FULL, SMOKE = dict(size=256, irregular=16_384), dict(size=32, irregular=256)
 
 
-def run(repeats: int, size: int, irregular: int, device: torch.device) -> dict:
+def run(args: argparse.Namespace) -> dict:
+    device = resolve_device(args.device)
+    sizes = SMOKE if args.smoke else FULL
+    size, irregular, repeats = sizes["size"], sizes["irregular"], args.repeats
     sigma = 2 / size
     noise = MollifiedNoise(sigma, 2)
     moll = GaussianMollifier(sigma)
@@ -67,7 +71,7 @@ def run(repeats: int, size: int, irregular: int, device: torch.device) -> dict:
                 device=str(device))
 
 
-def report(result: dict, command: str) -> str:
+def report(args: argparse.Namespace, result: dict) -> str:
     size, irregular, num_freq = result["size"], result["irregular"], result["num_freq"]
     r1, r4 = result["ms"][1], result["ms"][4]
     nodes = f"{size * size:,}"
@@ -88,19 +92,16 @@ def report(result: dict, command: str) -> str:
         f"coefficients per channel), C = {CHANNELS}, float32, median of {result['repeats']} "
         f"repeats (cases interleaved).{device}",
         f"Largest |fast path − naive| over the lattice: {result['err']:.1e}.",
-        f"Machine: {result['machine']} (load average at the end; shared machine). "
-        f"Command: `{command}`.",
+        machine_note(result),
     ]
     return "\n".join([TITLE, "", *rows, "", *[f"- {n}" for n in notes]])
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = bench_parser(__doc__)
     p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (1 is far steadier on a loaded, shared machine)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    add_threads_arg(p, "torch CPU threads (1 is far steadier on a loaded, shared machine)")
+    add_device_arg(p)
     add_publish_args(p, "the same rows on 32² lattices (σ = 1/16, 256 irregular nodes), one "
                         "repeat (for the tests)")
     args = p.parse_args(argv)
@@ -112,15 +113,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    command = command_line(__file__, argv)
-    torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    result = run(args.repeats, **(SMOKE if args.smoke else FULL), device=device)
-    result["machine"] = machine_description(device)
-    result["command"] = command
-    publish("noise", report(result, command), args.doc, args.write)
-    return result
+    return bench_main(__file__, "noise", parse_args, run, report, argv, stamp=True)
 
 
 if __name__ == "__main__":

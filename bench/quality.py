@@ -58,7 +58,6 @@ from _common import ROOT, machine_description, relative_to_root
 from _infdiff import (
     FIGURES,
     Recipe,
-    command_line,
     draw_samples,
     inception_metrics,
     resolve_device,
@@ -66,7 +65,8 @@ from _infdiff import (
     train_infdiff,
     unet_config,
 )
-from _publish import add_publish_args, compact_figure, markdown_table, publish
+from _publish import add_publish_args, compact_figure, markdown_table
+from _skeleton import add_device_arg, add_threads_arg, bench_main, bench_parser
 from torch import Tensor
 
 from pyg_infdiff.data import FashionMNIST
@@ -178,21 +178,21 @@ def run_dense_arm(args: argparse.Namespace) -> dict:
                "--seed", str(args.seed), "--target-params", str(args.dense_params)]
         print("dense arm:", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True, cwd=ROOT)
-    run = json.loads(run_json.read_text())
+    dense = json.loads(run_json.read_text())
     images = torch.load(out / "samples.pt", weights_only=True)
     metrics = score(args, {"as sampled": images})
-    return {"arm": "c", "label": ARMS["c"], "steps": run["steps"],
-            "train_seconds": run["train_seconds"], "parameters": run["parameters"],
-            "images_seen": run["images_seen"],
-            "sample_seconds_per_image": run["sample_seconds_per_image"], "metrics": metrics,
-            "recipe": run["settings"]}
+    return {"arm": "c", "label": ARMS["c"], "steps": dense["steps"],
+            "train_seconds": dense["train_seconds"], "parameters": dense["parameters"],
+            "images_seen": dense["images_seen"],
+            "sample_seconds_per_image": dense["sample_seconds_per_image"], "metrics": metrics,
+            "recipe": dense["settings"]}
 
 
-def report(args: argparse.Namespace, results: dict[str, dict], settings: dict) -> str:
+def report(args: argparse.Namespace, results: dict[str, dict], picture: Path | None) -> str:
     r"""The markdown section from the finished arms (their own recorded settings; the current
-    ones when none has finished)."""
+    ones when none has finished), with the :obj:`picture` of their samples when drawn."""
     recorded = [r["settings"] for r in results.values()]
-    shown = recorded[0] if recorded else settings
+    shown = recorded[0] if recorded else settings_of(args)
     fid = shown["metrics"] != "swd"
     rows = []
     for arm in sorted(results):
@@ -263,6 +263,9 @@ def report(args: argparse.Namespace, results: dict[str, dict], settings: dict) -
         f"- Machine per arm: {machines or machine_description()}.",
         f"- Command: `{args.command}` (arms cached in `{relative_to_root(args.out)}`).",
     ]
+    if picture is not None:
+        lines += ["", "![The first samples of each arm: (a), (b), (d) deblurred, (d) bicubic, "
+                  f"(c) as sampled](_static/figures/{picture.name})"]
     return "\n".join(lines)
 
 
@@ -286,8 +289,7 @@ def figure(args: argparse.Namespace, results: dict[str, dict], path: Path,
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = bench_parser(__doc__)
     p.add_argument("--arms", default="a,b,c,d", help="comma list of a, b, c, d")
     p.add_argument("--minutes", type=float, default=None,
                    help="training budget per arm (default: 25; 0.05 with --smoke)")
@@ -305,9 +307,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--force", action="store_true", help="recompute the metrics of cached arms")
     p.add_argument("--report-only", action="store_true",
                    help="run nothing: the table from the finished arms in --out")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads for training and sampling, every arm")
+    add_device_arg(p)
+    add_threads_arg(p, "torch CPU threads for training and sampling, every arm")
     p.add_argument("--metric-threads", type=int, default=None,
                    help="torch CPU threads for the Inception features (default: --threads; "
                    "they do not affect the comparison)")
@@ -328,15 +329,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    args.command = command_line(__file__, argv)
-    torch.set_num_threads(args.threads)
+def settings_of(args: argparse.Namespace) -> dict:
+    r"""The settings an arm's cached result must match to be reused."""
+    return {"minutes": args.minutes, "num_samples": args.num_samples,
+            "sample_steps": args.sample_steps, "metrics": args.metrics,
+            "num_real": args.num_real, "seed": args.seed}
+
+
+def run(args: argparse.Namespace) -> dict[str, dict]:
+    r"""The results of every arm: run (resumably), cached in ``--out``, or only read back
+    (``--report-only``, or the arms not in ``--arms``)."""
     args.out.mkdir(parents=True, exist_ok=True)
     results = {}
-    settings = {"minutes": args.minutes, "num_samples": args.num_samples,
-                "sample_steps": args.sample_steps, "metrics": args.metrics,
-                "num_real": args.num_real, "seed": args.seed}
+    settings = settings_of(args)
     for arm in ARMS:
         path = args.out / f"arm_{arm}.json"
         cached = json.loads(path.read_text()) if path.exists() else None
@@ -355,15 +360,18 @@ def main(argv: list[str] | None = None) -> dict:
         result["settings"] = settings
         path.write_text(json.dumps(result, indent=2))
         results[arm] = result
-    body = report(args, results, settings)
-    picture = None
-    if args.write and not args.smoke and args.metrics == "fid":
-        picture = figure(args, results, FIGURES / "bench_quality.png")
-        if picture is not None:
-            body += ("\n\n![The first samples of each arm: (a), (b), (d) deblurred, (d) bicubic, "
-                     f"(c) as sampled](_static/figures/{picture.name})")
-    publish("quality", body, args.doc, args.write, picture)
     return results
+
+
+def draw_figure(args: argparse.Namespace, results: dict[str, dict]) -> Path | None:
+    r"""The samples of the finished arms (only in a real run with FID: the docs' figure)."""
+    if args.smoke or args.metrics != "fid":
+        return None
+    return figure(args, results, FIGURES / "bench_quality.png")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return bench_main(__file__, "quality", parse_args, run, report, argv, figure=draw_figure)
 
 
 if __name__ == "__main__":

@@ -24,15 +24,9 @@ from pathlib import Path
 
 import torch
 from _common import machine_description, time_cases
-from _infdiff import (
-    FIGURES,
-    command_line,
-    make_diffusion,
-    parse_preset,
-    resolve_device,
-    unet_config,
-)
-from _publish import add_publish_args, markdown_table, publish, save_figure
+from _infdiff import FIGURES, make_diffusion, parse_preset, resolve_device, unet_config
+from _publish import add_publish_args, markdown_table, save_figure
+from _skeleton import add_device_arg, add_threads_arg, bench_main, bench_parser, report_footer
 from subsampling import make_model
 
 from pyg_infdiff.diffusion import sample
@@ -116,9 +110,7 @@ def report(args: argparse.Namespace, result: dict, figure: Path | None) -> str:
         f"{'quartiles' if args.repeats >= 4 else 'min–max'}), all cases interleaved "
         "round-robin; \"cost\" is the median over the 1× median of the same model; \"cost ÷ "
         "pixels\" below 1 means sub-linear in the pixel count.",
-        f"- Device: {result['device']}; torch threads: {args.threads}. Machine: "
-        f"{result['machine']}.",
-        f"- Command: `{args.command}`",
+        *report_footer(args, result),
     ]
     return "\n".join(lines)
 
@@ -149,8 +141,7 @@ def plot(rows: list[dict], path: Path) -> Path:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = bench_parser(__doc__)
     p.add_argument("--presets", default="28,32",
                    help="comma list of UNetConfig presets; each is trained (and sampled 1×) at "
                    "its own resolution ('tiny': 16²)")
@@ -159,9 +150,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=2, help="images per sampling call")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (1 is the steadiest on a loaded, shared machine)")
+    add_device_arg(p)
+    add_threads_arg(p)
     p.add_argument("--seed", type=int, default=0)
     add_publish_args(p, "tiny model, 2 DDIM steps, one repeat (for the tests)",
                      figures=FIGURES, figure="plot")
@@ -175,15 +165,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def draw_figure(args: argparse.Namespace, result: dict) -> Path:
+    return plot(result["rows"], args.figures / "bench_resolution.png")
+
+
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    args.command = command_line(__file__, argv)
-    torch.set_num_threads(args.threads)
-    result = run(args)
-    figure = plot(result["rows"], args.figures / "bench_resolution.png") if args.write else None
-    body = report(args, result, figure)
-    publish("resolution", body, args.doc, args.write, figure)
-    return result
+    return bench_main(__file__, "resolution", parse_args, run, report, argv, figure=draw_figure)
 
 
 if __name__ == "__main__":

@@ -33,9 +33,9 @@ import argparse
 from collections.abc import Callable
 
 import torch
-from _common import machine_description, time_cases
-from _infdiff import command_line
-from _publish import add_publish_args, publish
+from _common import time_cases
+from _publish import add_publish_args
+from _skeleton import bench_main, bench_parser, machine_note
 from torch_geometric.utils import scatter, segment
 
 from pyg_infdiff.graph import LatticeIndex, radius_graph, subsample
@@ -149,7 +149,14 @@ def cases(edge_index: torch.Tensor, num_nodes: int, generator: torch.Generator,
     return scalar, depthwise, num_edges
 
 
-def run(repeats: int, threads: list[int], size: int = SIZE, channels: int = CHANNELS) -> dict:
+def run(args: argparse.Namespace) -> dict:
+    r"""The tables of :func:`measure` at the sizes of the run."""
+    return measure(args.repeats, args.threads, **(SMOKE if args.smoke else FULL))
+
+
+def measure(repeats: int, threads: list[int], size: int = SIZE,
+            channels: int = CHANNELS) -> dict:
+    r"""Median milliseconds of every backend, scalar and depthwise, at each thread count."""
     status = torch_sparse_status()
     gen = torch.Generator().manual_seed(0)
     edge_index, num_nodes = workload(gen, size)
@@ -168,7 +175,7 @@ def run(repeats: int, threads: list[int], size: int = SIZE, channels: int = CHAN
                 repeats=repeats)
 
 
-def report(result: dict, command: str) -> str:
+def report(args: argparse.Namespace, result: dict) -> str:
     threads, status = result["threads"], result["torch_sparse"]
     t_scalar, t_depth = result["scalar"], result["depthwise"]
     head = [f"scalar `A @ x`, {t} thr. (ms)" for t in threads]
@@ -197,17 +204,14 @@ def report(result: dict, command: str) -> str:
         "torch.sparse and torch_sparse.SparseTensor have no per-channel (depthwise) weights: "
         "'n/a'.",
         torch_sparse_note(status, t_scalar, threads),
-        f"Machine: {result['machine']} (load average at the end; shared machine). "
-        f"Command: `{command}`.",
+        machine_note(result),
     ]
     return "\n".join([TITLE, "", *rows, "", *[f"- {n}" for n in notes]])
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        epilog="CPU only: the table compares torch CPU thread counts, so there is no --device.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = bench_parser(__doc__, epilog="CPU only: the table compares torch CPU thread counts, so "
+                     "there is no --device.")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--threads", type=int, nargs="+", default=None,
                    help="torch CPU thread counts to compare (None: 1 and all)")
@@ -223,13 +227,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    command = command_line(__file__, argv)
-    result = run(args.repeats, args.threads, **(SMOKE if args.smoke else FULL))
-    result["machine"] = machine_description()
-    result["command"] = command
-    publish("sparse_backends", report(result, command), args.doc, args.write)
-    return result
+    return bench_main(__file__, "sparse_backends", parse_args, run, report, argv, stamp=True,
+                      threads=False)
 
 
 if __name__ == "__main__":

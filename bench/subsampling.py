@@ -40,15 +40,9 @@ from pathlib import Path
 
 import torch
 from _common import format_bytes, machine_description, peak_memory, time_cases
-from _infdiff import (
-    FIGURES,
-    command_line,
-    make_diffusion,
-    parse_preset,
-    resolve_device,
-    unet_config,
-)
-from _publish import add_publish_args, markdown_table, publish, save_figure
+from _infdiff import FIGURES, make_diffusion, parse_preset, resolve_device, unet_config
+from _publish import add_publish_args, markdown_table, save_figure
+from _skeleton import add_device_arg, add_threads_arg, bench_main, bench_parser, report_footer
 from torch import nn
 from torch_geometric.data import Batch
 
@@ -262,9 +256,7 @@ def report(args: argparse.Namespace, result: dict, figure: Path | None) -> str:
         f"- Timing: median of {args.repeats} repeats after {args.warmup} warm-up, all cases "
         f"interleaved round-robin (bracket: {'quartiles' if args.repeats >= 4 else 'min–max'})"
         f"; ratios are to rate {args.rates[0]} at the same resolution.{memory_note}",
-        f"- Device: {result['device']}; torch threads: {args.threads}. Machine: "
-        f"{result['machine']}.",
-        f"- Command: `{args.command}`",
+        *report_footer(args, result),
     ]
     return "\n".join(lines)
 
@@ -300,8 +292,7 @@ def plot(rows: list[dict], path: Path) -> Path:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = bench_parser(__doc__)
     p.add_argument("--resolutions", default="64,128", help="comma list of image sides")
     p.add_argument("--rates", default="1,2,4,8", help="comma list of subsampling rates")
     p.add_argument("--preset", type=parse_preset, default=None,
@@ -312,9 +303,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (1 is the steadiest on a loaded, shared machine)")
+    add_device_arg(p)
+    add_threads_arg(p)
     p.add_argument("--seed", type=int, default=0)
     add_publish_args(p, "tiny model at 16², rates 1 and 4, one repeat (for the tests)",
                      figures=FIGURES, figure="plot")
@@ -331,17 +321,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def draw_figure(args: argparse.Namespace, result: dict) -> Path:
+    return plot(result["rows"], args.figures / "bench_subsampling.png")
+
+
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    args.command = command_line(__file__, argv)
-    torch.set_num_threads(args.threads)
-    result = run(args)
-    figure = None
-    if args.write:
-        figure = plot(result["rows"], args.figures / "bench_subsampling.png")
-    body = report(args, result, figure)
-    publish("subsampling", body, args.doc, args.write, figure)
-    return result
+    return bench_main(__file__, "subsampling", parse_args, run, report, argv, figure=draw_figure)
 
 
 if __name__ == "__main__":

@@ -31,8 +31,9 @@ import argparse
 
 import torch
 from _common import machine_description, time_cases
-from _infdiff import command_line, make_diffusion, parse_preset, resolve_device, unet_config
-from _publish import add_publish_args, markdown_table, publish
+from _infdiff import make_diffusion, parse_preset, resolve_device, unet_config
+from _publish import add_publish_args, markdown_table
+from _skeleton import add_device_arg, add_threads_arg, bench_main, bench_parser, report_footer
 from baseline_ddpm import (
     build_dense_unet,
     count_parameters,
@@ -178,16 +179,13 @@ def report(args: argparse.Namespace, result: dict) -> str:
         f"{'quartiles' if args.repeats >= 4 else 'min–max'}), every case warmed up once "
         "untimed, all cases interleaved round-robin; \"÷ dense\" is the median time over the "
         "dense model's at the same resolution (below 1: faster than dense).",
-        f"- Device: {result['device']}; torch threads: {args.threads}. Machine: "
-        f"{result['machine']}.",
-        f"- Command: `{args.command}`",
+        *report_footer(args, result),
     ]
     return "\n".join(lines)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = bench_parser(__doc__)
     p.add_argument("--resolutions", default="28,64", help="comma list of image sides")
     p.add_argument("--rates", default="1,4", help="∞-Diff training subsampling rates")
     p.add_argument("--preset", type=parse_preset, default=None,
@@ -198,9 +196,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sample-batch", type=int, default=2, help="images per sampling batch")
     p.add_argument("--sample-steps", type=int, default=100, help="DDIM steps")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (1 is the steadiest on a loaded, shared machine)")
+    add_device_arg(p)
+    add_threads_arg(p)
     p.add_argument("--seed", type=int, default=0)
     add_publish_args(p, "tiny models at 16², 2 sampling steps, one repeat (for the tests)")
     args = p.parse_args(argv)
@@ -221,13 +218,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    args.command = command_line(__file__, argv)
-    torch.set_num_threads(args.threads)
-    result = run(args)
-    body = report(args, result)
-    publish("vs_dense", body, args.doc, args.write)
-    return result
+    return bench_main(__file__, "vs_dense", parse_args, run, report, argv)
 
 
 if __name__ == "__main__":

@@ -5,15 +5,15 @@ timings are asserted: only that the scripts run, report what they promise and th
 are sane (positive, finite; paths that compute the same thing agree)."""
 import importlib.util
 import math
-import re
 import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 sys.path.append(str(BENCH))  # appended (as in test_bench_smoke.py): the scripts import _common
+
+from _publish import read_section  # noqa: E402
 
 
 def _script(name: str):
@@ -32,20 +32,6 @@ kernel_conv = _script("kernel_conv")
 sparse_backends = _script("sparse_backends")
 SCRIPTS = {"data": data, "noise": noise, "kernel_conv": kernel_conv,
            "sparse_backends": sparse_backends}
-
-
-@pytest.fixture(autouse=True)
-def _keep_threads():
-    threads = torch.get_num_threads()  # the scripts set torch's thread count
-    yield
-    torch.set_num_threads(threads)
-
-
-def _section(doc: Path, name: str) -> str:
-    text = doc.read_text()
-    match = re.search(rf"<!-- bench:{name} -->\n(.*)\n<!-- /bench:{name} -->", text, re.S)
-    assert match is not None, text
-    return match.group(1)
 
 
 def _run(script: str, tmp_path: Path, *extra: str) -> tuple[dict, Path, str]:
@@ -87,7 +73,7 @@ def test_data_smoke(tmp_path):
     for r in rows:
         _positive(r["items_per_s"], r["ms_per_item"])
         assert r["ms_per_item"] == pytest.approx(1e3 / r["items_per_s"])
-    body = _section(doc, "data")
+    body = read_section("data", doc)
     _common_lines(body, command)
     assert body.startswith(data.TITLE)
     assert "| case | resolution | items/s | ms/item |\n|---|---:|---:|---:|\n" in body
@@ -105,7 +91,7 @@ def test_noise_smoke(tmp_path):
     for b in (1, 4):
         _positive(*(result["ms"][b][key] for key in ("fast", "points", "naive", "mollify")))
     assert result["err"] < 1e-4  # the lattice fast path evaluates the same field as the naive one
-    body = _section(doc, "noise")
+    body = read_section("noise", doc)
     _common_lines(body, command)
     assert "| case | nodes per graph | B=1 (ms) | B=4 (ms) | vs naive (B=1 / B=4) |" in body
     assert "| `NoiseField.at` full lattice (separable matmuls + gather) | 1,024 | " in body
@@ -134,7 +120,7 @@ def test_kernel_conv_smoke(tmp_path):
     for s in stats.values():
         _positive(*s["coarse"], *s["fine"], *s["subsampled"])
         assert len(s["coarse"]) == 2
-    body = _section(doc, "operator")
+    body = read_section("operator", doc)
     _common_lines(body, command)
     assert "### Graph path vs dense path vs conv2d" in body
     assert "| lattice | nodes | edges | graph generic (ms) | graph (ms) | dense (ms) |" in body
@@ -175,7 +161,7 @@ def _check_sparse(result: dict, body: str) -> dict[str, list[str]]:
 def test_sparse_backends_smoke(tmp_path):
     # runs whether or not torch_sparse is installed: its row is measured or 'unavailable'
     result, doc, command = _run("sparse_backends", tmp_path)
-    body = _section(doc, "sparse_backends")
+    body = read_section("sparse_backends", doc)
     _common_lines(body, command)
     rows = _check_sparse(result, body)
     measured = result["torch_sparse"] is None
@@ -189,7 +175,7 @@ def test_sparse_backends_without_torch_sparse(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch_sparse", None)  # as if not installed
     assert "not installed" in sparse_backends.torch_sparse_status()
     result, doc, command = _run("sparse_backends", tmp_path)
-    body = _section(doc, "sparse_backends")
+    body = read_section("sparse_backends", doc)
     _common_lines(body, command)
     rows = _check_sparse(result, body)
     assert rows["torch_sparse.SparseTensor"] == ["unavailable"] * 2 * len(result["threads"])

@@ -2,7 +2,6 @@
 resolution.py, consistency.py, quality.py, beyond_resolution.py): each runs its ``--smoke``
 configuration (tiny models, seconds) end to end and writes its section into a temporary copy of
 the docs. No timings are asserted: only that the scripts run and report what they promise."""
-import re
 import sys
 from pathlib import Path
 
@@ -16,16 +15,10 @@ import _infdiff  # noqa: E402
 import consistency  # noqa: E402
 import resolution  # noqa: E402
 import subsampling  # noqa: E402
+from _publish import read_section  # noqa: E402
 
 from pyg_infdiff.models import MultiscaleOperatorUNet  # noqa: E402
 from pyg_infdiff.training import create_ema, load_pretrained, save_checkpoint  # noqa: E402
-
-
-def _section(doc: Path, name: str) -> str:
-    text = doc.read_text()
-    match = re.search(rf"<!-- bench:{name} -->\n(.*)\n<!-- /bench:{name} -->", text, re.S)
-    assert match is not None, text
-    return match.group(1)
 
 
 def _common_lines(body: str) -> None:
@@ -40,7 +33,7 @@ def test_subsampling_smoke(tmp_path):
     assert [(r["resolution"], r["rate"]) for r in rows] == [(16, 1), (16, 4)]
     assert rows[0]["speedup"] == 1.0 and rows[0]["memory_reduction"] == 1.0
     assert rows[1]["nodes"] == 64 and all(r["peak"] > 0 for r in rows)
-    body = _section(doc, "subsampling")
+    body = read_section("subsampling", doc)
     _common_lines(body)
     assert "| 16² | 4 | 64 |" in body
     assert "not evaluated by this configuration" in body  # the goal needs the 128² preset
@@ -61,7 +54,7 @@ def test_vs_dense_smoke(tmp_path):
     names = set(result["timings"])
     assert {"16 ∞-Diff rate 1", "16 ∞-Diff rate 4", "16 dense train", "16 ∞-Diff sample",
             "16 dense sample"} == names
-    body = _section(doc, "vs_dense")
+    body = read_section("vs_dense", doc)
     _common_lines(body)
     assert "Goal (issue 5 #2) at 16²" in body and "dense DDPM (diffusers)" in body
 
@@ -72,7 +65,7 @@ def test_resolution_smoke(tmp_path):
     rows = result["rows"]
     assert [r["side"] for r in rows] == [16, 32, 64]
     assert [r["pixels"] for r in rows] == [1, 4, 16] and rows[0]["cost"] == 1.0
-    body = _section(doc, "resolution")
+    body = read_section("resolution", doc)
     _common_lines(body)
     assert "16× the pixels (16² → 64²)" in body
     assert (figures / "bench_resolution.png").stat().st_size > 0
@@ -122,7 +115,7 @@ def test_consistency_smoke(tmp_path):
     assert same.shape == (4,) and bool(torch.isfinite(same).all())
     # the same seeds agree better across resolutions than different seeds at one resolution
     assert same.mean() > result["rows"]["mollified"]["other"].mean()
-    body = _section(doc, "consistency")
+    body = read_section("consistency", doc)
     _common_lines(body)
     assert "PSNR 32²↓16² vs 16²" in body and "(step 7, ema weights)" in body
     assert (figures / "bench_consistency.png").stat().st_size > 0
@@ -161,7 +154,7 @@ def test_quality_smoke(tmp_path):
     assert again["a"] == a and again["d"] == d
     quality.main(["--smoke", "--report-only", "--minutes", "0.02", "--out", str(out),
                   "--write", "--doc", str(doc)])
-    body = _section(doc, "quality")
+    body = read_section("quality", doc)
     assert "(a) ∞-Diff, 4× subsampling" in body and "not evaluated yet" in body
     assert "(c) not finished" in body and "issue 5 #5" in body
 
@@ -175,7 +168,7 @@ def test_beyond_resolution_smoke(tmp_path):
     assert result["sides"] == [16, 32, 64]
     assert (16, "∞-Diff sample", "deblurred") in result["scores"]
     assert (64, "bicubic ×4 of 16² samples", "mollified") in result["scores"]
-    body = _section(doc, "beyond_resolution")
+    body = read_section("beyond_resolution", doc)
     _common_lines(body)
     assert "Goal (issue 5 #5 on this data) at 64²" in body
     assert (figures / "bench_beyond.png").stat().st_size > 0

@@ -2,7 +2,6 @@
 for seconds each, sampled, scored and written into a temporary copy of the docs. No quality or
 timing is asserted: only that the script runs and reports what it promises."""
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -13,20 +12,7 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
 sys.path.append(str(BENCH))  # appended: bench/kernel_conv.py must not shadow the standard module
 
 import beyond_training  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def _keep_threads():
-    threads = torch.get_num_threads()  # the script sets torch's thread count
-    yield
-    torch.set_num_threads(threads)
-
-
-def _section(doc: Path, name: str) -> str:
-    text = doc.read_text()
-    match = re.search(rf"<!-- bench:{name} -->\n(.*)\n<!-- /bench:{name} -->", text, re.S)
-    assert match is not None, text
-    return match.group(1)
+from _publish import read_section  # noqa: E402
 
 
 def _run(tmp_path: Path, *extra: str) -> tuple[dict, str, Path]:
@@ -34,7 +20,7 @@ def _run(tmp_path: Path, *extra: str) -> tuple[dict, str, Path]:
     argv = ["--smoke", "--minutes", "0.02", "--out", str(tmp_path / "bt"), "--write",
             "--doc", str(doc), "--figures", str(figures), *extra]
     result = beyond_training.main(argv)
-    return result, _section(doc, "beyond_training"), figures
+    return result, read_section("beyond_training", doc), figures
 
 
 def test_beyond_training_smoke(tmp_path):

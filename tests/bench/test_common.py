@@ -1,5 +1,6 @@
-"""Shared benchmark utilities (bench/_common.py): interleaved timing, peak memory in a fresh
-subprocess, markdown sections rewritten in place."""
+"""Shared benchmark utilities (bench/_common.py, _publish.py, _skeleton.py): interleaved timing,
+peak memory in a fresh subprocess, markdown sections rewritten in place and read back, the
+skeleton of every script's ``main``."""
 import sys
 import threading
 import time
@@ -17,7 +18,14 @@ from _common import (  # noqa: E402
     peak_memory,
     time_cases,
 )
-from _publish import compact_figure, markdown_table, write_section  # noqa: E402
+from _publish import compact_figure, markdown_table, read_section, write_section  # noqa: E402
+from _skeleton import (  # noqa: E402
+    bench_main,
+    bench_parser,
+    command_line,
+    machine_note,
+    report_footer,
+)
 
 ALLOC = 48 * 2**20
 
@@ -74,8 +82,11 @@ def test_write_section_replaces_only_its_own(tmp_path):
     text = doc.read_text()
     assert text.startswith("# Title") and "hand-written" in text and "second" in text
     assert all(text.count(f"body {i}\n") == 1 for i in range(8))
+    assert read_section("one", doc) == "FIRST" and read_section("s3", doc) == "body 3"
     with pytest.raises(ValueError, match="section name"):
         write_section("bad name", "x", doc)
+    with pytest.raises(ValueError, match="no section 'three'"):
+        read_section("three", doc)
 
 
 def test_formatting_helpers():
@@ -105,3 +116,47 @@ def test_compact_figure_keeps_small_pngs_and_fits_large_ones(tmp_path):
     Image.fromarray(noise.permute(1, 2, 0).numpy()).save(again)
     with pytest.raises(ValueError, match="does not fit"):
         compact_figure(again, max_bytes=1_000)
+
+
+def test_bench_main_runs_the_skeleton(tmp_path, capsys):
+    # the skeleton of every script: parse, command line, threads, run, figure, publish
+    def parse_args(argv):
+        p = bench_parser("A toy benchmark.\n\nMore text.")
+        p.add_argument("--threads", type=int, default=1)
+        p.add_argument("--write", action="store_true")
+        p.add_argument("--doc", type=Path)
+        return p.parse_args(argv)
+
+    def report(args, result, figure=None):
+        return "\n".join([f"## Toy {result['value']} {figure}",
+                          *report_footer(args, result, " Extra."), f"- {machine_note(result)}"])
+
+    threads = torch.get_num_threads()
+    doc = tmp_path / "doc.md"
+    argv = ["--threads", "2", "--write", "--doc", str(doc)]
+    try:
+        result = bench_main(__file__, "toy", parse_args,
+                            lambda args: {"value": 7, "device": "cpu"}, report, argv,
+                            figure=lambda args, result: tmp_path / "fig.png", stamp=True)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+    command = command_line(__file__, argv)
+    assert command.startswith("python tests/bench/test_common.py --threads 2 --write --doc ")
+    assert result["value"] == 7 and result["command"] == command and result["machine"]
+    body = read_section("toy", doc)
+    assert body.splitlines() == [
+        f"## Toy 7 {tmp_path / 'fig.png'}",
+        f"- Device: cpu; torch threads: 2. Machine: {result['machine']}. Extra.",
+        f"- Command: `{command}`",
+        f"- Machine: {result['machine']} (load average at the end; shared machine). "
+        f"Command: `{command}`.",
+    ]
+    assert body in capsys.readouterr().out
+    # without --write: no figure drawn, nothing written; without a figure: report(args, result)
+    bench_main(__file__, "toy", parse_args, lambda args: {"value": 8, "device": "cpu"},
+               report, ["--doc", str(doc)], figure=lambda args, result: 1 / 0, stamp=True,
+               threads=False)
+    bench_main(__file__, "toy", parse_args, lambda args: {"value": 9}, lambda a, r: "## Nine",
+               ["--doc", str(doc)])
+    assert read_section("toy", doc).startswith("## Toy 7")

@@ -4,12 +4,10 @@ machine's device and writes its section into a temporary copy of the docs. No ti
 asserted: only that every case runs and the report says what it measured."""
 import importlib.util
 import math
-import re
 import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 sys.path.append(str(BENCH))  # appended (as in test_bench_smoke.py): the scripts import _common
@@ -19,14 +17,9 @@ device_smoke = importlib.util.module_from_spec(spec)
 sys.modules[spec.name] = device_smoke
 spec.loader.exec_module(device_smoke)
 
+from _publish import read_section  # noqa: E402
+
 from pyg_infdiff.nn import KernelIntegralConv  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def _keep_threads():
-    threads = torch.get_num_threads()  # the script sets torch's thread count
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_cli(capsys):
@@ -62,9 +55,7 @@ def test_smoke(tmp_path):
         on_cpu = result["device"] == "cpu"
         assert (r["peak"] is None) if on_cpu else r["peak"] > 0
     assert all(r["speedup"] == 1.0 for r in rows if r["mode"] == "eager")
-    text = doc.read_text()
-    body = re.search(r"<!-- bench:device_smoke -->\n(.*)\n<!-- /bench:device_smoke -->", text,
-                     re.S).group(1)
+    body = read_section("device_smoke", doc)
     assert body.startswith(device_smoke.TITLE)
     assert "| 16² | dense | compiled | 64 | " in body
     assert f"Command: `python bench/device_smoke.py --smoke --write --doc {doc}`" in body

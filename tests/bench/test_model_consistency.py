@@ -2,7 +2,6 @@
 on 8², 24², 72² lattices and subsets of 32², one seed, seconds) runs end to end and writes its
 section into a temporary copy of the docs. No numbers are asserted beyond their shape: the
 measurement itself is the benchmark's published table."""
-import re
 import sys
 from pathlib import Path
 
@@ -10,6 +9,7 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
 sys.path.append(str(BENCH))  # appended: bench/kernel_conv.py must not shadow the standard module
 
 import model_consistency  # noqa: E402
+from _publish import read_section  # noqa: E402
 
 
 def test_model_consistency_smoke(tmp_path):
@@ -22,11 +22,7 @@ def test_model_consistency_smoke(tmp_path):
     assert all(len(r["errors"]) == 4 and all(e >= 0 for e in r["errors"]) for r in rows)
     assert [(r["radius_px"], r["pool"]) for r in result["radius_rows"]] == [
         (5.0, p) for p in model_consistency.POOLS]
-    text = doc.read_text()
-    match = re.search(r"<!-- bench:model_consistency -->\n(.*)\n<!-- /bench:model_consistency -->",
-                      text, re.S)
-    assert match is not None, text
-    body = match.group(1)
+    body = read_section("model_consistency", doc)
     assert "| model | 0.5 | `tent` |" in body and "| 8² vs 24² |" in body
     assert "Targets of issue 12 for the default pool (`tent`)" in body
     assert "| radius (train px) | pool | 8² vs 24² | 24² vs 72² |" in body
