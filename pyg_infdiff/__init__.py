@@ -11,6 +11,14 @@ Subpackages, each one concept:
 * :mod:`pyg_infdiff.training`: the trainer, EMA and checkpoints.
 * :mod:`pyg_infdiff.metrics`: sample-quality metrics.
 * :mod:`pyg_infdiff.testing`: discretisation-invariance checkers and Hypothesis strategies.
+
+At the top level, :func:`validation` (a context manager), :func:`validation_enabled` and
+:func:`set_validation` switch the input checks that read tensor values back to the host (a
+device synchronisation) on and off.
 """
 
 __version__ = "0.1.0"
+
+from pyg_infdiff._validation import set_validation, validation, validation_enabled
+
+__all__ = ["set_validation", "validation", "validation_enabled"]

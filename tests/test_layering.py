@@ -11,12 +11,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "pyg_infdiff"
 # What each subpackage may import from the others. A layer only looks down.
 ALLOWED: dict[str, set[str]] = {
     "_dist": set(),
+    "_validation": set(),
     "graph": set(),
-    "noise": {"graph"},
-    "nn": {"graph"},
+    "noise": {"graph", "_validation"},
+    "nn": {"graph", "_validation"},
     "testing": {"graph"},
-    "diffusion": {"graph", "noise"},
-    "models": {"graph", "nn"},
+    "diffusion": {"graph", "noise", "_validation"},
+    "models": {"graph", "nn", "_validation"},
     "data": {"_dist", "graph"},
     "metrics": {"data"},
     "training": {"_dist", "graph", "noise", "nn", "models", "diffusion", "data", "metrics"},

@@ -2,13 +2,15 @@ r"""The mollified forward process of ∞-Diff on graph nodes, its parametrisatio
 training loss."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor
 from torch_geometric.utils import scatter
 
+from pyg_infdiff._validation import validation_enabled
 from pyg_infdiff.graph.lattice import LatticeIndex
 from pyg_infdiff.noise import GaussianMollifier, MollifiedNoise
 
@@ -168,9 +170,6 @@ class MollifiedDiffusion:
         if t.dim() != 1 or t.dtype not in (torch.int32, torch.int64) or t.numel() == 0:
             raise ValueError(f"'t' must be a non-empty 1-D integer tensor, got {t.dtype} "
                              f"of shape {tuple(t.shape)}")
-        if int(t.min()) < 0 or int(t.max()) >= self.num_steps:
-            raise ValueError(f"Time steps must lie in [0, {self.num_steps - 1}], got "
-                             f"[{int(t.min())}, {int(t.max())}]")
         if batch is None:
             if t.numel() != 1:
                 raise ValueError(f"Without a 'batch' vector 't' must hold one step, got "
@@ -178,15 +177,24 @@ class MollifiedDiffusion:
             batch = torch.zeros(num_nodes, dtype=torch.long, device=t.device)
         if batch.shape != (num_nodes,):
             raise ValueError(f"'batch' must have shape ({num_nodes},), got {tuple(batch.shape)}")
-        if num_nodes > 0:
-            low, high = (int(v) for v in batch.aminmax())
-            if low < 0 or high >= t.numel():
-                raise ValueError(f"'batch' values must lie in [0, {t.numel() - 1}] (one per "
-                                 f"entry of 't'), got [{low}, {high}]")
+        if validation_enabled():  # the values, in one read back to the host
+            self._check_values(t, batch)
         signal, noise = self._scales(t.device)
         a = signal[t.long()][batch]
         s = noise[t.long()][batch]
         return a.to(dtype).unsqueeze(-1), s.to(dtype).unsqueeze(-1)
+
+    def _check_values(self, t: Tensor, batch: Tensor) -> None:
+        values = [t.min(), t.max()]
+        if batch.numel() > 0:
+            values += [batch.min().to(t.device), batch.max().to(t.device)]
+        t_low, t_high, *extent = torch.stack(values).tolist()
+        if t_low < 0 or t_high >= self.num_steps:
+            raise ValueError(f"Time steps must lie in [0, {self.num_steps - 1}], got "
+                             f"[{t_low}, {t_high}]")
+        if extent and (extent[0] < 0 or extent[1] >= t.numel()):
+            raise ValueError(f"'batch' values must lie in [0, {t.numel() - 1}] (one per "
+                             f"entry of 't'), got [{extent[0]}, {extent[1]}]")
 
     def _scales(self, device: torch.device) -> tuple[Tensor, Tensor]:
         # (sqrt(abar), sqrt(1 - abar)) on a device, cached for the current schedule.
@@ -260,6 +268,7 @@ class MollifiedDiffusion:
         noise: Tensor | None = None,
         generator: torch.Generator | None = None,
         timestep_sampler: TimestepSampler | None = None,
+        model_kwargs: Mapping[str, Any] | None = None,
     ) -> TrainingLosses:
         r"""Computes the denoising loss at the nodes, with its per-graph parts.
 
@@ -288,6 +297,10 @@ class MollifiedDiffusion:
             generator (torch.Generator, optional): Source of randomness. (default: :obj:`None`)
             timestep_sampler (TimestepSampler, optional): Draws :obj:`t` and importance weights;
                 :obj:`None` means uniform. (default: :obj:`None`)
+            model_kwargs (Mapping, optional): More keyword arguments of the model, e.g.
+                ``{"cond": z}`` with one row of :math:`z` per graph for a conditioned model;
+                gradients flow into them (an encoder trained with the model). (default:
+                :obj:`None`)
         """
         x0, pos, batch_vec, num_graphs, lattice = _graph_inputs(batch)
         if t is None:
@@ -307,13 +320,16 @@ class MollifiedDiffusion:
             raise ValueError(f"'noise' must have the shape of 'x' {tuple(x0.shape)}, got "
                              f"{tuple(noise.shape)}")
 
-        x_t = self.q_sample(x0, t, noise, batch_vec)
+        # The coefficients once (their checks read back to the host), for x_t and the target.
+        a, s = self.coefficients(t, batch_vec, x0.size(0), x0.dtype)
+        x_t = a * x0 + s * noise
         output = call_denoiser(model, x_t, pos, t, batch_vec, getattr(batch, "edge_index", None),
-                               lattice)
+                               lattice, model_kwargs)
         if output.shape != x0.shape:
             raise ValueError(f"The model returned {tuple(output.shape)}, expected "
                              f"{tuple(x0.shape)}")
-        per_node = (output - self.target(x0, noise, t, batch_vec)).pow(2).mean(dim=-1)
+        target = training_target(x0, noise, a, s, self.parametrization)
+        per_node = (output - target).pow(2).mean(dim=-1)
         per_graph = scatter(per_node, batch_vec, dim=0, dim_size=num_graphs, reduce="mean")
         weights = weights.to(per_node.dtype)
         loss = (weights[batch_vec] * per_node).mean()
@@ -329,10 +345,12 @@ class MollifiedDiffusion:
         noise: Tensor | None = None,
         generator: torch.Generator | None = None,
         timestep_sampler: TimestepSampler | None = None,
+        model_kwargs: Mapping[str, Any] | None = None,
     ) -> Tensor:
         r"""The scalar loss of :meth:`training_losses` (same arguments)."""
         return self.training_losses(model, batch, t, noise, generator=generator,
-                                    timestep_sampler=timestep_sampler).loss
+                                    timestep_sampler=timestep_sampler,
+                                    model_kwargs=model_kwargs).loss
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}(noise={self.noise!r}, schedule={self.schedule!r}, "
@@ -351,8 +369,11 @@ def _graph_inputs(batch) -> tuple[Tensor, Tensor, Tensor, int, LatticeIndex | No
     num_graphs = int(num_graphs) if num_graphs else int(batch_vec.max()) + 1
     lattice = None
     shapes = getattr(batch, "lattice_shape", None)
-    if getattr(batch, "pixel", None) is not None and shapes is not None:
-        shapes = shapes.view(-1, shapes.size(-1))
-        if bool((shapes == shapes[0]).all()):  # mixed resolutions: no common lattice
-            lattice = LatticeIndex.from_data(batch)
+    pixel = getattr(batch, "pixel", None)
+    if pixel is not None and shapes is not None:
+        shapes = shapes.view(-1, shapes.size(-1)).tolist()  # the one read back of a batch
+        if all(shape == shapes[0] for shape in shapes):  # mixed resolutions: no common lattice
+            lattice = LatticeIndex(tuple(shapes[0]), pixel, batch_vec, num_graphs)
+            lattice.is_full()  # decided here, eagerly (free unless every pixel is a node), so
+            # that a compiled model reads a known answer instead of breaking its graph
     return x0, pos, batch_vec, num_graphs, lattice

@@ -1,14 +1,15 @@
 r"""Drawing samples from a trained denoiser at any resolution or on any point set."""
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from pyg_infdiff._validation import validation, validation_enabled
 from pyg_infdiff.graph.lattice import LatticeIndex
 
 from .conditioning import Observation, renoise, repaint_levels
@@ -54,9 +55,9 @@ def _nodes(pos: Tensor | None, batch: Tensor | None, shape: Sequence[int] | None
         raise ValueError(f"'pos' must be a floating [N, d] tensor, got {pos.dtype} "
                          f"{tuple(pos.shape)}")
     pos = pos.to(device=device if device is not None else pos.device, dtype=dtype or pos.dtype)
-    if pos.numel() and not (float(pos.min()) >= -_POS_TOL and float(pos.max()) <= 1 + _POS_TOL):
-        raise ValueError(f"Coordinates must lie in [0, 1]^d, got values in "
-                         f"[{float(pos.min())}, {float(pos.max())}]")
+    low, high = torch.stack([pos.min(), pos.max()]).tolist() if pos.numel() else (0.0, 0.0)
+    if not (low >= -_POS_TOL and high <= 1 + _POS_TOL):
+        raise ValueError(f"Coordinates must lie in [0, 1]^d, got values in [{low}, {high}]")
     if batch is None:
         num_graphs = num_samples or 1
         batch = torch.arange(num_graphs, device=pos.device).repeat_interleave(pos.size(0))
@@ -95,6 +96,8 @@ def sample(
     edge_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
+    model_kwargs: Mapping[str, Any] | None = None,
+    noise: Tensor | None = None,
 ) -> SampleOutput:
     r"""Samples functions from a denoiser and reads them at lattice pixels or at given points.
 
@@ -106,7 +109,10 @@ def sample(
 
     The values are samples of the mollified data :math:`T x_0`; deblur images with
     ``diffusion.mollifier.undo(out.images, ndim)``. The model is used as given (call
-    ``model.eval()`` first), under :func:`torch.no_grad`.
+    ``model.eval()`` first), under :func:`torch.no_grad`. Inputs are checked once: the nodes
+    here, the model's inputs at its first call; its later calls and the noise draws run with
+    :func:`pyg_infdiff.validation` off, so a step on lattices reads nothing back from the
+    device.
 
     Draws from :obj:`generator`, in order: the initial field; then per reverse step, a field
     for the sampler if the step is stochastic and a field for the observation if any (unless
@@ -155,6 +161,12 @@ def sample(
             :obj:`pos`, else CPU)
         dtype (torch.dtype, optional): Floating type of the states. (default: :obj:`None`,
             that of :obj:`pos`, else float32)
+        model_kwargs (Mapping, optional): More keyword arguments of the model at every step,
+            e.g. ``{"cond": z}`` with one row per sample for a conditioned model.
+            (default: :obj:`None`)
+        noise (torch.Tensor, optional): The initial state at the nodes, :math:`(N, C)`, e.g.
+            one mollified field read for every sample (then :obj:`generator` is not drawn
+            from for it). (default: :obj:`None`, a fresh field per sample)
     """
     pos, batch, num_graphs, lattice = _nodes(pos, batch, shape, num_samples, device, dtype)
     if observation is not None:
@@ -187,19 +199,29 @@ def sample(
     edge_index = edge_fn(pos, batch) if edge_fn is not None else None
 
     def draw(g: torch.Generator | None = generator) -> Tensor:
-        return diffusion.draw_noise(num_graphs, channels, pos, batch, lattice, g)
+        with validation(False):  # the nodes were checked once, above (_nodes)
+            return diffusion.draw_noise(num_graphs, channels, pos, batch, lattice, g)
 
     timesteps = solver.timesteps.tolist() + [-1]  # level l is timesteps[steps - l]
     levels = repaint_levels(steps, jump_length, resample)
-    x = draw()
+    if noise is not None and noise.shape != (pos.size(0), channels):
+        raise ValueError(f"'noise' must have shape {(pos.size(0), channels)} (nodes, channels),"
+                         f" got {tuple(noise.shape)}")
+    x = draw() if noise is None else noise.to(device=pos.device, dtype=pos.dtype)
     pairs = list(zip(levels[:-1], levels[1:], strict=True))
+    # The model checks its inputs (nodes, batch, lattice: the same at every step) at its first
+    # call; the later calls run without value checks, so a step reads nothing back to the host.
+    check = validation_enabled()
     for level, next_level in tqdm(pairs, disable=not progress, desc="sampling"):
         t, t_next = timesteps[steps - level], timesteps[steps - next_level]
         if next_level > level:  # RePaint: noise forward again
             x = renoise(x, schedule, t, t_next, draw())
             continue
         t_vec = torch.full((num_graphs,), t, dtype=torch.long, device=pos.device)
-        output = call_denoiser(model, x, pos, t_vec, batch, edge_index, lattice)
+        with validation(check):
+            output = call_denoiser(model, x, pos, t_vec, batch, edge_index, lattice,
+                                   model_kwargs)
+        check = False
         x = solver.step(output, t, x, noise=draw, generator=generator).prev_sample
         if observation is not None:
             known = observation.noised(schedule, t_next, draw() if t_next >= 0 else None)

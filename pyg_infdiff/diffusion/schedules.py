@@ -29,6 +29,7 @@ class NoiseSchedule:
     name: str = "custom"
     alphas: Tensor = field(init=False, repr=False)
     alphas_cumprod: Tensor = field(init=False, repr=False)
+    _alphas_cumprod: tuple[float, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         betas = torch.as_tensor(self.betas).to(torch.float64)
@@ -43,6 +44,8 @@ class NoiseSchedule:
         object.__setattr__(self, "betas", betas)
         object.__setattr__(self, "alphas", alphas)
         object.__setattr__(self, "alphas_cumprod", torch.cumprod(alphas, dim=0))
+        # Python floats for the samplers, read once here rather than at every step.
+        object.__setattr__(self, "_alphas_cumprod", tuple(self.alphas_cumprod.tolist()))
 
     @property
     def num_steps(self) -> int:
@@ -69,7 +72,7 @@ class NoiseSchedule:
         t = int(t)
         if t < -1 or t >= self.num_steps:
             raise ValueError(f"Time step must lie in [-1, {self.num_steps - 1}], got {t}")
-        return 1.0 if t < 0 else float(self.alphas_cumprod[t])
+        return 1.0 if t < 0 else self._alphas_cumprod[t]
 
     def to(self, device: torch.device | str | None) -> NoiseSchedule:
         r"""Returns a copy with its buffers on :obj:`device` (still float64)."""

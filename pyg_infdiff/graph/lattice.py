@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -92,12 +92,16 @@ class LatticeIndex:
         pixel (torch.Tensor): Flat pixel index of each node, shape :math:`(N,)`.
         batch (torch.Tensor): Graph index of each node, shape :math:`(N,)`.
         num_graphs (int): The number of graphs :math:`B` in the batch.
+        known_full (bool, optional): Whether the nodes are known to be the full lattices in
+            the order of :meth:`full` (:meth:`full` sets it); :obj:`None` means unknown:
+            :meth:`is_full` then decides once and keeps the answer. (default: :obj:`None`)
     """
 
     shape: tuple[int, ...]
     pixel: Tensor
     batch: Tensor
     num_graphs: int
+    known_full: bool | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape", _check_shape(self.shape))
@@ -117,7 +121,7 @@ class LatticeIndex:
         n = math.prod(shape)
         pixel = torch.arange(n, device=device).repeat(num_graphs)
         batch = torch.arange(num_graphs, device=device).repeat_interleave(n)
-        return cls(shape, pixel, batch, num_graphs)
+        return cls(shape, pixel, batch, num_graphs, known_full=True)
 
     @classmethod
     def from_data(cls, data) -> LatticeIndex:
@@ -157,11 +161,20 @@ class LatticeIndex:
         return self.batch * self.num_pixels + self.pixel
 
     def is_full(self) -> bool:
-        r"""Whether the nodes are exactly the full lattices in the order of :meth:`full`."""
+        r"""Whether the nodes are exactly the full lattices in the order of :meth:`full`.
+
+        Free when the node count says no, or when the answer is known (:obj:`known_full`, set by
+        :meth:`full`); otherwise it compares the indices once (a read back to the host) and
+        keeps the answer, so that layers may ask at every call."""
+        if self.known_full is not None:
+            return self.known_full
         if self.pixel.numel() != self.num_graphs * self.num_pixels:
-            return False
-        expected = torch.arange(self.pixel.numel(), device=self.pixel.device)
-        return bool((self.flat_index() == expected).all())
+            full = False
+        else:
+            expected = torch.arange(self.pixel.numel(), device=self.pixel.device)
+            full = bool((self.flat_index() == expected).all())
+        object.__setattr__(self, "known_full", full)  # frozen: the cache of a derived fact
+        return full
 
     def pos(self, dtype: torch.dtype = torch.float32) -> Tensor:
         r"""The domain coordinates of the nodes, shape :math:`(N, d)`."""

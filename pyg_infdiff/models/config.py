@@ -65,6 +65,12 @@ class UNetConfig:
         time_embed_dim (int, optional): Size of the sinusoidal time embedding; the
             conditioning vector has 4 times this size. (default: :obj:`32`)
         dropout (float, optional): Dropout in the residual blocks. (default: :obj:`0.0`)
+        cond_dim (int, optional): Size :math:`D` of a conditioning vector :math:`\mathbf{z}`
+            per graph (e.g. the latent of a :class:`~pyg_infdiff.models.FunctionEncoder`);
+            when positive the model takes ``cond=z`` of shape :math:`(B, D)` and adds an MLP
+            of it to the time embedding that every block receives. :obj:`0` means an
+            unconditioned model, with the parameters (and state dict) of models saved before
+            this field existed. (default: :obj:`0`)
     """
 
     in_channels: int = 1
@@ -86,6 +92,7 @@ class UNetConfig:
     num_heads: int = 4
     time_embed_dim: int = 32
     dropout: float = 0.0
+    cond_dim: int = 0
 
     def __post_init__(self) -> None:
         self.grid_shape = tuple(int(g) for g in self.grid_shape)
@@ -102,6 +109,8 @@ class UNetConfig:
             raise ValueError(
                 f"'num_operator_blocks' must be >= 0, got {self.num_operator_blocks}"
             )
+        if self.cond_dim < 0:
+            raise ValueError(f"'cond_dim' must be >= 0, got {self.cond_dim}")
         if self.pool not in POOL_METHODS:
             raise ValueError(f"'pool' must be one of {POOL_METHODS}, got {self.pool!r}")
         if self.kernel_num_basis < 2:

@@ -6,12 +6,22 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.typing import OptTensor
 
+from pyg_infdiff._validation import validation, validation_enabled
 from pyg_infdiff.graph import LatticeIndex, radius_graph
 from pyg_infdiff.models.config import UNetConfig
 from pyg_infdiff.nn.dense import Downsample, ResBlock, SelfAttention, Upsample, conv_nd, group_norm
 from pyg_infdiff.nn.embedding import TimeEmbedding
 from pyg_infdiff.nn.operator_block import OperatorBlock
 from pyg_infdiff.nn.pool import GridPool, GridUnpool
+
+
+@torch.compiler.disable
+def _radius_edges(pos: Tensor, radius: float, batch: Tensor) -> Tensor:
+    # The one graph break of a compiled forward, on purpose: torch_cluster's neighbour search
+    # cannot be traced (no meta kernel; its output size depends on the data), so it runs eagerly
+    # between two graphs. Passing edge_index (GraphCollator(radius=...) does) or a full lattice
+    # avoids it: the forward is then one graph (tests/models/test_compile.py).
+    return radius_graph(pos, radius, batch, loop=True)
 
 
 def num_parameters(module: nn.Module, trainable_only: bool = True) -> int:
@@ -142,6 +152,15 @@ class MultiscaleOperatorUNet(nn.Module):
     5. **Projection**: layer norm, SiLU and a zero-initialised linear map (the output is zero
        at initialisation).
 
+    **Conditioning** (:obj:`config.cond_dim` :math:`= D > 0`): the model takes a vector
+    :math:`\mathbf{z}_b` per graph (``cond``, e.g. the latent of a
+    :class:`~pyg_infdiff.models.FunctionEncoder`) and adds
+    :math:`\mathbf{W}_2\, \mathrm{SiLU}(\mathbf{W}_1 \mathbf{z}_b + \mathbf{b}_1) + \mathbf{b}_2`
+    to the time embedding :math:`\mathbf{e}(t_b)`, which every operator block and residual
+    block reads (scale and shift), as the diffusion autoencoder of the paper conditions every
+    block on :math:`\mathbf{z}`. With :obj:`cond_dim=0` (the default) the model has no such
+    parameters and takes no ``cond``.
+
     Every part is defined on functions (kernels in domain units, normalised integrals,
     pooling to a fixed lattice), so the same weights run at any resolution and on any point
     set. On full lattices (a :obj:`lattice` that :meth:`~LatticeIndex.is_full`) the kernel
@@ -154,7 +173,8 @@ class MultiscaleOperatorUNet(nn.Module):
 
     Shapes:
         - **input:** noisy values :math:`(N, C_{in})`, positions :math:`(N, d)`, time steps
-          :math:`(B,)`, batch vector :math:`(N,)` (sorted), optional edges :math:`(2, E)`
+          :math:`(B,)`, batch vector :math:`(N,)` (sorted), optional edges :math:`(2, E)`,
+          condition :math:`(B, D)` when :obj:`config.cond_dim` :math:`= D > 0`
         - **output:** :math:`(N, C_{out})`
     """
 
@@ -164,6 +184,10 @@ class MultiscaleOperatorUNet(nn.Module):
         c, ch = config, config.operator_channels
         time_channels = 4 * c.time_embed_dim
         self.time_embed = TimeEmbedding(c.time_embed_dim, time_channels)
+        self.cond_embed = None if c.cond_dim == 0 else nn.Sequential(
+            nn.Linear(c.cond_dim, time_channels), nn.SiLU(),
+            nn.Linear(time_channels, time_channels),
+        )
         lift_in = c.in_channels + (c.ndim if c.coordinate_features else 0)
         self.lift = nn.Linear(lift_in, ch)
 
@@ -195,6 +219,7 @@ class MultiscaleOperatorUNet(nn.Module):
         batch: OptTensor = None,
         edge_index: OptTensor = None,
         lattice: LatticeIndex | None = None,
+        cond: OptTensor = None,
     ) -> Tensor:
         r"""
         Args:
@@ -206,6 +231,9 @@ class MultiscaleOperatorUNet(nn.Module):
                 :obj:`config.radius` with self-loops; built if needed. (default: :obj:`None`)
             lattice (LatticeIndex, optional): Lattice positions of the nodes, enabling the
                 dense paths. (default: :obj:`None`)
+            cond (torch.Tensor, optional): The conditioning vector of each graph,
+                :math:`(B, D)`; required if and only if :obj:`config.cond_dim` is positive.
+                (default: :obj:`None`)
         """
         c = self.config
         if x_t.dim() != 2 or x_t.size(1) != c.in_channels:
@@ -219,14 +247,52 @@ class MultiscaleOperatorUNet(nn.Module):
         num_graphs = t.numel()
         if batch is None:
             batch = torch.zeros(x_t.size(0), dtype=torch.long, device=x_t.device)
-        elif batch.numel() > 0 and int(batch.max()) >= num_graphs:
-            raise ValueError(
-                f"'batch' refers to graph {int(batch.max())} but 't' has {num_graphs} entries"
-            )
-        full = lattice is not None and lattice.is_full()
+        if validation_enabled():  # the inputs' values, once (the layers inside do not check)
+            self._check_values(pos, batch, num_graphs, lattice)
+        full = lattice is not None and lattice.is_full()  # known, or decided once (cached)
         if edge_index is None and not full and c.num_operator_blocks > 0:
-            edge_index = radius_graph(pos, c.radius, batch, loop=True)
+            edge_index = _radius_edges(pos, c.radius, batch)
+        with validation(False):  # checked above: no layer inside reads back from the device
+            return self._denoise(x_t, pos, t, batch, edge_index, lattice, num_graphs,
+                                 self._check_cond(cond, num_graphs))
+
+    def _check_values(self, pos: Tensor, batch: Tensor, num_graphs: int,
+                      lattice: LatticeIndex | None) -> None:
+        # One read back to the host for the coordinates, the batch vector and the lattice.
+        if pos.numel() == 0:
+            return
+        values = [pos.min(), pos.max(), batch.min(), batch.max()]
+        if lattice is not None and lattice.pixel.shape == batch.shape:
+            values.append((pos - lattice.pos(pos.dtype)).abs().max())
+        low, high, first, last, *gap = torch.stack([v.double() for v in values]).tolist()
+        if not (low >= -1e-6 and high <= 1 + 1e-6):
+            raise ValueError(f"Coordinates must lie in [0, 1]^{pos.size(1)}, got pos in "
+                             f"[{low:.4g}, {high:.4g}]")
+        if first < 0 or last >= num_graphs:
+            raise ValueError(f"'batch' refers to graph {int(last) if first >= 0 else int(first)}"
+                             f" but 't' has {num_graphs} entries")
+        if gap and not gap[0] <= 1e-6:
+            raise ValueError("'pos' differs from the pixel centres of 'lattice' (see "
+                             "LatticeIndex)")
+
+    def _check_cond(self, cond: OptTensor, num_graphs: int) -> OptTensor:
+        # Shapes only (no read back): a conditioned model needs cond [B, cond_dim], others none.
+        dim = self.config.cond_dim
+        if dim == 0 and cond is not None:
+            raise ValueError("This model is unconditioned (config.cond_dim=0) but got 'cond'")
+        if dim > 0 and (cond is None or cond.shape != (num_graphs, dim)):
+            got = None if cond is None else tuple(cond.shape)
+            raise ValueError(f"Expected 'cond' of shape [{num_graphs}, {dim}] (one row per "
+                             f"graph, config.cond_dim={dim}), got {got}")
+        return cond
+
+    def _denoise(self, x_t: Tensor, pos: Tensor, t: Tensor, batch: Tensor,
+                 edge_index: OptTensor, lattice: LatticeIndex | None, num_graphs: int,
+                 cond: OptTensor = None) -> Tensor:
+        c = self.config
         emb = self.time_embed(t.view(-1))
+        if self.cond_embed is not None:
+            emb = emb + self.cond_embed(cond.to(emb.dtype))
         h = torch.cat([x_t, pos.to(x_t.dtype)], dim=-1) if c.coordinate_features else x_t
         h = self.lift(h)
         skips = []
@@ -253,6 +319,7 @@ class MultiscaleOperatorUNet(nn.Module):
             + num_parameters(self.norm_out),
             "dense": num_parameters(self.dense),
             "time": num_parameters(self.time_embed),
+            **({"cond": num_parameters(self.cond_embed)} if self.cond_embed is not None else {}),
         }
         detail = ", ".join(f"{k} {v / 1e6:.2f}M" for k, v in parts.items())
         return (

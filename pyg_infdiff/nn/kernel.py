@@ -237,6 +237,8 @@ class LatticeStencil:
         tol = border_tol(radius)
         reach = math.sqrt(radius**2 + tol)
         self.half = tuple(int(math.floor(reach * n)) for n in shape)
+        # Tensor operations only (no read back to the host): torch.compile traces a stencil
+        # built inside a compiled forward into the graph.
         axes = [torch.arange(-h, h + 1, device=device) for h in self.half]
         steps = torch.stack([g.reshape(-1) for g in torch.meshgrid(*axes, indexing="ij")], -1)
         sizes = torch.tensor(shape, dtype=torch.float64, device=device)
@@ -246,6 +248,15 @@ class LatticeStencil:
         self.offset = exact.to(dtype)
         self.inside = d2 < radius**2 - tol
         self.border = (d2 - radius**2).abs() <= tol
+        self._border_steps: tuple[tuple[int, ...], ...] | None = None
+
+    @property
+    def border_steps(self) -> tuple[tuple[int, ...], ...]:
+        r"""The integer offsets of :attr:`border`, as Python tuples (read back from the
+        device once, then kept)."""
+        if self._border_steps is None:
+            self._border_steps = tuple(tuple(k) for k in self.steps[self.border].tolist())
+        return self._border_steps
 
     @property
     def box(self) -> tuple[int, ...]:
@@ -256,7 +267,8 @@ class LatticeStencil:
         r"""Estimated seconds of a direct and of an FFT convolution of :obj:`num_graphs`
         lattices with :obj:`width` (FFT: :obj:`fft_width`) channel pairs."""
         taps = math.prod(self.box)
-        padded = math.prod(fast_fft_size(n + h) for n, h in zip(self.shape, self.half, strict=True))
+        padded = math.prod([fast_fft_size(n + h) for n, h in zip(self.shape, self.half,
+                                                                  strict=True)])
         direct = (DIRECT_COST + DIRECT_TAP_COST * taps) * num_graphs * math.prod(self.shape)
         if max(self.box) > MAX_DIRECT_SIDE or len(self.shape) > 3:
             direct = math.inf
@@ -293,7 +305,7 @@ class LatticeStencil:
         included pair by pair with the float test of ``torch_cluster`` (``sum((p_i - p_j)^2)``
         accumulated over axes in the coordinates' dtype, strictly below ``r * r``)."""
         out = torch.zeros_like(mask)
-        if not bool(self.border.any()):
+        if not self.border_steps:
             return out
         shape, half = mask.shape[2:], self.half
         r_sq = torch.tensor(self.radius**2, dtype=torch.float64).to(mask.dtype)
@@ -303,7 +315,7 @@ class LatticeStencil:
         ]
         pad = [w for h in reversed(half) for w in (h, h)]
         padded = F.pad(mask, pad)
-        for step in self.steps[self.border].tolist():
+        for step in self.border_steps:
             index = [slice(h - k, h - k + n) for h, k, n in zip(half, step, shape, strict=True)]
             shifted = padded[(Ellipsis, *index)]
             dist = None

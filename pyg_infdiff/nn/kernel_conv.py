@@ -11,6 +11,7 @@ from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.typing import OptTensor, PairTensor
 from torch_geometric.utils import segment
 
+from pyg_infdiff._validation import validation_enabled
 from pyg_infdiff.graph.lattice import LatticeIndex
 from pyg_infdiff.nn.kernel import (
     ContinuousKernel,
@@ -71,6 +72,15 @@ class KernelIntegralConv(MessagePassing):
     model measured by ``bench/kernel_conv.py`` (see ``docs/operator.md``).
 
     Initialisation gives outputs of variance close to 1 for smooth unit-variance inputs.
+
+    **Host synchronisation.** Checks of values (coordinates in :math:`[0, 1]^d`, :obj:`pos`
+    at the pixel centres of :obj:`lattice`) and the test whether the edges are sorted by
+    target run only while :func:`pyg_infdiff.validation_enabled` (the default); without
+    them the layer reads nothing back from the device and compiles without graph breaks.
+    Edges sorted by target are summed by segments over CSR offsets (deterministic on every
+    device); unsorted edges, and all edges while validation is off, by :meth:`index_add_`
+    (atomic adds on CUDA). :class:`~pyg_infdiff.models.MultiscaleOperatorUNet` checks its
+    inputs once and runs its layers with validation off.
 
     Args:
         in_channels (int): Input channels :math:`C_{in}`.
@@ -209,14 +219,12 @@ class KernelIntegralConv(MessagePassing):
         for name, p in (("pos", pos_src), ("target pos", pos_dst)):
             if p.dim() != 2 or p.size(1) != self.dim:
                 raise ValueError(f"Expected {name} of shape [N, {self.dim}], got {tuple(p.shape)}")
-            inside = ((p >= -POS_TOL) & (p <= 1.0 + POS_TOL)).all()
-            if not bool(inside):
-                raise ValueError(
-                    f"Coordinates must lie in [0, 1]^{self.dim}, got {name} in "
-                    f"[{p.min().item():.4g}, {p.max().item():.4g}]"
-                )
         if pos_src.size(0) != x.size(0):
             raise ValueError(f"Got {x.size(0)} node features but {pos_src.size(0)} positions")
+        if validation_enabled():
+            _check_unit_cube(pos_src, "pos")
+            if pos_dst is not pos_src:
+                _check_unit_cube(pos_dst, "target pos")
 
     def plan(self, edge_index: OptTensor = None, lattice: LatticeIndex | None = None) -> str:
         r"""How :meth:`forward` runs with these arguments: :obj:`"graph"` (message passing),
@@ -250,11 +258,12 @@ class KernelIntegralConv(MessagePassing):
         src, dst = edge_index[0], edge_index[1]
         # Radius graphs come sorted by target: then sum by segments over CSR offsets
         # (deterministic on every device; within 10-35% of index_add_, faster or slower with the
-        # load: bench/sparse_backends.py, docs/operator.md).
+        # load: bench/sparse_backends.py, docs/operator.md). Knowing the order takes a read back
+        # to the host, so only while validating; otherwise index_add_ (any order, no sync).
         ptr = None
-        if dst.numel() > 0 and bool((dst[1:] >= dst[:-1]).all()):
-            ptr = dst.new_zeros(num_dst + 1)
-            torch.cumsum(torch.bincount(dst, minlength=num_dst), 0, out=ptr[1:])
+        if validation_enabled() and dst.numel() > 0 and bool((dst[1:] >= dst[:-1]).all()):
+            bounds = torch.arange(num_dst + 1, device=dst.device, dtype=dst.dtype)
+            ptr = torch.searchsorted(dst, bounds)  # CSR offsets without bincount (a CUDA sync)
         kappa = weight = None
         if lattice is not None:
             # Nodes on a lattice: offsets take few values, so tabulate the kernel once per
@@ -280,8 +289,9 @@ class KernelIntegralConv(MessagePassing):
             denom = self.aggregate(weight, dst, ptr, num_dst)
         elif ptr is not None:
             denom = (ptr[1:] - ptr[:-1]).to(x.dtype).unsqueeze(-1)
-        else:
-            denom = torch.bincount(dst, minlength=num_dst).to(x.dtype).unsqueeze(-1)
+        else:  # a count by index_add_: bincount reads its maximum back on CUDA
+            ones = x.new_ones(dst.numel(), 1)
+            denom = self.aggregate(ones, dst, None, num_dst)
         return self._normalize(out, denom)
 
     def message(self, x_j: Tensor, pos_i: Tensor, pos_j: Tensor, kappa: OptTensor) -> Tensor:
@@ -309,12 +319,15 @@ class KernelIntegralConv(MessagePassing):
         self, shape: tuple[int, ...], ref: Tensor, dtype: torch.dtype | None = None
     ) -> LatticeStencil:
         dtype = ref.dtype if dtype is None else dtype
+        if torch.compiler.is_compiling():  # built in the graph: no cache mutated while traced
+            return LatticeStencil(shape, self.radius, ref.device, dtype)
         key = (shape, ref.device, dtype)
-        if key not in self._stencils:
+        stencil = self._stencils.get(key)  # get, not `in` then []: a clear() may come between
+        if stencil is None:
             if len(self._stencils) >= 16:
                 self._stencils.clear()
-            self._stencils[key] = LatticeStencil(shape, self.radius, ref.device, dtype)
-        return self._stencils[key]
+            stencil = self._stencils[key] = LatticeStencil(shape, self.radius, ref.device, dtype)
+        return stencil
 
     def _dense_cost(self, lattice: LatticeIndex) -> tuple[float, bool]:
         r"""Estimated seconds of the dense path and whether the FFT variant is the cheaper."""
@@ -332,8 +345,8 @@ class KernelIntegralConv(MessagePassing):
                 f"The lattice ({lattice.ndim}-D, {lattice.pixel.numel()} nodes) does not match "
                 f"the input ({self.dim}-D, {x.size(0)} nodes)"
             )
-        if bool(((pos - lattice.pos(pos.dtype)).abs() > POS_TOL).any()):
-            raise ValueError("'pos' differs from the pixel centres of 'lattice' (see LatticeIndex)")
+        if validation_enabled():
+            _check_lattice_pos(pos, lattice)
 
     def _dense(self, x: Tensor, pos: Tensor, lattice: LatticeIndex, fft: bool) -> Tensor:
         self._check_lattice(x, pos, lattice)
@@ -366,11 +379,15 @@ class KernelIntegralConv(MessagePassing):
 
     def _denominator(self, mask: Tensor, st: LatticeStencil, fft: bool, cache: bool) -> Tensor:
         r""":meth:`LatticeStencil.denominator`, cached for full lattices (no parameters)."""
-        # (Tensors made in inference mode cannot be saved for a later backward: do not keep.)
+        # Not under torch.compile (a constant of the graph there, no dict mutated while traced),
+        # nor in inference mode (its tensors cannot be saved for a later backward).
+        if torch.compiler.is_compiling():
+            return st.denominator(mask, self.normalization, fft)
         cache = cache and not torch.is_inference_mode_enabled()
         key = (st.shape, mask.dtype, mask.device, fft, self.normalization)
-        if cache and key in self._denominators:
-            return self._denominators[key]
+        cached = self._denominators.get(key) if cache else None
+        if cached is not None:
+            return cached
         denom = st.denominator(mask, self.normalization, fft)
         if cache:
             if len(self._denominators) >= 16:
@@ -384,3 +401,24 @@ class KernelIntegralConv(MessagePassing):
             f"radius={self.radius:.4f}, depthwise={self.depthwise}, "
             f"normalization='{self.normalization}')"
         )
+
+
+def _check_unit_cube(pos: Tensor, name: str = "pos") -> None:
+    r"""Raises :class:`ValueError` unless every coordinate lies in :math:`[0, 1]` (up to
+    ``1e-6``). Reads one value back to the host (a device synchronisation): the value check
+    of :class:`KernelIntegralConv`, run while :func:`pyg_infdiff.validation_enabled`."""
+    if pos.numel() == 0:
+        return
+    low, high = torch.stack([pos.min(), pos.max()]).tolist()
+    if not (low >= -POS_TOL and high <= 1.0 + POS_TOL):
+        raise ValueError(
+            f"Coordinates must lie in [0, 1]^{pos.size(-1)}, got {name} in "
+            f"[{low:.4g}, {high:.4g}]"
+        )
+
+
+def _check_lattice_pos(pos: Tensor, lattice: LatticeIndex) -> None:
+    r"""Raises :class:`ValueError` unless :obj:`pos` holds the pixel centres of
+    :obj:`lattice` (up to ``1e-6``). Reads one value back to the host."""
+    if bool(((pos - lattice.pos(pos.dtype)).abs() > POS_TOL).any()):
+        raise ValueError("'pos' differs from the pixel centres of 'lattice' (see LatticeIndex)")

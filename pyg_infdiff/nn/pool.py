@@ -23,6 +23,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from pyg_infdiff._validation import validation_enabled
 from pyg_infdiff.graph import LatticeIndex
 from pyg_infdiff.nn._idw import (
     idw_lattice_stencil,
@@ -150,7 +151,11 @@ class GridPool(nn.Module):
     rate 4 pooled onto 16², about 4 nodes per tent), numerator and denominator are widened
     together by binomial :math:`(1, 2, 1)/4` smoothing along every axis with taps
     :math:`1, 2, 4, \dots` grid cells apart, until the window holds a node. A graph with at
-    least one node fills every grid point.
+    least one node fills every grid point. The number of widening steps is fixed by the grid
+    (:math:`\lceil \log_2 \max_k g_k \rceil`, after which a window spans the whole grid),
+    each applied only where the window is still empty, so the layer never reads back from the
+    device whether a window is empty; full lattices at least as fine as the grid (a
+    :obj:`lattice` that says so) skip it, as their windows are never empty.
 
     **Inverse distance** (:obj:`"idw"`). For the pixel centre :math:`\mathbf{u}_{\mathbf{j}}`
     and the set :math:`\mathcal{N}_k(\mathbf{j})` of its :math:`k` nearest nodes in the same
@@ -240,22 +245,29 @@ class GridPool(nn.Module):
                 It must describe :obj:`pos`. (default: :obj:`None`)
         """
         batch = _check_inputs(x, pos, batch, self.ndim)
-        if num_graphs is None:
+        if num_graphs is None:  # a read back to the host: pass num_graphs to avoid it
             num_graphs = int(batch.max()) + 1
-        counts = torch.bincount(batch, minlength=num_graphs)
-        if counts.numel() != num_graphs or bool((counts == 0).any()):
-            raise ValueError(
-                f"Every one of the {num_graphs} graphs needs at least one node, got node "
-                f"counts {counts.tolist()}"
-            )
+        if validation_enabled():
+            counts = torch.bincount(batch, minlength=num_graphs)
+            if counts.numel() != num_graphs or bool((counts == 0).any()):
+                raise ValueError(
+                    f"Every one of the {num_graphs} graphs needs at least one node, got node "
+                    f"counts {counts.tolist()}"
+                )
         if self.method != "idw":
-            return self._pool_window(x, pos, batch, num_graphs)
+            dense = lattice is not None and lattice.is_full() and all(
+                n >= g for n, g in zip(lattice.shape, self.grid_shape, strict=True))
+            return self._pool_window(x, pos, batch, num_graphs, fill=not dense)
+        # The inverse-distance pool searches neighbours (torch_cluster) and reads node counts
+        # back to the host: it is the official model's pooling, kept for saved configurations.
+        counts = torch.bincount(batch, minlength=num_graphs)
         stencil = idw_lattice_stencil(lattice, num_graphs, self.grid_shape, self.k, self.eps)
         if stencil is not None:
             return idw_pool_full_lattice(x, lattice, self.grid_shape, stencil)
         return idw_pool_knn(x, pos, batch, num_graphs, counts, self.grid_shape, self.k, self.eps)
 
-    def _pool_window(self, x: Tensor, pos: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
+    def _pool_window(self, x: Tensor, pos: Tensor, batch: Tensor, num_graphs: int,
+                     fill: bool = True) -> Tensor:
         acc = torch.promote_types(x.dtype, torch.float32)
         pos = pos.to(torch.promote_types(pos.dtype, torch.float32))
         if self.method == "tent":
@@ -274,16 +286,22 @@ class GridPool(nn.Module):
         num = num.view(num_graphs, num_cells, -1).transpose(1, 2)
         num = num.reshape(num_graphs, -1, *self.grid_shape)
         den = den.view(num_graphs, 1, *self.grid_shape)
+        if not fill:  # no empty window: the plain ratio
+            return (num / den).to(x.dtype)
         return self._fill_empty(num, den).to(x.dtype)
 
     def _fill_empty(self, num: Tensor, den: Tensor) -> Tensor:
-        r""":math:`\text{num} / \text{den}`, widening both where the window is empty."""
+        r""":math:`\text{num} / \text{den}`, widening both where the window is empty.
+
+        Widening with taps :math:`1, 2, \dots, 2^{k-1}` cells apart reaches every offset
+        below :math:`2^k` along each axis (the binomial weights are positive there), so
+        :math:`k = \lceil \log_2 \max_a g_a \rceil` steps fill every grid point of a graph
+        with a node. All :math:`k` steps run (no read back of whether a window is still empty:
+        no host synchronisation, one compiled graph); each changes only the empty points."""
         filled = den > 0
         out = num / torch.where(filled, den, torch.ones_like(den))  # finite gradients
         dilation = 1
-        while not bool(filled.all()):
-            if dilation >= 2 * max(self.grid_shape):  # unreachable with a node per graph
-                raise RuntimeError("GridPool: a window stayed empty after widening")
+        while dilation < max(self.grid_shape):  # a fixed number of steps, from the grid only
             num, den = _widen(num, dilation), _widen(den, dilation)
             now = den > 0
             wide = num / torch.where(now, den, torch.ones_like(den))
@@ -352,10 +370,10 @@ class GridUnpool(nn.Module):
             batch = pos.new_zeros(pos.size(0), dtype=torch.long)
         elif batch.shape != (pos.size(0),):
             raise ValueError(f"'batch' must have shape [{pos.size(0)}], got {tuple(batch.shape)}")
-        if batch.numel() > 0 and int(batch.max()) >= num_graphs:
-            raise ValueError(
-                f"'batch' refers to graph {int(batch.max())} but the grid holds {num_graphs}"
-            )
+        if validation_enabled() and batch.numel() > 0:
+            last = int(batch.max())
+            if last >= num_graphs:
+                raise ValueError(f"'batch' refers to graph {last} but the grid holds {num_graphs}")
         num_cells = math.prod(shape)
         flat = grid.reshape(num_graphs, channels, num_cells).transpose(1, 2)
         flat = flat.reshape(num_graphs * num_cells, channels)

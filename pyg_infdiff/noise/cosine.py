@@ -33,6 +33,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from pyg_infdiff._validation import validation_enabled
+
 _CHUNK_ELEMENTS = 2**18  # intermediate of evaluate_series: cache-sized chunks are fastest
 _POS_TOL = 1e-6
 
@@ -255,7 +257,8 @@ def check_points(
     pos: Tensor, ndim: int, batch: Tensor | None = None, num_graphs: int | None = None
 ) -> None:
     r"""Validates coordinates (inside :math:`[0, 1]^d` up to :math:`10^{-6}`) and the
-    :obj:`batch` vector; raises :class:`ValueError` stating the bad value.
+    :obj:`batch` vector; raises :class:`ValueError` stating the bad value. The values are read
+    back to the host (once) only while :func:`pyg_infdiff.validation_enabled`; shapes always.
 
     Args:
         pos (torch.Tensor): Coordinates, shape :math:`(N, d)`.
@@ -267,18 +270,20 @@ def check_points(
     """
     if pos.dim() != 2 or pos.size(1) != ndim:
         raise ValueError(f"'pos' must have shape [N, {ndim}], got {tuple(pos.shape)}")
-    if pos.numel() > 0:
-        lo, hi = float(pos.min()), float(pos.max())
-        if not (lo >= -_POS_TOL and hi <= 1.0 + _POS_TOL):
-            raise ValueError(f"Coordinates must lie in [0, 1]^{ndim} (tolerance {_POS_TOL}), "
-                             f"got values in [{lo}, {hi}]")
-    if batch is None:
-        return
-    if batch.dim() != 1 or batch.numel() != pos.size(0):
+    if batch is not None and (batch.dim() != 1 or batch.numel() != pos.size(0)):
         raise ValueError(f"'batch' must have shape [{pos.size(0)}] like 'pos', got "
                          f"{tuple(batch.shape)}")
-    if batch.numel() > 0 and num_graphs is not None:
-        lo, hi = int(batch.min()), int(batch.max())
+    if pos.numel() == 0 or not validation_enabled():  # the values: one read back to the host
+        return
+    values = [pos.min().double(), pos.max().double()]
+    if batch is not None and batch.numel() > 0 and num_graphs is not None:
+        values += [batch.min().double().to(pos.device), batch.max().double().to(pos.device)]
+    lo, hi, *extent = torch.stack(values).tolist()
+    if not (lo >= -_POS_TOL and hi <= 1.0 + _POS_TOL):
+        raise ValueError(f"Coordinates must lie in [0, 1]^{ndim} (tolerance {_POS_TOL}), "
+                         f"got values in [{lo}, {hi}]")
+    if extent:
+        lo, hi = int(extent[0]), int(extent[1])
         if lo < 0 or hi >= num_graphs:
             raise ValueError(f"'batch' values must lie in [0, {num_graphs - 1}] "
                              f"({num_graphs} graphs), got values in [{lo}, {hi}]")
