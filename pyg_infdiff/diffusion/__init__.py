@@ -1,5 +1,7 @@
 r"""Schedules, the mollified forward process and its training loss, time-step samplers,
-DDPM/DDIM samplers, sampling at any resolution, and conditioning on observed nodes."""
+DDPM/DDIM samplers, sampling at any resolution, conditioning on observed nodes, and the use
+cases of diffusion autoencoders (reconstruction, latent interpolation)."""
+from pyg_infdiff.diffusion.autoencoding import Autoencoder, interpolate, reconstruct, slerp
 from pyg_infdiff.diffusion.conditioning import Observation, renoise, repaint_levels
 from pyg_infdiff.diffusion.denoiser import Denoiser, accepts_lattice, call_denoiser
 from pyg_infdiff.diffusion.process import (
@@ -21,6 +23,7 @@ from pyg_infdiff.diffusion.timesteps import (
 )
 
 __all__ = [
+    "Autoencoder",
     "DDIMSampler",
     "DDPMSampler",
     "Denoiser",
@@ -39,11 +42,14 @@ __all__ = [
     "call_denoiser",
     "canonical_parametrization",
     "cosine_schedule",
+    "interpolate",
     "linear_schedule",
     "predict_noise",
     "predict_x0",
+    "reconstruct",
     "renoise",
     "repaint_levels",
     "sample",
+    "slerp",
     "training_target",
 ]

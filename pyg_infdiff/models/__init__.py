@@ -1,4 +1,6 @@
-r"""Models composed from :mod:`pyg_infdiff.nn`: the multiscale operator U-Net of ∞-Diff."""
+r"""Models composed from :mod:`pyg_infdiff.nn`: the multiscale operator U-Net of ∞-Diff, the
+encoder of functions and the diffusion autoencoder built from both."""
+from pyg_infdiff.models.autoencoder import DiffusionAutoencoder
 from pyg_infdiff.models.config import UNetConfig
 from pyg_infdiff.models.density import (
     DensityLevel,
@@ -7,12 +9,16 @@ from pyg_infdiff.models.density import (
     check_monte_carlo_density,
     monte_carlo_density,
 )
+from pyg_infdiff.models.encoder import EncoderConfig, FunctionEncoder
 from pyg_infdiff.models.unet import DenseUNet, MultiscaleOperatorUNet, num_parameters
 
 __all__ = [
     "DenseUNet",
     "DensityLevel",
     "DensityReport",
+    "DiffusionAutoencoder",
+    "EncoderConfig",
+    "FunctionEncoder",
     "LowDensityWarning",
     "MultiscaleOperatorUNet",
     "UNetConfig",
