@@ -11,6 +11,57 @@ from pyg_infdiff.nn.pool import POOL_METHODS, PoolMethod
 LEGACY_POOL: PoolMethod = "idw"
 
 
+def _check_common(config: Any, positive: tuple[str, ...]) -> None:
+    r"""Normalises the tuple fields of a model configuration (:class:`UNetConfig`,
+    :class:`~pyg_infdiff.models.EncoderConfig`) and checks the settings they share: the
+    :obj:`positive` counts, the operator blocks and their kernel, the pooling grid and the dense
+    levels on it."""
+    config.grid_shape = tuple(int(g) for g in config.grid_shape)
+    config.channel_mults = tuple(int(m) for m in config.channel_mults)
+    config.attention_levels = tuple(int(a) for a in config.attention_levels)
+    for name in positive:
+        if int(getattr(config, name)) < 1:
+            raise ValueError(f"'{name}' must be positive, got {getattr(config, name)}")
+    if config.num_operator_blocks < 0:
+        raise ValueError(f"'num_operator_blocks' must be >= 0, got {config.num_operator_blocks}")
+    if config.kernel_num_basis < 2:
+        raise ValueError(f"'kernel_num_basis' must be >= 2, got {config.kernel_num_basis}")
+    if not 0.0 < config.radius < 1.0:
+        raise ValueError(f"'radius' must be in (0, 1) (domain units), got {config.radius}")
+    if not 1 <= len(config.grid_shape) <= 3 or any(g < 1 for g in config.grid_shape):
+        raise ValueError(f"'grid_shape' needs 1 to 3 positive sizes, got {config.grid_shape}")
+    if len(config.channel_mults) == 0 or any(m < 1 for m in config.channel_mults):
+        raise ValueError(f"'channel_mults' must be positive, got {config.channel_mults}")
+    levels = len(config.channel_mults)
+    if any(not 0 <= a < levels for a in config.attention_levels):
+        raise ValueError(f"'attention_levels' must index 'channel_mults' (0..{levels - 1}), got "
+                         f"{config.attention_levels}")
+    widths = {config.channels * m for m in config.channel_mults}
+    if any(w % config.num_heads != 0 for w in widths):
+        raise ValueError(
+            f"'num_heads' ({config.num_heads}) must divide every level width {sorted(widths)}"
+        )
+    if not 0.0 <= config.dropout < 1.0:
+        raise ValueError(f"'dropout' must be in [0, 1), got {config.dropout}")
+
+
+def _to_dict(config: Any) -> dict[str, Any]:
+    r"""A configuration dataclass as Python primitives (tuples become lists)."""
+    return {key: list(value) if isinstance(value, tuple) else value
+            for key, value in dataclasses.asdict(config).items()}
+
+
+def _from_dict(cls: type, data: dict[str, Any], missing: dict[str, Any] | None = None) -> Any:
+    r"""The inverse of :func:`_to_dict`: unknown keys raise a :class:`ValueError`; keys absent
+    from :obj:`data` take :obj:`missing` (what older saved configurations meant), then the
+    defaults."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"Unknown {cls.__name__} keys: {unknown}")
+    return cls(**{**(missing or {}), **data})
+
+
 @dataclass
 class UNetConfig:
     r"""Hyper-parameters of the multiscale operator U-Net.
@@ -95,46 +146,14 @@ class UNetConfig:
     cond_dim: int = 0
 
     def __post_init__(self) -> None:
-        self.grid_shape = tuple(int(g) for g in self.grid_shape)
-        self.channel_mults = tuple(int(m) for m in self.channel_mults)
-        self.attention_levels = tuple(int(a) for a in self.attention_levels)
-        positive = (
+        _check_common(self, (
             "in_channels", "out_channels", "operator_channels", "kernel_hidden_channels",
             "mlp_ratio", "pool_k", "channels", "num_res_blocks", "num_heads", "time_embed_dim",
-        )
-        for name in positive:
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"'{name}' must be positive, got {getattr(self, name)}")
-        if self.num_operator_blocks < 0:
-            raise ValueError(
-                f"'num_operator_blocks' must be >= 0, got {self.num_operator_blocks}"
-            )
+        ))
         if self.cond_dim < 0:
             raise ValueError(f"'cond_dim' must be >= 0, got {self.cond_dim}")
         if self.pool not in POOL_METHODS:
             raise ValueError(f"'pool' must be one of {POOL_METHODS}, got {self.pool!r}")
-        if self.kernel_num_basis < 2:
-            raise ValueError(f"'kernel_num_basis' must be >= 2, got {self.kernel_num_basis}")
-        if not 0.0 < self.radius < 1.0:
-            raise ValueError(f"'radius' must be in (0, 1) (domain units), got {self.radius}")
-        if not 1 <= len(self.grid_shape) <= 3 or any(g < 1 for g in self.grid_shape):
-            raise ValueError(
-                f"'grid_shape' needs 1 to 3 positive sizes, got {self.grid_shape}"
-            )
-        if len(self.channel_mults) == 0 or any(m < 1 for m in self.channel_mults):
-            raise ValueError(f"'channel_mults' must be positive, got {self.channel_mults}")
-        if any(not 0 <= a < len(self.channel_mults) for a in self.attention_levels):
-            raise ValueError(
-                f"'attention_levels' must index 'channel_mults' (0..{len(self.channel_mults) - 1})"
-                f", got {self.attention_levels}"
-            )
-        widths = {self.channels * m for m in self.channel_mults}
-        if any(w % self.num_heads != 0 for w in widths):
-            raise ValueError(
-                f"'num_heads' ({self.num_heads}) must divide every level width {sorted(widths)}"
-            )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"'dropout' must be in [0, 1), got {self.dropout}")
 
     @property
     def ndim(self) -> int:
@@ -143,10 +162,7 @@ class UNetConfig:
 
     def to_dict(self) -> dict[str, Any]:
         r"""The configuration as a dictionary of Python primitives (tuples become lists)."""
-        return {
-            key: list(value) if isinstance(value, tuple) else value
-            for key, value in dataclasses.asdict(self).items()
-        }
+        return _to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> UNetConfig:
@@ -155,11 +171,7 @@ class UNetConfig:
         A dictionary without ``pool`` was saved before that field existed, by a model that
         pooled by inverse distance: it loads with :obj:`pool="idw"`, so old checkpoints keep
         their behaviour (new configurations default to :obj:`"tent"`)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"Unknown UNetConfig keys: {unknown}")
-        return cls(**{"pool": LEGACY_POOL, **data})
+        return _from_dict(cls, data, missing={"pool": LEGACY_POOL})
 
     @classmethod
     def preset(cls, resolution: int, **overrides: Any) -> UNetConfig:

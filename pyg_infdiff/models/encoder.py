@@ -3,7 +3,6 @@ vector, the first stage of the diffusion autoencoder of ∞-Diff. Composition of
 :mod:`pyg_infdiff.nn` only, from the same parts as the U-Net."""
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +11,7 @@ from torch import Tensor, nn
 from torch_geometric.typing import OptTensor
 
 from pyg_infdiff.graph import LatticeIndex, radius_graph
+from pyg_infdiff.models.config import _check_common, _from_dict, _to_dict
 from pyg_infdiff.nn.dense import Downsample, ResBlock, SelfAttention, conv_nd, group_norm
 from pyg_infdiff.nn.operator_block import OperatorBlock
 from pyg_infdiff.nn.pool import GridPool
@@ -79,38 +79,9 @@ class EncoderConfig:
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        self.grid_shape = tuple(int(g) for g in self.grid_shape)
-        self.channel_mults = tuple(int(m) for m in self.channel_mults)
-        self.attention_levels = tuple(int(a) for a in self.attention_levels)
-        positive = ("in_channels", "latent_dim", "operator_channels", "kernel_hidden_channels",
-                    "mlp_ratio", "channels", "num_res_blocks", "num_heads")
-        for name in positive:
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"'{name}' must be positive, got {getattr(self, name)}")
-        if self.num_operator_blocks < 0:
-            raise ValueError(
-                f"'num_operator_blocks' must be >= 0, got {self.num_operator_blocks}"
-            )
-        if self.kernel_num_basis < 2:
-            raise ValueError(f"'kernel_num_basis' must be >= 2, got {self.kernel_num_basis}")
-        if not 0.0 < self.radius < 1.0:
-            raise ValueError(f"'radius' must be in (0, 1) (domain units), got {self.radius}")
-        if not 1 <= len(self.grid_shape) <= 3 or any(g < 1 for g in self.grid_shape):
-            raise ValueError(f"'grid_shape' needs 1 to 3 positive sizes, got {self.grid_shape}")
-        if len(self.channel_mults) == 0 or any(m < 1 for m in self.channel_mults):
-            raise ValueError(f"'channel_mults' must be positive, got {self.channel_mults}")
-        if any(not 0 <= a < len(self.channel_mults) for a in self.attention_levels):
-            raise ValueError(
-                f"'attention_levels' must index 'channel_mults' (0..{len(self.channel_mults) - 1})"
-                f", got {self.attention_levels}"
-            )
-        widths = {self.channels * m for m in self.channel_mults}
-        if any(w % self.num_heads != 0 for w in widths):
-            raise ValueError(
-                f"'num_heads' ({self.num_heads}) must divide every level width {sorted(widths)}"
-            )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"'dropout' must be in [0, 1), got {self.dropout}")
+        _check_common(self, ("in_channels", "latent_dim", "operator_channels",
+                             "kernel_hidden_channels", "mlp_ratio", "channels",
+                             "num_res_blocks", "num_heads"))
 
     @property
     def ndim(self) -> int:
@@ -119,19 +90,12 @@ class EncoderConfig:
 
     def to_dict(self) -> dict[str, Any]:
         r"""The configuration as a dictionary of Python primitives (tuples become lists)."""
-        return {
-            key: list(value) if isinstance(value, tuple) else value
-            for key, value in dataclasses.asdict(self).items()
-        }
+        return _to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EncoderConfig:
         r"""The inverse of :meth:`to_dict`; unknown keys raise a :class:`ValueError`."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"Unknown EncoderConfig keys: {unknown}")
-        return cls(**data)
+        return _from_dict(cls, data)
 
     @classmethod
     def preset(cls, resolution: int, **overrides: Any) -> EncoderConfig:
