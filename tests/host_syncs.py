@@ -3,7 +3,8 @@ value back to the host, where on a GPU it would wait for the device.
 
 :func:`count_host_syncs` patches ``torch.Tensor.item``, ``tolist``, ``__bool__``, ``__int__``,
 ``__float__`` and ``__index__`` with counters for the duration of a ``with`` block, and records
-where each call came from (file and line of the first frame inside ``pyg_infdiff``), so a
+where each call came from (file and line of the first frame inside ``pyg_infdiff``, the
+caller of a shared checker such as :func:`~pyg_infdiff.graph.check_nodes`), so a
 failing test names the line that synchronised. It counts on any device, CPU included: a read of
 a CPU tensor is the same Python call that would wait for a GPU.
 
@@ -48,11 +49,16 @@ class SyncCount:
         return f"{self.total} host reads ({dict(self.by_method)}): {sites}"
 
 
+# Shared value checkers: a read inside one is attributed to the line that called it, so that a
+# test still tells the model's boundary check from a check inside a layer.
+CHECKERS = {"check_nodes"}
+
+
 def _site() -> str:
     frame = sys._getframe(2)
     while frame is not None:
         name = frame.f_code.co_filename
-        if name.startswith(PACKAGE):
+        if name.startswith(PACKAGE) and frame.f_code.co_name not in CHECKERS:
             return f"{Path(name).relative_to(Path(PACKAGE).parent)}:{frame.f_lineno}"
         frame = frame.f_back
     return "<outside the package>"

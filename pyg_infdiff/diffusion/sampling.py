@@ -10,7 +10,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from pyg_infdiff._validation import validation, validation_enabled
-from pyg_infdiff.graph.lattice import LatticeIndex
+from pyg_infdiff.graph.lattice import LatticeIndex, check_nodes
 
 from .conditioning import Observation, renoise, repaint_levels
 from .denoiser import call_denoiser
@@ -55,9 +55,7 @@ def _nodes(pos: Tensor | None, batch: Tensor | None, shape: Sequence[int] | None
         raise ValueError(f"'pos' must be a floating [N, d] tensor, got {pos.dtype} "
                          f"{tuple(pos.shape)}")
     pos = pos.to(device=device if device is not None else pos.device, dtype=dtype or pos.dtype)
-    low, high = torch.stack([pos.min(), pos.max()]).tolist() if pos.numel() else (0.0, 0.0)
-    if not (low >= -_POS_TOL and high <= 1 + _POS_TOL):
-        raise ValueError(f"Coordinates must lie in [0, 1]^d, got values in [{low}, {high}]")
+    check_nodes(pos, tol=_POS_TOL)
     if batch is None:
         num_graphs = num_samples or 1
         batch = torch.arange(num_graphs, device=pos.device).repeat_interleave(pos.size(0))

@@ -208,3 +208,58 @@ class LatticeIndex:
         num_channels = grid.size(1)
         flat = grid.reshape(self.num_graphs, num_channels, self.num_pixels).transpose(1, 2)
         return flat.reshape(-1, num_channels)[self.flat_index()]
+
+
+def check_nodes(
+    pos: Tensor,
+    batch: Tensor | None = None,
+    num_graphs: int | None = None,
+    lattice: LatticeIndex | None = None,
+    *,
+    name: str = "pos",
+    graphs: str = "graphs",
+    tol: float = 1e-6,
+) -> None:
+    r"""Checks the values of a batch of nodes, reading them back to the host in one transfer
+    (one device synchronisation, whatever is checked): the coordinates lie in
+    :math:`[0, 1]^d` (up to :obj:`tol`), the :obj:`batch` values in
+    :math:`[0, B - 1]` when :obj:`num_graphs` :math:`= B` is given, and :obj:`pos` holds the
+    pixel centres of :obj:`lattice` (up to :obj:`tol`) when it is given. Raises
+    :class:`ValueError` stating the bad values. Shapes are the caller's to check.
+
+    The layers, the model, the noise fields and the samplers call it where inputs enter, while
+    :func:`pyg_infdiff.validation_enabled`.
+
+    Args:
+        pos (torch.Tensor): Coordinates, shape :math:`(N, d)`.
+        batch (torch.Tensor, optional): Graph index of each node, shape :math:`(N,)`.
+            (default: :obj:`None`)
+        num_graphs (int, optional): The number of graphs :math:`B` that :obj:`batch` indexes.
+            (default: :obj:`None`, not checked)
+        lattice (LatticeIndex, optional): The lattice whose pixel centres :obj:`pos` must be.
+            (default: :obj:`None`)
+        name (str, optional): What to call :obj:`pos` in the message. (default: :obj:`"pos"`)
+        graphs (str, optional): What the :obj:`num_graphs` entries are, in the message (e.g.
+            ``"entries of 't'"`` where one time step per graph sets the count).
+            (default: :obj:`"graphs"`)
+        tol (float, optional): The tolerance in domain units. (default: :obj:`1e-6`)
+    """
+    if pos.numel() == 0:
+        return
+    values = [pos.min().double(), pos.max().double()]
+    check_batch = batch is not None and batch.numel() > 0 and num_graphs is not None
+    if check_batch:
+        values += [batch.min().double().to(pos.device), batch.max().double().to(pos.device)]
+    if lattice is not None:
+        values.append((pos - lattice.pos(pos.dtype)).abs().max().double())
+    low, high, *rest = torch.stack(values).tolist()
+    if not (low >= -tol and high <= 1.0 + tol):
+        raise ValueError(f"Coordinates must lie in [0, 1]^{pos.size(-1)} (tolerance {tol:g}), "
+                         f"got {name} in [{low:.6g}, {high:.6g}]")
+    if check_batch:
+        first, last = int(rest[0]), int(rest[1])
+        if first < 0 or last >= num_graphs:
+            raise ValueError(f"'batch' values must lie in [0, {num_graphs - 1}] ({num_graphs} "
+                             f"{graphs}), got values in [{first}, {last}]")
+    if lattice is not None and not rest[-1] <= tol:
+        raise ValueError("'pos' differs from the pixel centres of 'lattice' (see LatticeIndex)")

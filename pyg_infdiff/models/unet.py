@@ -7,7 +7,7 @@ from torch import Tensor, nn
 from torch_geometric.typing import OptTensor
 
 from pyg_infdiff._validation import validation, validation_enabled
-from pyg_infdiff.graph import LatticeIndex, radius_graph
+from pyg_infdiff.graph import LatticeIndex, check_nodes, radius_graph
 from pyg_infdiff.models.config import UNetConfig
 from pyg_infdiff.nn.dense import Downsample, ResBlock, SelfAttention, Upsample, conv_nd, group_norm
 from pyg_infdiff.nn.embedding import TimeEmbedding
@@ -248,32 +248,16 @@ class MultiscaleOperatorUNet(nn.Module):
         if batch is None:
             batch = torch.zeros(x_t.size(0), dtype=torch.long, device=x_t.device)
         if validation_enabled():  # the inputs' values, once (the layers inside do not check)
-            self._check_values(pos, batch, num_graphs, lattice)
+            # one read back for the coordinates, the batch vector and the lattice
+            on_lattice = lattice is not None and lattice.pixel.shape == batch.shape
+            check_nodes(pos, batch, num_graphs, lattice if on_lattice else None,
+                        graphs="entries of 't'")
         full = lattice is not None and lattice.is_full()  # known, or decided once (cached)
         if edge_index is None and not full and c.num_operator_blocks > 0:
             edge_index = _radius_edges(pos, c.radius, batch)
         with validation(False):  # checked above: no layer inside reads back from the device
             return self._denoise(x_t, pos, t, batch, edge_index, lattice, num_graphs,
                                  self._check_cond(cond, num_graphs))
-
-    def _check_values(self, pos: Tensor, batch: Tensor, num_graphs: int,
-                      lattice: LatticeIndex | None) -> None:
-        # One read back to the host for the coordinates, the batch vector and the lattice.
-        if pos.numel() == 0:
-            return
-        values = [pos.min(), pos.max(), batch.min(), batch.max()]
-        if lattice is not None and lattice.pixel.shape == batch.shape:
-            values.append((pos - lattice.pos(pos.dtype)).abs().max())
-        low, high, first, last, *gap = torch.stack([v.double() for v in values]).tolist()
-        if not (low >= -1e-6 and high <= 1 + 1e-6):
-            raise ValueError(f"Coordinates must lie in [0, 1]^{pos.size(1)}, got pos in "
-                             f"[{low:.4g}, {high:.4g}]")
-        if first < 0 or last >= num_graphs:
-            raise ValueError(f"'batch' refers to graph {int(last) if first >= 0 else int(first)}"
-                             f" but 't' has {num_graphs} entries")
-        if gap and not gap[0] <= 1e-6:
-            raise ValueError("'pos' differs from the pixel centres of 'lattice' (see "
-                             "LatticeIndex)")
 
     def _check_cond(self, cond: OptTensor, num_graphs: int) -> OptTensor:
         # Shapes only (no read back): a conditioned model needs cond [B, cond_dim], others none.

@@ -12,7 +12,7 @@ from torch_geometric.typing import OptTensor, PairTensor
 from torch_geometric.utils import segment
 
 from pyg_infdiff._validation import validation_enabled
-from pyg_infdiff.graph.lattice import LatticeIndex
+from pyg_infdiff.graph.lattice import LatticeIndex, check_nodes
 from pyg_infdiff.nn.kernel import (
     ContinuousKernel,
     LatticeStencil,
@@ -222,9 +222,9 @@ class KernelIntegralConv(MessagePassing):
         if pos_src.size(0) != x.size(0):
             raise ValueError(f"Got {x.size(0)} node features but {pos_src.size(0)} positions")
         if validation_enabled():
-            _check_unit_cube(pos_src, "pos")
+            check_nodes(pos_src, name="pos", tol=POS_TOL)
             if pos_dst is not pos_src:
-                _check_unit_cube(pos_dst, "target pos")
+                check_nodes(pos_dst, name="target pos", tol=POS_TOL)
 
     def plan(self, edge_index: OptTensor = None, lattice: LatticeIndex | None = None) -> str:
         r"""How :meth:`forward` runs with these arguments: :obj:`"graph"` (message passing),
@@ -346,7 +346,7 @@ class KernelIntegralConv(MessagePassing):
                 f"the input ({self.dim}-D, {x.size(0)} nodes)"
             )
         if validation_enabled():
-            _check_lattice_pos(pos, lattice)
+            check_nodes(pos, lattice=lattice, tol=POS_TOL)
 
     def _dense(self, x: Tensor, pos: Tensor, lattice: LatticeIndex, fft: bool) -> Tensor:
         self._check_lattice(x, pos, lattice)
@@ -402,23 +402,3 @@ class KernelIntegralConv(MessagePassing):
             f"normalization='{self.normalization}')"
         )
 
-
-def _check_unit_cube(pos: Tensor, name: str = "pos") -> None:
-    r"""Raises :class:`ValueError` unless every coordinate lies in :math:`[0, 1]` (up to
-    ``1e-6``). Reads one value back to the host (a device synchronisation): the value check
-    of :class:`KernelIntegralConv`, run while :func:`pyg_infdiff.validation_enabled`."""
-    if pos.numel() == 0:
-        return
-    low, high = torch.stack([pos.min(), pos.max()]).tolist()
-    if not (low >= -POS_TOL and high <= 1.0 + POS_TOL):
-        raise ValueError(
-            f"Coordinates must lie in [0, 1]^{pos.size(-1)}, got {name} in "
-            f"[{low:.4g}, {high:.4g}]"
-        )
-
-
-def _check_lattice_pos(pos: Tensor, lattice: LatticeIndex) -> None:
-    r"""Raises :class:`ValueError` unless :obj:`pos` holds the pixel centres of
-    :obj:`lattice` (up to ``1e-6``). Reads one value back to the host."""
-    if bool(((pos - lattice.pos(pos.dtype)).abs() > POS_TOL).any()):
-        raise ValueError("'pos' differs from the pixel centres of 'lattice' (see LatticeIndex)")

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 from pyg_infdiff._validation import validation_enabled
+from pyg_infdiff.graph.lattice import check_nodes
 
 _CHUNK_ELEMENTS = 2**18  # intermediate of evaluate_series: cache-sized chunks are fastest
 _POS_TOL = 1e-6
@@ -273,20 +274,8 @@ def check_points(
     if batch is not None and (batch.dim() != 1 or batch.numel() != pos.size(0)):
         raise ValueError(f"'batch' must have shape [{pos.size(0)}] like 'pos', got "
                          f"{tuple(batch.shape)}")
-    if pos.numel() == 0 or not validation_enabled():  # the values: one read back to the host
-        return
-    values = [pos.min().double(), pos.max().double()]
-    if batch is not None and batch.numel() > 0 and num_graphs is not None:
-        values += [batch.min().double().to(pos.device), batch.max().double().to(pos.device)]
-    lo, hi, *extent = torch.stack(values).tolist()
-    if not (lo >= -_POS_TOL and hi <= 1.0 + _POS_TOL):
-        raise ValueError(f"Coordinates must lie in [0, 1]^{ndim} (tolerance {_POS_TOL}), "
-                         f"got values in [{lo}, {hi}]")
-    if extent:
-        lo, hi = int(extent[0]), int(extent[1])
-        if lo < 0 or hi >= num_graphs:
-            raise ValueError(f"'batch' values must lie in [0, {num_graphs - 1}] "
-                             f"({num_graphs} graphs), got values in [{lo}, {hi}]")
+    if validation_enabled():  # the values: one read back to the host
+        check_nodes(pos, batch, num_graphs, tol=_POS_TOL)
 
 
 def _series_at(coeffs: Tensor, pos: Tensor) -> Tensor:

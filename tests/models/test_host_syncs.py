@@ -14,7 +14,7 @@ from pyg_infdiff.models import MultiscaleOperatorUNet, UNetConfig
 from pyg_infdiff.nn import GridPool, GridUnpool, KernelIntegralConv
 from pyg_infdiff.noise import MollifiedNoise
 
-BOUNDARY = "pyg_infdiff/models/unet.py"  # MultiscaleOperatorUNet._check_values
+BOUNDARY = "pyg_infdiff/models/unet.py"  # MultiscaleOperatorUNet.forward: check_nodes, once
 
 
 def tiny_model(path: str = "auto", **overrides) -> MultiscaleOperatorUNet:
