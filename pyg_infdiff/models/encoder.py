@@ -10,9 +10,10 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.typing import OptTensor
 
-from pyg_infdiff.graph import LatticeIndex, radius_graph
+from pyg_infdiff.graph import LatticeIndex
 from pyg_infdiff.models.config import _check_common, _from_dict, _to_dict
-from pyg_infdiff.nn.dense import Downsample, ResBlock, SelfAttention, conv_nd, group_norm
+from pyg_infdiff.models.unet import _down_path, _radius_edges, _run_stage, num_parameters
+from pyg_infdiff.nn.dense import Downsample, conv_nd, group_norm
 from pyg_infdiff.nn.operator_block import OperatorBlock
 from pyg_infdiff.nn.pool import GridPool
 
@@ -213,30 +214,12 @@ class FunctionEncoder(nn.Module):
         ])
         self.pool = GridPool(c.grid_shape, method="tent")
         self.conv_in = conv_nd(c.ndim, ch, c.channels, 3, padding=1)
-        self.down = nn.ModuleList()
-        width = c.channels
-        for level, mult in enumerate(c.channel_mults):
-            for _ in range(c.num_res_blocks):
-                stage = [ResBlock(width, c.channels * mult, _COND_CHANNELS, c.ndim, c.dropout)]
-                width = c.channels * mult
-                if level in c.attention_levels:
-                    stage.append(SelfAttention(width, c.num_heads))
-                self.down.append(nn.ModuleList(stage))
-            if level < len(c.channel_mults) - 1:
-                self.down.append(Downsample(width, c.ndim))
-        self.mid = nn.ModuleList([
-            ResBlock(width, width, _COND_CHANNELS, c.ndim, c.dropout),
-            SelfAttention(width, c.num_heads),
-            ResBlock(width, width, _COND_CHANNELS, c.ndim, c.dropout),
-        ])
+        self.down, self.mid, widths = _down_path(
+            c.channels, c.channel_mults, c.num_res_blocks, c.attention_levels, _COND_CHANNELS,
+            c.ndim, c.num_heads, c.dropout)
+        width = widths[-1]
         self.norm_out = group_norm(width)
         self.out = nn.Linear(width, c.latent_dim)
-
-    @staticmethod
-    def _run(stage: nn.Module, h: Tensor, emb: Tensor) -> Tensor:
-        for layer in stage:
-            h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
-        return h
 
     def forward(
         self,
@@ -273,7 +256,7 @@ class FunctionEncoder(nn.Module):
             num_graphs = int(batch.max()) + 1 if batch.numel() else 1
         full = lattice is not None and lattice.is_full()
         if edge_index is None and not full and c.num_operator_blocks > 0:
-            edge_index = radius_graph(pos, c.radius, batch, loop=True)
+            edge_index = _radius_edges(pos, c.radius, batch)
         emb = x.new_zeros(num_graphs, _COND_CHANNELS)
         h = torch.cat([x, pos.to(x.dtype)], dim=-1) if c.coordinate_features else x
         h = self.lift(h)
@@ -281,14 +264,14 @@ class FunctionEncoder(nn.Module):
             h = block(h, pos, emb, batch, edge_index=edge_index, lattice=lattice)
         h = self.conv_in(self.pool(h, pos, batch, num_graphs=num_graphs, lattice=lattice))
         for stage in self.down:
-            h = stage(h) if isinstance(stage, Downsample) else self._run(stage, h, emb)
-        h = self._run(self.mid, h, emb)
+            h = stage(h) if isinstance(stage, Downsample) else _run_stage(stage, h, emb)
+        h = _run_stage(self.mid, h, emb)
         h = nn.functional.silu(self.norm_out(h))
         return self.out(h.flatten(2).mean(-1))
 
     def num_parameters(self) -> int:
         r"""The number of trainable parameters."""
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+        return num_parameters(self)
 
     def __repr__(self) -> str:
         c = self.config

@@ -29,6 +29,50 @@ def num_parameters(module: nn.Module, trainable_only: bool = True) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
+def _stage(in_ch: int, out_ch: int, level: int, attention_levels: tuple[int, ...],
+           time_ch: int, ndim: int, heads: int, dropout: float) -> nn.ModuleList:
+    r"""One stage of a dense level: a :class:`ResBlock`, and :class:`SelfAttention` at the
+    attention levels."""
+    layers = [ResBlock(in_ch, out_ch, time_ch, ndim, dropout)]
+    if level in attention_levels:
+        layers.append(SelfAttention(out_ch, heads))
+    return nn.ModuleList(layers)
+
+
+def _run_stage(stage: nn.Module, h: Tensor, emb: Tensor) -> Tensor:
+    r"""Runs the layers of a stage, giving the time (or condition) embedding to the
+    :class:`ResBlock` s."""
+    for layer in stage:
+        h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
+    return h
+
+
+def _down_path(channels: int, channel_mults: tuple[int, ...], num_res_blocks: int,
+               attention_levels: tuple[int, ...], time_channels: int, ndim: int,
+               num_heads: int, dropout: float) -> tuple[nn.ModuleList, nn.ModuleList, list[int]]:
+    r"""The down path (stages and :class:`Downsample` s) and the middle block (ResBlock,
+    attention, ResBlock) of a DDPM-style dense U-Net, shared by :class:`DenseUNet` and the
+    encoder of functions; returns them with the widths of the skips (the last is the width of
+    the middle block)."""
+    down = nn.ModuleList()
+    skip_widths, width = [channels], channels
+    for level, mult in enumerate(channel_mults):
+        for _ in range(num_res_blocks):
+            down.append(_stage(width, channels * mult, level, attention_levels, time_channels,
+                               ndim, num_heads, dropout))
+            width = channels * mult
+            skip_widths.append(width)
+        if level < len(channel_mults) - 1:
+            down.append(Downsample(width, ndim))
+            skip_widths.append(width)
+    mid = nn.ModuleList([
+        ResBlock(width, width, time_channels, ndim, dropout),
+        SelfAttention(width, num_heads),
+        ResBlock(width, width, time_channels, ndim, dropout),
+    ])
+    return down, mid, skip_widths
+
+
 class DenseUNet(nn.Module):
     r"""A time-conditioned convolutional U-Net on a lattice (DDPM layout): per level
     :obj:`num_res_blocks` :class:`~pyg_infdiff.nn.dense.ResBlock` (plus
@@ -69,68 +113,33 @@ class DenseUNet(nn.Module):
     ) -> None:
         super().__init__()
         self.conv_in = conv_nd(ndim, in_channels, channels, 3, padding=1)
-        self.down = nn.ModuleList()
-        skip_widths, width = [channels], channels
-        for level, mult in enumerate(channel_mults):
-            for _ in range(num_res_blocks):
-                self.down.append(self._stage(width, channels * mult, level, attention_levels,
-                                             time_channels, ndim, num_heads, dropout))
-                width = channels * mult
-                skip_widths.append(width)
-            if level < len(channel_mults) - 1:
-                self.down.append(Downsample(width, ndim))
-                skip_widths.append(width)
-        self.mid = nn.ModuleList([
-            ResBlock(width, width, time_channels, ndim, dropout),
-            SelfAttention(width, num_heads),
-            ResBlock(width, width, time_channels, ndim, dropout),
-        ])
+        self.down, self.mid, skip_widths = _down_path(
+            channels, channel_mults, num_res_blocks, attention_levels, time_channels, ndim,
+            num_heads, dropout)
+        width = skip_widths[-1]
         self.up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(channel_mults))):
             for i in range(num_res_blocks + 1):
-                self.up.append(self._stage(width + skip_widths.pop(), channels * mult, level,
-                                           attention_levels, time_channels, ndim, num_heads,
-                                           dropout))
+                self.up.append(_stage(width + skip_widths.pop(), channels * mult, level,
+                                      attention_levels, time_channels, ndim, num_heads, dropout))
                 width = channels * mult
                 if level > 0 and i == num_res_blocks:
                     self.up.append(Upsample(width, ndim))
         self.norm_out = group_norm(width)
         self.conv_out = conv_nd(ndim, width, out_channels, 3, padding=1)
 
-    @staticmethod
-    def _stage(
-        in_ch: int,
-        out_ch: int,
-        level: int,
-        attention_levels: tuple[int, ...],
-        time_ch: int,
-        ndim: int,
-        heads: int,
-        dropout: float,
-    ) -> nn.ModuleList:
-        layers = [ResBlock(in_ch, out_ch, time_ch, ndim, dropout)]
-        if level in attention_levels:
-            layers.append(SelfAttention(out_ch, heads))
-        return nn.ModuleList(layers)
-
-    @staticmethod
-    def _run(stage: nn.Module, h: Tensor, emb: Tensor) -> Tensor:
-        for layer in stage:
-            h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
-        return h
-
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
         h = self.conv_in(x)
         skips = [h]
         for stage in self.down:
-            h = stage(h) if isinstance(stage, Downsample) else self._run(stage, h, emb)
+            h = stage(h) if isinstance(stage, Downsample) else _run_stage(stage, h, emb)
             skips.append(h)
-        h = self._run(self.mid, h, emb)
+        h = _run_stage(self.mid, h, emb)
         for stage in self.up:
             if isinstance(stage, Upsample):
                 h = stage(h, size=tuple(skips[-1].shape[2:]))
             else:
-                h = self._run(stage, torch.cat([h, skips.pop()], dim=1), emb)
+                h = _run_stage(stage, torch.cat([h, skips.pop()], dim=1), emb)
         return self.conv_out(nn.functional.silu(self.norm_out(h)))
 
 
