@@ -4,18 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_unet import tiny_config  # the small configuration of the U-Net's own tests
 
 from pyg_infdiff.models import MultiscaleOperatorUNet, UNetConfig
 from pyg_infdiff.testing import redraw_zero_layers
-
-
-def tiny_config(**overrides) -> UNetConfig:
-    base = dict(
-        in_channels=2, out_channels=2, operator_channels=8, radius=0.15,
-        kernel_hidden_channels=8, grid_shape=(6, 6), channels=8, channel_mults=(1, 2),
-        attention_levels=(1,), num_heads=2, time_embed_dim=8,
-    )
-    return UNetConfig(**{**base, **overrides})
 
 
 def speaking_model(seed: int = 0, **overrides) -> MultiscaleOperatorUNet:
