@@ -5,10 +5,15 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from pyg_infdiff.nn.dense import GRID_CONVS, GridConv
 from pyg_infdiff.nn.pool import POOL_METHODS, PoolMethod
 
 #: What :meth:`UNetConfig.from_dict` assumes for configurations saved before ``pool`` existed.
 LEGACY_POOL: PoolMethod = "idw"
+
+#: What :meth:`UNetConfig.from_dict` assumes for configurations saved before ``grid_conv``
+#: existed: the :math:`3^d` convolutions they were trained with.
+LEGACY_GRID_CONV: GridConv = "conv"
 
 
 def _check_common(config: Any, positive: tuple[str, ...]) -> None:
@@ -122,6 +127,16 @@ class UNetConfig:
             of it to the time embedding that every block receives. :obj:`0` means an
             unconditioned model, with the parameters (and state dict) of models saved before
             this field existed. (default: :obj:`0`)
+        grid_conv (str, optional): The convolutions of the dense U-Net on the lattice:
+            :obj:`"conv"` (:math:`3^d` convolutions) or :obj:`"spectral"`
+            (:class:`~pyg_infdiff.nn.SpectralConv`, Fourier-neural-operator convolutions, the
+            official model's ``conv_type="spectral"``; see :class:`DenseUNet
+            <pyg_infdiff.models.DenseUNet>` for which convolutions change). Configurations
+            saved without this field load as :obj:`"conv"`. (default: :obj:`"conv"`)
+        spectral_modes (int, optional): Fourier modes per axis of the spectral convolutions
+            (:math:`|k| < m`), fewer on the levels whose lattice holds fewer; unused by
+            :obj:`grid_conv="conv"`. The official code keeps 4 at every level.
+            (default: :obj:`4`)
     """
 
     in_channels: int = 1
@@ -144,16 +159,21 @@ class UNetConfig:
     time_embed_dim: int = 32
     dropout: float = 0.0
     cond_dim: int = 0
+    grid_conv: GridConv = "conv"
+    spectral_modes: int = 4
 
     def __post_init__(self) -> None:
         _check_common(self, (
             "in_channels", "out_channels", "operator_channels", "kernel_hidden_channels",
             "mlp_ratio", "pool_k", "channels", "num_res_blocks", "num_heads", "time_embed_dim",
+            "spectral_modes",
         ))
         if self.cond_dim < 0:
             raise ValueError(f"'cond_dim' must be >= 0, got {self.cond_dim}")
         if self.pool not in POOL_METHODS:
             raise ValueError(f"'pool' must be one of {POOL_METHODS}, got {self.pool!r}")
+        if self.grid_conv not in GRID_CONVS:
+            raise ValueError(f"'grid_conv' must be one of {GRID_CONVS}, got {self.grid_conv!r}")
 
     @property
     def ndim(self) -> int:
@@ -170,8 +190,10 @@ class UNetConfig:
 
         A dictionary without ``pool`` was saved before that field existed, by a model that
         pooled by inverse distance: it loads with :obj:`pool="idw"`, so old checkpoints keep
-        their behaviour (new configurations default to :obj:`"tent"`)."""
-        return _from_dict(cls, data, missing={"pool": LEGACY_POOL})
+        their behaviour (new configurations default to :obj:`"tent"`). One without
+        ``grid_conv`` loads with :obj:`"conv"`, the convolutions it was trained with."""
+        return _from_dict(cls, data, missing={"pool": LEGACY_POOL,
+                                              "grid_conv": LEGACY_GRID_CONV})
 
     @classmethod
     def preset(cls, resolution: int, **overrides: Any) -> UNetConfig:

@@ -9,10 +9,19 @@ from torch_geometric.typing import OptTensor
 from pyg_infdiff._validation import validation, validation_enabled
 from pyg_infdiff.graph import LatticeIndex, check_nodes, radius_graph
 from pyg_infdiff.models.config import UNetConfig
-from pyg_infdiff.nn.dense import Downsample, ResBlock, SelfAttention, Upsample, conv_nd, group_norm
+from pyg_infdiff.nn.dense import (
+    Downsample,
+    GridConv,
+    ResBlock,
+    SelfAttention,
+    Upsample,
+    conv_nd,
+    group_norm,
+)
 from pyg_infdiff.nn.embedding import TimeEmbedding
 from pyg_infdiff.nn.operator_block import OperatorBlock
 from pyg_infdiff.nn.pool import GridPool, GridUnpool
+from pyg_infdiff.nn.spectral import fit_modes
 
 
 @torch.compiler.disable
@@ -29,11 +38,34 @@ def num_parameters(module: nn.Module, trainable_only: bool = True) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
+class _Lattices:
+    r"""The convolutions of a dense U-Net's levels (:data:`~pyg_infdiff.nn.dense.GridConv`)
+    and, for spectral ones, the modes that the lattices of the levels hold
+    (:func:`~pyg_infdiff.nn.spectral.fit_modes`; each level halves the last, rounding up)."""
+
+    def __init__(self, grid_conv: GridConv, modes: int,
+                 grid_shape: tuple[int, ...] | None, levels: int) -> None:
+        if grid_conv == "spectral" and grid_shape is None:
+            raise ValueError("A spectral dense U-Net needs 'grid_shape' (the lattice it runs "
+                             "on) to fit the modes of each level")
+        self.grid_conv, self.modes = grid_conv, modes
+        self.sizes = [tuple(grid_shape or ())]
+        for _ in range(levels - 1):
+            self.sizes.append(tuple((n + 1) // 2 for n in self.sizes[-1]))
+
+    def at(self, *levels: int) -> dict:
+        r"""The keyword arguments of a block on (or between) the lattices of :obj:`levels`."""
+        modes = (None if self.grid_conv == "conv"
+                 else fit_modes(self.modes, *(self.sizes[lv] for lv in levels)))
+        return {"grid_conv": self.grid_conv, "modes": modes}
+
+
 def _stage(in_ch: int, out_ch: int, level: int, attention_levels: tuple[int, ...],
-           time_ch: int, ndim: int, heads: int, dropout: float) -> nn.ModuleList:
+           time_ch: int, ndim: int, heads: int, dropout: float,
+           lattices: _Lattices) -> nn.ModuleList:
     r"""One stage of a dense level: a :class:`ResBlock`, and :class:`SelfAttention` at the
     attention levels."""
-    layers = [ResBlock(in_ch, out_ch, time_ch, ndim, dropout)]
+    layers = [ResBlock(in_ch, out_ch, time_ch, ndim, dropout, **lattices.at(level))]
     if level in attention_levels:
         layers.append(SelfAttention(out_ch, heads))
     return nn.ModuleList(layers)
@@ -49,28 +81,39 @@ def _run_stage(stage: nn.Module, h: Tensor, emb: Tensor) -> Tensor:
 
 def _down_path(channels: int, channel_mults: tuple[int, ...], num_res_blocks: int,
                attention_levels: tuple[int, ...], time_channels: int, ndim: int,
-               num_heads: int, dropout: float) -> tuple[nn.ModuleList, nn.ModuleList, list[int]]:
+               num_heads: int, dropout: float, lattices: _Lattices | None = None,
+               ) -> tuple[nn.ModuleList, nn.ModuleList, list[int]]:
     r"""The down path (stages and :class:`Downsample` s) and the middle block (ResBlock,
     attention, ResBlock) of a DDPM-style dense U-Net, shared by :class:`DenseUNet` and the
-    encoder of functions; returns them with the widths of the skips (the last is the width of
-    the middle block)."""
+    encoder of functions (which keeps :math:`3^d` convolutions: :obj:`lattices` :obj:`None`);
+    returns them with the widths of the skips (the last is the width of the middle block)."""
+    lattices = lattices or _Lattices("conv", 0, None, len(channel_mults))
     down = nn.ModuleList()
     skip_widths, width = [channels], channels
     for level, mult in enumerate(channel_mults):
         for _ in range(num_res_blocks):
             down.append(_stage(width, channels * mult, level, attention_levels, time_channels,
-                               ndim, num_heads, dropout))
+                               ndim, num_heads, dropout, lattices))
             width = channels * mult
             skip_widths.append(width)
         if level < len(channel_mults) - 1:
-            down.append(Downsample(width, ndim))
+            down.append(Downsample(width, ndim, **lattices.at(level, level + 1)))
             skip_widths.append(width)
+    last = len(channel_mults) - 1
     mid = nn.ModuleList([
-        ResBlock(width, width, time_channels, ndim, dropout),
+        ResBlock(width, width, time_channels, ndim, dropout, **lattices.at(last)),
         SelfAttention(width, num_heads),
-        ResBlock(width, width, time_channels, ndim, dropout),
+        ResBlock(width, width, time_channels, ndim, dropout, **lattices.at(last)),
     ])
     return down, mid, skip_widths
+
+
+def _cell_centres(x: Tensor) -> Tensor:
+    r"""The coordinates :math:`(j + \frac{1}{2}) / n` of the cells of a lattice batch
+    :math:`(B, C, n_1, \dots, n_d)`, as :math:`(B, d, n_1, \dots, n_d)`."""
+    axes = [(torch.arange(n, device=x.device, dtype=x.dtype) + 0.5) / n for n in x.shape[2:]]
+    grid = torch.stack(torch.meshgrid(*axes, indexing="ij"))
+    return grid.unsqueeze(0).expand(x.size(0), *grid.shape)
 
 
 class DenseUNet(nn.Module):
@@ -80,6 +123,16 @@ class DenseUNet(nn.Module):
     :class:`~pyg_infdiff.nn.dense.Downsample`; a middle block (ResBlock, attention,
     ResBlock); the mirrored up path with skip concatenations and
     :class:`~pyg_infdiff.nn.dense.Upsample` to the size of the skip (odd sizes work).
+
+    With :obj:`grid_conv="spectral"` (the official code's ``conv_type="spectral"``), the
+    :math:`3^d` convolutions of the residual blocks and the down- and upsampling become
+    :class:`~pyg_infdiff.nn.SpectralConv` s, with :obj:`spectral_modes` modes per axis, or
+    fewer on a level whose lattice holds fewer (:func:`~pyg_infdiff.nn.spectral.fit_modes`:
+    14², 7², 4² levels keep 4, 4, 2 of the default 4); the input and output convolutions
+    become pointwise, the input one also reading the :math:`d` coordinates of the cells, as
+    the official model's ``fc0``, ``fc1`` (a spectral convolution treats the lattice as
+    periodic, so it does not see where the borders are). The 1×1 skips of the residual
+    blocks and the attention are unchanged.
 
     Args:
         in_channels (int): Input channels.
@@ -92,6 +145,13 @@ class DenseUNet(nn.Module):
         ndim (int): Spatial dimension :math:`d \in \{1, 2, 3\}`.
         num_heads (int, optional): Attention heads. (default: :obj:`4`)
         dropout (float, optional): Dropout in the residual blocks. (default: :obj:`0.0`)
+        grid_conv (str, optional): :obj:`"conv"` or :obj:`"spectral"`
+            (:data:`~pyg_infdiff.nn.dense.GridConv`). (default: :obj:`"conv"`)
+        spectral_modes (int, optional): Fourier modes per axis of the spectral convolutions.
+            (default: :obj:`4`)
+        grid_shape (tuple[int, ...], optional): The lattice of the first level; required
+            with :obj:`grid_conv="spectral"`, to fit the modes of every level.
+            (default: :obj:`None`)
 
     Shapes:
         - **input:** :math:`(B, C_{in}, n_1, \dots, n_d)`, time embedding :math:`(B, T)`
@@ -110,25 +170,38 @@ class DenseUNet(nn.Module):
         ndim: int,
         num_heads: int = 4,
         dropout: float = 0.0,
+        *,
+        grid_conv: GridConv = "conv",
+        spectral_modes: int = 4,
+        grid_shape: tuple[int, ...] | None = None,
     ) -> None:
         super().__init__()
-        self.conv_in = conv_nd(ndim, in_channels, channels, 3, padding=1)
+        lattices = _Lattices(grid_conv, spectral_modes, grid_shape, len(channel_mults))
+        self.grid_conv = grid_conv
+        # spectral: pointwise in and out (the official fc0, fc1), the cells' coordinates in
+        coordinates = ndim if grid_conv == "spectral" else 0
+        kernel = 1 if grid_conv == "spectral" else 3
+        self.conv_in = conv_nd(ndim, in_channels + coordinates, channels, kernel,
+                               padding=kernel // 2)
         self.down, self.mid, skip_widths = _down_path(
             channels, channel_mults, num_res_blocks, attention_levels, time_channels, ndim,
-            num_heads, dropout)
+            num_heads, dropout, lattices)
         width = skip_widths[-1]
         self.up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(channel_mults))):
             for i in range(num_res_blocks + 1):
                 self.up.append(_stage(width + skip_widths.pop(), channels * mult, level,
-                                      attention_levels, time_channels, ndim, num_heads, dropout))
+                                      attention_levels, time_channels, ndim, num_heads, dropout,
+                                      lattices))
                 width = channels * mult
                 if level > 0 and i == num_res_blocks:
-                    self.up.append(Upsample(width, ndim))
+                    self.up.append(Upsample(width, ndim, **lattices.at(level, level - 1)))
         self.norm_out = group_norm(width)
-        self.conv_out = conv_nd(ndim, width, out_channels, 3, padding=1)
+        self.conv_out = conv_nd(ndim, width, out_channels, kernel, padding=kernel // 2)
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        if self.grid_conv == "spectral":
+            x = torch.cat([x, _cell_centres(x)], dim=1)
         h = self.conv_in(x)
         skips = [h]
         for stage in self.down:
@@ -212,6 +285,7 @@ class MultiscaleOperatorUNet(nn.Module):
         self.dense = DenseUNet(
             ch, ch, c.channels, c.channel_mults, c.num_res_blocks, c.attention_levels,
             time_channels, c.ndim, num_heads=c.num_heads, dropout=c.dropout,
+            grid_conv=c.grid_conv, spectral_modes=c.spectral_modes, grid_shape=c.grid_shape,
         )
         self.unpool = GridUnpool()
         self.up_blocks = nn.ModuleList([block(2 * ch) for _ in range(c.num_operator_blocks)])
@@ -319,7 +393,9 @@ class MultiscaleOperatorUNet(nn.Module):
             f"MultiscaleOperatorUNet: {self.num_parameters() / 1e6:.2f}M parameters ({detail}); "
             f"{c.num_operator_blocks}+{c.num_operator_blocks} operator blocks of width "
             f"{c.operator_channels}, radius {c.radius:.4f}; grid {'x'.join(map(str, c.grid_shape))}"
-            f" ({c.pool} pool), dense widths {[c.channels * m for m in c.channel_mults]}, "
+            f" ({c.pool} pool), dense widths {[c.channels * m for m in c.channel_mults]}"
+            + ("" if c.grid_conv == "conv" else f" (spectral, {c.spectral_modes} modes)")
+            + ", "
             f"attention levels {list(c.attention_levels)}"
         )
 

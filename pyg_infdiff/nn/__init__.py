@@ -6,6 +6,8 @@ r"""Neural-operator layers for graphs of function samples.
 * :class:`GridPool` / :class:`GridUnpool`: nodes to a fixed lattice and back.
 * :class:`OperatorBlock`: operator + norm + MLP with time conditioning (the sparse U-Net levels).
 * :class:`ResBlock`, :class:`Downsample`, :class:`Upsample`, :class:`SelfAttention`: dense blocks.
+* :class:`SpectralConv`: the Fourier-neural-operator convolution, the dense blocks' alternative
+  to :math:`3^d` convolutions.
 * :class:`SinusoidalTimeEmbedding`, :class:`TimeEmbedding`: diffusion-time features.
 """
 from pyg_infdiff.nn.dense import Downsample, ResBlock, SelfAttention, Upsample
@@ -14,6 +16,7 @@ from pyg_infdiff.nn.kernel import ContinuousKernel, LatticeStencil
 from pyg_infdiff.nn.kernel_conv import KernelIntegralConv
 from pyg_infdiff.nn.operator_block import OperatorBlock
 from pyg_infdiff.nn.pool import GridPool, GridUnpool
+from pyg_infdiff.nn.spectral import SpectralConv
 
 __all__ = [
     "ContinuousKernel",
@@ -26,6 +29,7 @@ __all__ = [
     "ResBlock",
     "SelfAttention",
     "SinusoidalTimeEmbedding",
+    "SpectralConv",
     "TimeEmbedding",
     "Upsample",
 ]

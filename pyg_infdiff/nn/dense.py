@@ -1,17 +1,30 @@
 r"""Building blocks of the dense (lattice) U-Net in the middle of the multiscale operator U-Net.
 
 They work on tensors of shape :math:`(B, C, n_1, \dots, n_d)` for :math:`d \in \{1, 2, 3\}`;
-the convolution type is chosen from :obj:`ndim`. They follow the blocks of
+the convolution type is chosen from :obj:`ndim`. Their :math:`3^d` convolutions can be
+:class:`~pyg_infdiff.nn.SpectralConv` instead (:data:`GridConv`). They follow the blocks of
 `"Denoising Diffusion Probabilistic Models" <https://arxiv.org/abs/2006.11239>`_ with the
 scale-shift time conditioning of
 `"Improved Denoising Diffusion Probabilistic Models" <https://arxiv.org/abs/2102.09672>`_.
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pyg_infdiff.nn.spectral import SpectralConv
+
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+
+#: The convolutions of the dense blocks on their lattice: :math:`3^d` convolutions
+#: (``"conv"``) or :class:`~pyg_infdiff.nn.SpectralConv` (``"spectral"``, the official
+#: ∞-Diff code's ``conv_type="spectral"``).
+GridConv = Literal["conv", "spectral"]
+
+#: The values of :data:`GridConv`.
+GRID_CONVS: tuple[str, ...] = ("conv", "spectral")
 
 
 def conv_nd(ndim: int, *args, **kwargs) -> nn.Module:
@@ -22,11 +35,38 @@ def conv_nd(ndim: int, *args, **kwargs) -> nn.Module:
     return _CONV[ndim](*args, **kwargs)
 
 
+def grid_conv_nd(grid_conv: GridConv, ndim: int, in_channels: int, out_channels: int,
+                 modes: int | tuple[int, ...] | None = None) -> nn.Module:
+    r"""The :math:`3^d` convolution of a dense block (padding 1, same size) for
+    :obj:`grid_conv="conv"`, or a :class:`~pyg_infdiff.nn.SpectralConv` keeping :obj:`modes`
+    for :obj:`grid_conv="spectral"`.
+
+    Args:
+        grid_conv (str): :obj:`"conv"` or :obj:`"spectral"` (:data:`GridConv`).
+        ndim (int): Spatial dimension :math:`d \in \{1, 2, 3\}`.
+        in_channels (int): Input channels.
+        out_channels (int): Output channels.
+        modes (int or tuple[int, ...], optional): The modes of a spectral convolution
+            (required for it, unused by the other). (default: :obj:`None`)
+    """
+    if grid_conv not in GRID_CONVS:
+        raise ValueError(f"'grid_conv' must be one of {GRID_CONVS}, got {grid_conv!r}")
+    if grid_conv == "conv":
+        return conv_nd(ndim, in_channels, out_channels, 3, padding=1)
+    if modes is None:
+        raise ValueError("A spectral convolution needs 'modes'")
+    return SpectralConv(in_channels, out_channels, modes, ndim)
+
+
 def group_norm(channels: int, max_groups: int = 32) -> nn.GroupNorm:
     r"""A :class:`torch.nn.GroupNorm` with the largest number of groups
     :math:`\le` :obj:`max_groups` that divides :obj:`channels`."""
     groups = max(g for g in range(1, min(max_groups, channels) + 1) if channels % g == 0)
     return nn.GroupNorm(groups, channels)
+
+
+def _kind(grid_conv: str) -> str:
+    return "" if grid_conv == "conv" else f", grid_conv='{grid_conv}'"
 
 
 def _zero_(module: nn.Module) -> nn.Module:
@@ -45,7 +85,9 @@ class ResBlock(nn.Module):
         \mathrm{SiLU}(\mathrm{GN}_2(\mathbf{h}) \odot (1 + \mathbf{s}) + \mathbf{b}))\big)
 
     :math:`\mathrm{Conv}_2` is zero-initialised, so the block starts as the identity
-    (or a :math:`1 \times 1` projection when the channel counts differ).
+    (or a :math:`1 \times 1` projection when the channel counts differ). The two
+    convolutions are :math:`3^d` convolutions or, with :obj:`grid_conv="spectral"`,
+    :class:`~pyg_infdiff.nn.SpectralConv` s (the skip stays a :math:`1 \times 1` map).
 
     Args:
         in_channels (int): Input channels.
@@ -53,6 +95,10 @@ class ResBlock(nn.Module):
         time_channels (int): Size of the time embedding :math:`\mathbf{e}`.
         ndim (int): Spatial dimension :math:`d \in \{1, 2, 3\}`.
         dropout (float, optional): Dropout probability. (default: :obj:`0.0`)
+        grid_conv (str, optional): :obj:`"conv"` or :obj:`"spectral"` (:data:`GridConv`).
+            (default: :obj:`"conv"`)
+        modes (int or tuple[int, ...], optional): The modes of the spectral convolutions
+            (required with :obj:`grid_conv="spectral"`). (default: :obj:`None`)
 
     Shapes:
         - **input:** :math:`(B, C_{in}, n_1, \dots, n_d)`, time embedding :math:`(B, T)`
@@ -66,17 +112,20 @@ class ResBlock(nn.Module):
         time_channels: int,
         ndim: int,
         dropout: float = 0.0,
+        grid_conv: GridConv = "conv",
+        modes: int | tuple[int, ...] | None = None,
     ) -> None:
         super().__init__()
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.ndim = ndim
+        self.grid_conv = grid_conv
         self.norm1 = group_norm(in_channels)
-        self.conv1 = conv_nd(ndim, in_channels, out_channels, 3, padding=1)
+        self.conv1 = grid_conv_nd(grid_conv, ndim, in_channels, out_channels, modes)
         self.time_proj = nn.Linear(time_channels, 2 * out_channels)
         self.norm2 = group_norm(out_channels)
         self.dropout = nn.Dropout(dropout)
-        self.conv2 = conv_nd(ndim, out_channels, out_channels, 3, padding=1)
+        self.conv2 = grid_conv_nd(grid_conv, ndim, out_channels, out_channels, modes)
         self.skip = (
             nn.Identity()
             if in_channels == out_channels
@@ -102,44 +151,66 @@ class ResBlock(nn.Module):
     def __repr__(self) -> str:
         return (
             f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}, "
-            f"ndim={self.ndim})"
+            f"ndim={self.ndim}{_kind(self.grid_conv)})"
         )
 
 
 class Downsample(nn.Module):
-    r"""Halves each spatial size (rounding up) with a strided :math:`3^d` convolution.
+    r"""Halves each spatial size (rounding up) with a strided :math:`3^d` convolution, or with
+    a :class:`~pyg_infdiff.nn.SpectralConv` whose output is sampled on the coarser lattice
+    (:obj:`grid_conv="spectral"`, as the official code's ``out_mult=0.5``).
 
     Args:
         channels (int): Input and output channels.
         ndim (int): Spatial dimension :math:`d \in \{1, 2, 3\}`.
+        grid_conv (str, optional): :obj:`"conv"` or :obj:`"spectral"` (:data:`GridConv`).
+            (default: :obj:`"conv"`)
+        modes (int or tuple[int, ...], optional): The modes of the spectral convolution
+            (required with :obj:`grid_conv="spectral"`; both lattices must hold them).
+            (default: :obj:`None`)
 
     Shapes:
         - **input:** :math:`(B, C, n_1, \dots, n_d)`
         - **output:** :math:`(B, C, \lceil n_1/2 \rceil, \dots, \lceil n_d/2 \rceil)`
     """
 
-    def __init__(self, channels: int, ndim: int) -> None:
+    def __init__(self, channels: int, ndim: int, grid_conv: GridConv = "conv",
+                 modes: int | tuple[int, ...] | None = None) -> None:
         super().__init__()
         self.channels = channels
         self.ndim = ndim
-        self.conv = conv_nd(ndim, channels, channels, 3, stride=2, padding=1)
+        self.grid_conv = grid_conv
+        if grid_conv == "conv":
+            self.conv = conv_nd(ndim, channels, channels, 3, stride=2, padding=1)
+        else:
+            self.conv = grid_conv_nd(grid_conv, ndim, channels, channels, modes)
 
     def reset_parameters(self) -> None:
         self.conv.reset_parameters()
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.grid_conv == "spectral":
+            return self.conv(x, size=tuple((n + 1) // 2 for n in x.shape[2:]))
         return self.conv(x)
 
     def __repr__(self) -> str:
-        return f"{self.__class__.__name__}({self.channels}, ndim={self.ndim})"
+        kind = _kind(self.grid_conv)
+        return f"{self.__class__.__name__}({self.channels}, ndim={self.ndim}{kind})"
 
 
 class Upsample(nn.Module):
-    r"""Nearest-neighbour upsampling followed by a :math:`3^d` convolution.
+    r"""Nearest-neighbour upsampling followed by a :math:`3^d` convolution, or a
+    :class:`~pyg_infdiff.nn.SpectralConv` whose output is sampled on the finer lattice
+    (:obj:`grid_conv="spectral"`, as the official code's ``out_mult=2``).
 
     Args:
         channels (int): Input and output channels.
         ndim (int): Spatial dimension :math:`d \in \{1, 2, 3\}`.
+        grid_conv (str, optional): :obj:`"conv"` or :obj:`"spectral"` (:data:`GridConv`).
+            (default: :obj:`"conv"`)
+        modes (int or tuple[int, ...], optional): The modes of the spectral convolution
+            (required with :obj:`grid_conv="spectral"`; both lattices must hold them).
+            (default: :obj:`None`)
 
     Shapes:
         - **input:** :math:`(B, C, n_1, \dots, n_d)`
@@ -147,11 +218,13 @@ class Upsample(nn.Module):
           :math:`2n` by default.
     """
 
-    def __init__(self, channels: int, ndim: int) -> None:
+    def __init__(self, channels: int, ndim: int, grid_conv: GridConv = "conv",
+                 modes: int | tuple[int, ...] | None = None) -> None:
         super().__init__()
         self.channels = channels
         self.ndim = ndim
-        self.conv = conv_nd(ndim, channels, channels, 3, padding=1)
+        self.grid_conv = grid_conv
+        self.conv = grid_conv_nd(grid_conv, ndim, channels, channels, modes)
 
     def reset_parameters(self) -> None:
         self.conv.reset_parameters()
@@ -159,10 +232,13 @@ class Upsample(nn.Module):
     def forward(self, x: Tensor, size: tuple[int, ...] | None = None) -> Tensor:
         if size is None:
             size = tuple(2 * n for n in x.shape[2:])
+        if self.grid_conv == "spectral":
+            return self.conv(x, size=tuple(size))
         return self.conv(F.interpolate(x, size=tuple(size), mode="nearest"))
 
     def __repr__(self) -> str:
-        return f"{self.__class__.__name__}({self.channels}, ndim={self.ndim})"
+        kind = _kind(self.grid_conv)
+        return f"{self.__class__.__name__}({self.channels}, ndim={self.ndim}{kind})"
 
 
 class SelfAttention(nn.Module):
