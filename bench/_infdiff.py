@@ -40,8 +40,13 @@ from pyg_infdiff.data import (
     ShapesConfig,
     make_loader,
 )
-from pyg_infdiff.diffusion import MollifiedDiffusion, sample
-from pyg_infdiff.models import MultiscaleOperatorUNet, UNetConfig
+from pyg_infdiff.diffusion import AutoencoderLoss, MollifiedDiffusion, sample
+from pyg_infdiff.models import (
+    DiffusionAutoencoder,
+    EncoderConfig,
+    MultiscaleOperatorUNet,
+    UNetConfig,
+)
 from pyg_infdiff.noise import MollifiedNoise
 from pyg_infdiff.training import Trainer, TrainerConfig
 
@@ -159,6 +164,8 @@ def train_infdiff(
     seed: int = 0,
     device: str = "cpu",
     radius_edges: bool = True,
+    encoder: EncoderConfig | None = None,
+    encoder_rate: float | None = None,
 ) -> dict:
     r"""Trains an ∞-Diff model for a wall-clock budget with the public library parts
     (:class:`GraphCollator`, :func:`make_loader`, :class:`MollifiedDiffusion`,
@@ -174,6 +181,13 @@ def train_infdiff(
     lattice would cost far more to build than the step. The checkpoints carry the examples'
     ``model_config`` (``unet``, ``diffusion``, ``data``), so
     :func:`pyg_infdiff.training.load_pretrained` and ``examples/sample.py`` read them.
+
+    With an :obj:`encoder` it trains the first stage of the two-stage model instead: a
+    :class:`~pyg_infdiff.models.DiffusionAutoencoder` of :obj:`encoder` and :obj:`config` (whose
+    ``cond_dim`` is the latent size), the encoder reading its own random subsets of
+    1/:obj:`encoder_rate` of the pixels (default: :obj:`rate`), with
+    :class:`~pyg_infdiff.diffusion.AutoencoderLoss`; ``model_config`` then has
+    ``autoencoder`` in place of ``unet``.
 
     Returns:
         dict: ``steps``, ``train_seconds``, ``checkpoint`` (path), ``parameters``.
@@ -198,13 +212,21 @@ def train_infdiff(
             raise ValueError(f"the cache was mollified with {dataset.mollifier!r}, the recipe "
                              f"asks for sigma {sigma:g}")
         mollifier = None  # mollified once, when the cache was built
+    if encoder is not None:
+        encoder_rate = rate if encoder_rate is None else encoder_rate
     collator = GraphCollator(mollifier, rate=rate,
-                             radius=config.radius if radius_edges else None)
+                             radius=config.radius if radius_edges else None,
+                             encoder_rate=encoder_rate if encoder is not None else None)
     loader = make_loader(dataset, collator, recipe.batch_size, seed=seed, drop_last=True)
     torch.manual_seed(seed)
-    model = MultiscaleOperatorUNet(config)
+    if encoder is not None:
+        model = DiffusionAutoencoder(encoder, config)
+        architecture, loss_fn = {"autoencoder": model.to_dict()}, AutoencoderLoss(diffusion)
+    else:
+        model = MultiscaleOperatorUNet(config)
+        architecture, loss_fn = {"unet": config.to_dict()}, partial(diffusion.training_loss)
     model_config = {
-        "unet": config.to_dict(),
+        **architecture,
         "diffusion": {"sigma": sigma, "schedule": "cosine", "num_steps": diffusion.num_steps,
                       "parametrization": diffusion.parametrization,
                       "noise_cutoff": diffusion.noise.cutoff},
@@ -217,7 +239,7 @@ def train_infdiff(
         sample_every=0, checkpoint_every=recipe.checkpoint_every, keep_last=2,
         out_dir=str(out), seed=seed, device=device, progress=False, verbose=False,
     )
-    budget = _Budget(partial(diffusion.training_loss), 60.0 * minutes, spent_at)
+    budget = _Budget(loss_fn, 60.0 * minutes, spent_at)
     trainer = Trainer(model, budget, trainer_config, model_config=model_config,
                       pass_generator=True)
     budget.trainer = trainer

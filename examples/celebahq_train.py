@@ -28,6 +28,18 @@ step costs what its nodes cost, not a 128x128 render.
 
 Resume with --resume latest (same --out). Then sample at any resolution with
 examples/sample.py --checkpoint <out>/checkpoints/ckpt_<step>.pt --resolution 256.
+
+The first stage of the two-stage model (a diffusion autoencoder): --autoencoder trains an encoder
+of functions together with a U-Net conditioned on its latent. The encoder reads its own random
+subset of each image's pixels (1/--encoder-rate of them, drawn independently of the denoiser's
+nodes), as in the official code; the sample grids show reconstructions of the first images:
+
+    python examples/celebahq_train.py --dataset fashion-mnist --autoencoder --steps 6000
+    python examples/celebahq_train.py --data-dir /data/celebahq --resolution 128 --autoencoder \
+        --latent-dim 256 --bf16
+
+Then reconstruct at any resolution with examples/reconstruct.py and interpolate with
+examples/interpolate.py.
 """
 import argparse
 import math
@@ -45,8 +57,18 @@ from pyg_infdiff.data import (
     MollifiedCache,
     make_loader,
 )
-from pyg_infdiff.diffusion import MollifiedDiffusion, cosine_schedule, linear_schedule
+from pyg_infdiff.data.images import save_rows
+from pyg_infdiff.diffusion import (
+    AutoencoderLoss,
+    MollifiedDiffusion,
+    cosine_schedule,
+    linear_schedule,
+    reconstruct,
+)
+from pyg_infdiff.graph import LatticeIndex
 from pyg_infdiff.models import (
+    DiffusionAutoencoder,
+    EncoderConfig,
     MultiscaleOperatorUNet,
     UNetConfig,
     check_monte_carlo_density,
@@ -78,6 +100,9 @@ DEFAULTS = {
               parametrization="mollified_eps"),
 }
 DATASET_RESOLUTION = {"folder": 64, "shapes": 32, "fashion-mnist": 28, "mnist": 28}
+# The latent size of --autoencoder by preset: EncoderConfig.preset's at 28 and 32, the official
+# model's at 128 (256) and 256 (1,024).
+LATENT_DIMS = {28: 64, 32: 128, 64: 256, 128: 256, 256: 1024}
 CACHE_DTYPES = {"float16": torch.float16, "uint8": torch.uint8, "float32": torch.float32}
 
 
@@ -93,6 +118,46 @@ def default_preset(resolution, subsample=None):
         if not report.below(MIN_NODES_PER_BALL):
             return preset
     return max(PRESETS, key=lambda r: UNetConfig.preset(r).radius)  # the widest balls
+
+
+def encoder_config(preset, unet, latent_dim):
+    """The encoder of --autoencoder: EncoderConfig.preset where there is one (28, 32), otherwise
+    the U-Net preset's own layout (the official encoder takes the U-Net's hyper-parameters)."""
+    if preset in (28, 32):
+        return EncoderConfig.preset(preset, in_channels=unet.in_channels, latent_dim=latent_dim)
+    return EncoderConfig(
+        in_channels=unet.in_channels, latent_dim=latent_dim,
+        operator_channels=unet.operator_channels, num_operator_blocks=unet.num_operator_blocks,
+        radius=unet.radius, kernel_hidden_channels=unet.kernel_hidden_channels,
+        kernel_num_basis=unet.kernel_num_basis, grid_shape=unet.grid_shape,
+        channels=unet.channels, channel_mults=unet.channel_mults,
+        num_res_blocks=unet.num_res_blocks, attention_levels=unet.attention_levels,
+        num_heads=unet.num_heads, dropout=unet.dropout)
+
+
+class ReconstructionGrid:
+    """The sample_fn of --autoencoder: the first images of the data, encoded from their encoder
+    subsets (the same pixels at every call), decoded by DDIM at each sample resolution; one
+    labelled row for the observed pixels, one per resolution."""
+
+    def __init__(self, diffusion, collator, items, resolutions, steps, seed):
+        self.diffusion, self.resolutions, self.steps, self.seed = (diffusion, resolutions,
+                                                                   steps, seed)
+        self.batch = collator(items, generator=torch.Generator().manual_seed(seed))
+
+    def __call__(self, model, step, out_dir):
+        device = next(model.parameters()).device
+        batch = self.batch.to(device)
+        shape = tuple(batch.lattice_shape[0].tolist())
+        index = LatticeIndex(shape, batch.enc_pixel, batch.enc_batch, batch.num_graphs)
+        grid, mask = index.scatter(batch.enc_x)
+        rows = [("observed", (grid * mask - (1 - mask)).cpu())]  # missing pixels: black
+        for n in self.resolutions:
+            out = reconstruct(model, self.diffusion, batch.enc_x, batch.enc_pos, batch.enc_batch,
+                              shape=(n, n), steps=self.steps, progress=False,
+                              generator=torch.Generator(device).manual_seed(self.seed))
+            rows.append((f"{n}x{n}", out.images.float().clamp(-1, 1).cpu()))
+        save_rows(rows, os.path.join(out_dir, f"reconstructions_{step:08d}.png"))
 
 
 def parse_args(argv=None):
@@ -157,6 +222,17 @@ def parse_args(argv=None):
     g.add_argument("--parametrization", choices=["mollified_eps", "x0", "v"], default=None,
                    help="what the model predicts (by preset: x0 for 28 and 32, mollified_eps "
                    "above)")
+    g.add_argument("--autoencoder", action="store_true",
+                   help="train the first stage of the two-stage model: an encoder of functions "
+                   "and the U-Net conditioned on its latent (a DiffusionAutoencoder); the sample "
+                   "grids show reconstructions")
+    g.add_argument("--latent-dim", type=int, default=None,
+                   help="--autoencoder: size of the latent z (by preset: 64 at 28, 128 at 32, "
+                   "256 at 64 and 128, 1024 at 256)")
+    g.add_argument("--encoder-rate", type=float, default=None,
+                   help="--autoencoder: the encoder reads 1/rate of each image's pixels, a "
+                   "random subset of its own (default: --subsample, as many pixels as the "
+                   "denoiser's nodes, as the official code)")
     g = p.add_argument_group("training")
     g.add_argument("--batch-size", type=int, default=None,
                    help="images per step per process (by preset)")
@@ -212,6 +288,12 @@ def parse_args(argv=None):
     args.checkpoint_every = d["every"] if args.checkpoint_every is None else args.checkpoint_every
     args.sigma = args.sigma or 0.5 / args.resolution
     args.out = args.out or f"runs/{args.dataset}{args.resolution}"
+    if not args.autoencoder and (args.latent_dim is not None or args.encoder_rate is not None):
+        p.error("--latent-dim and --encoder-rate need --autoencoder")
+    args.latent_dim = args.latent_dim or LATENT_DIMS[args.preset]
+    args.encoder_rate = args.encoder_rate or args.subsample
+    if args.latent_dim < 1 or args.encoder_rate < 1:
+        p.error("--latent-dim must be positive and --encoder-rate at least 1")
     if args.sample_resolutions is None and sparse:
         args.sample_resolutions = [max(8, round(args.resolution / math.sqrt(args.subsample))),
                                    args.resolution]
@@ -255,8 +337,9 @@ def main(argv=None):
         dataset = MollifiedCache(dataset, mollifier, min(args.cache_items, len(dataset)),
                                  dtype=CACHE_DTYPES[args.cache_dtype], verbose=ctx.is_main)
         mollifier = None  # the cached images are mollified already
-    collator = GraphCollator(mollifier, rate=args.subsample,
-                             method=args.subsample_method, radius=config.radius)
+    collator = GraphCollator(mollifier, rate=args.subsample, method=args.subsample_method,
+                             radius=config.radius,
+                             encoder_rate=args.encoder_rate if args.autoencoder else None)
     if ctx.is_main:  # warns when the kernel balls hold too few nodes at this rate
         check_monte_carlo_density(config, res, args.subsample)
     cuda = ctx.device.type == "cuda" or (args.device or "").startswith("cuda") or (
@@ -268,9 +351,16 @@ def main(argv=None):
                          num_workers=workers, drop_last=True, pin_memory=cuda,
                          persistent_workers=False)
 
-    model = MultiscaleOperatorUNet(config)
-    model_config = {  # everything examples/sample.py needs to rebuild model and diffusion
-        "unet": config.to_dict(),
+    if args.autoencoder:
+        config = UNetConfig.from_dict({**config.to_dict(), "cond_dim": args.latent_dim})
+        model = DiffusionAutoencoder(encoder_config(args.preset, config, args.latent_dim),
+                                     config)
+        architecture = {"autoencoder": model.to_dict()}
+    else:
+        model = MultiscaleOperatorUNet(config)
+        architecture = {"unet": config.to_dict()}
+    model_config = {  # everything load_pretrained needs to rebuild model and diffusion
+        **architecture,
         "diffusion": {"sigma": args.sigma, "schedule": args.schedule,
                       "num_steps": diffusion.num_steps,
                       "parametrization": diffusion.parametrization,
@@ -278,23 +368,34 @@ def main(argv=None):
         "data": {"dataset": args.dataset, "resolution": res, "channels": channels,
                  "subsample": args.subsample, "seed": args.seed},
     }
+    if args.autoencoder:
+        model_config["data"]["encoder_rate"] = args.encoder_rate
     trainer_config = TrainerConfig(
         lr=args.lr, warmup_steps=args.warmup, max_steps=args.steps, grad_clip=args.grad_clip,
         ema_decay=args.ema_decay, bf16=args.bf16, log_every=args.log_every,
         sample_every=args.sample_every, checkpoint_every=args.checkpoint_every,
         keep_last=args.keep_last, out_dir=args.out, seed=args.seed, device=args.device,
     )
-    grid = SampleGrid(diffusion, channels, args.sample_resolutions, args.num_samples,
-                      steps=args.sample_steps, seed=args.seed)
-    trainer = Trainer(model, partial(diffusion.training_loss), trainer_config,
+    if args.autoencoder:  # reconstructions of the first images; the loss encodes in forward
+        items = [dataset[i] for i in range(min(args.num_samples, len(dataset)))]
+        grid = ReconstructionGrid(diffusion, collator, items, args.sample_resolutions,
+                                  args.sample_steps, args.seed)
+        loss_fn = AutoencoderLoss(diffusion)
+    else:
+        grid = SampleGrid(diffusion, channels, args.sample_resolutions, args.num_samples,
+                          steps=args.sample_steps, seed=args.seed)
+        loss_fn = partial(diffusion.training_loss)
+    trainer = Trainer(model, loss_fn, trainer_config,
                       sample_fn=grid, model_config=model_config, pass_generator=True)
     if ctx.is_main:
-        print(model.summary())
+        print(model if args.autoencoder else model.summary())
         print(f"data: {args.dataset} ({len(dataset)} images, {channels} channel(s)) at "
               f"{res}x{res}, {args.subsample:g}x subsampling "
               f"(~{math.ceil(res * res / args.subsample)} nodes per image), batch "
               f"{args.batch_size} x {ctx.world_size} process(es); mollifier sigma "
-              f"{args.sigma:.5f}; out: {args.out}")
+              f"{args.sigma:.5f}; out: {args.out}"
+              + (f"; encoder: latent {args.latent_dim}, 1/{args.encoder_rate:g} of the pixels"
+                 if args.autoencoder else ""))
     try:
         result = trainer.fit(loader, resume=args.resume)
         if not args.sample_every:  # the trainer samples at the end only when periodic

@@ -47,6 +47,18 @@ class GraphCollator:
     ``lattice_shape`` (:math:`(1, d)`, as :meth:`pyg_infdiff.graph.LatticeIndex.from_data`
     expects), ``edge_index`` with :obj:`radius`, and ``y`` when items are ``(image, label)``.
 
+    **Encoder subsets** (:obj:`encoder_rate`, for training a
+    :class:`~pyg_infdiff.models.DiffusionAutoencoder`): each graph also gets a second,
+    independent uniform random subset of its image's pixels, the nodes its encoder reads, as in
+    the official ∞-Diff training code (there: a fresh uniform subset per image, as many pixels
+    as the denoiser's, a quarter of the image; here drawn after the denoiser's). The encoder
+    reads the image *as given*, before the mollifier (the official encoder reads the clean
+    image; an already-mollified cache such as :class:`~pyg_infdiff.data.MollifiedCache` gives
+    mollified values). The batch then holds ``enc_x`` (values), ``enc_pos`` (pixel centres),
+    ``enc_pixel`` (flat indices) and ``enc_batch`` (graph index of each encoder node,
+    collated by PyG's rule for keys containing ``"batch"``), all drawn from the same
+    generator, so that :func:`make_loader` replays them exactly.
+
     Args:
         mollifier (Mollifier, optional): Applied as ``mollifier.apply(images, d)``, e.g.
             :class:`pyg_infdiff.noise.GaussianMollifier`; :obj:`None` keeps the images as they
@@ -66,12 +78,17 @@ class GraphCollator:
         generator (torch.Generator, optional): Used when a call gets no generator (stateful, so
             reproducible only in one process); :func:`make_loader` passes a per-batch generator
             instead. (default: :obj:`None`)
+        encoder_rate (float, optional): If set, adds an encoder subset of
+            :math:`\lceil P / \text{encoder\_rate} \rceil` uniform random pixels per image,
+            sorted (``1``: every pixel, in row-major order). (default: :obj:`None`)
 
     Shapes:
         - **input:** a list of images :math:`(C, n_1, \dots, n_d)` or of ``(image, label)``.
         - **output:** :class:`~torch_geometric.data.Batch` with ``x`` :math:`(N, C)`, ``pos``
           :math:`(N, d)`, ``pixel`` :math:`(N,)`, ``lattice_shape`` :math:`(B, d)`, ``batch``
-          :math:`(N,)`, optional ``edge_index`` :math:`(2, E)` and ``y`` :math:`(B, \dots)`.
+          :math:`(N,)`, optional ``edge_index`` :math:`(2, E)` and ``y`` :math:`(B, \dots)`;
+          with :obj:`encoder_rate`, ``enc_x`` :math:`(M, C)`, ``enc_pos`` :math:`(M, d)`,
+          ``enc_pixel`` :math:`(M,)` and ``enc_batch`` :math:`(M,)`.
     """
 
     def __init__(
@@ -85,8 +102,11 @@ class GraphCollator:
         loop: bool = True,
         max_num_neighbors: int | None = None,
         generator: torch.Generator | None = None,
+        encoder_rate: float | None = None,
     ) -> None:
         check_subsample_options(rate, num, method, radius)
+        if encoder_rate is not None:
+            check_subsample_options(encoder_rate, None, "uniform")
         if mollifier is not None and not callable(getattr(mollifier, "apply", None)):
             raise ValueError(f"'mollifier' needs an apply(x, ndim) method, got {mollifier!r}")
         self.mollifier = mollifier
@@ -97,6 +117,7 @@ class GraphCollator:
         self.loop = loop
         self.max_num_neighbors = max_num_neighbors
         self.generator = generator
+        self.encoder_rate = encoder_rate
 
     def mollify(self, images: Sequence[Tensor]) -> list[Tensor]:
         r"""Mollifies each image on its full lattice (in one call when the shapes agree)."""
@@ -115,6 +136,12 @@ class GraphCollator:
         return subsample(
             shape, rate=self.rate, num=self.num, method=self.method, generator=generator
         )
+
+    def encoder_nodes(self, shape: tuple[int, ...], generator: torch.Generator | None) -> Tensor:
+        r"""The flat pixel indices of one graph's encoder subset (see :obj:`encoder_rate`)."""
+        if self.encoder_rate is None:
+            raise ValueError("This collator has no encoder subset: pass 'encoder_rate'")
+        return subsample(shape, rate=self.encoder_rate, method="uniform", generator=generator)
 
     def __call__(self, items: Sequence[Any], generator: torch.Generator | None = None) -> Batch:
         if len(items) == 0:
@@ -140,6 +167,12 @@ class GraphCollator:
                 pixel=pixel,
                 lattice_shape=torch.tensor([shape], dtype=torch.long, device=image.device),
             )
+            if self.encoder_rate is not None:  # drawn after the denoiser's nodes
+                enc = self.encoder_nodes(shape, generator).to(image.device)
+                data.enc_x = image.reshape(image.size(0), -1)[:, enc].t().contiguous()
+                data.enc_pos = pixel_to_pos(enc, shape, dtype=image.dtype)
+                data.enc_pixel = enc
+                data.enc_batch = torch.zeros_like(enc)  # PyG offsets "batch" keys per graph
             if self.radius is not None:
                 data.edge_index = radius_graph(
                     data.pos, self.radius, loop=self.loop, max_num_neighbors=self.max_num_neighbors
@@ -152,9 +185,10 @@ class GraphCollator:
 
     def __repr__(self) -> str:
         size = f"rate={self.rate}" if self.rate is not None else f"num={self.num}"
+        encoder = "" if self.encoder_rate is None else f", encoder_rate={self.encoder_rate}"
         return (
             f"{self.__class__.__name__}({self.mollifier!r}, {size}, method={self.method!r}, "
-            f"radius={self.radius})"
+            f"radius={self.radius}{encoder})"
         )
 
 

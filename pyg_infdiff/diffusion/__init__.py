@@ -1,9 +1,24 @@
 r"""Schedules, the mollified forward process and its training loss, time-step samplers,
 DDPM/DDIM samplers, sampling at any resolution, conditioning on observed nodes, and the use
 cases of diffusion autoencoders (reconstruction, latent interpolation)."""
-from pyg_infdiff.diffusion.autoencoding import Autoencoder, interpolate, reconstruct, slerp
+from pyg_infdiff.diffusion.autoencoding import (
+    Autoencoder,
+    AutoencoderLoss,
+    encoder_inputs,
+    interpolate,
+    reconstruct,
+    slerp,
+)
 from pyg_infdiff.diffusion.conditioning import Observation, renoise, repaint_levels
 from pyg_infdiff.diffusion.denoiser import Denoiser, accepts_lattice, call_denoiser
+from pyg_infdiff.diffusion.latent import (
+    LatentDiffusion,
+    LatentStats,
+    LatentTrainingLosses,
+    decode_latents,
+    sample_latents,
+    sample_two_stage,
+)
 from pyg_infdiff.diffusion.process import (
     MollifiedDiffusion,
     Parametrization,
@@ -15,7 +30,12 @@ from pyg_infdiff.diffusion.process import (
 )
 from pyg_infdiff.diffusion.samplers import DDIMSampler, DDPMSampler, NoiseSource, SamplerOutput
 from pyg_infdiff.diffusion.sampling import SampleOutput, sample
-from pyg_infdiff.diffusion.schedules import NoiseSchedule, cosine_schedule, linear_schedule
+from pyg_infdiff.diffusion.schedules import (
+    NoiseSchedule,
+    constant_schedule,
+    cosine_schedule,
+    linear_schedule,
+)
 from pyg_infdiff.diffusion.timesteps import (
     LossAwareTimestepSampler,
     TimestepSampler,
@@ -24,9 +44,13 @@ from pyg_infdiff.diffusion.timesteps import (
 
 __all__ = [
     "Autoencoder",
+    "AutoencoderLoss",
     "DDIMSampler",
     "DDPMSampler",
     "Denoiser",
+    "LatentDiffusion",
+    "LatentStats",
+    "LatentTrainingLosses",
     "LossAwareTimestepSampler",
     "MollifiedDiffusion",
     "NoiseSchedule",
@@ -41,7 +65,10 @@ __all__ = [
     "accepts_lattice",
     "call_denoiser",
     "canonical_parametrization",
+    "constant_schedule",
     "cosine_schedule",
+    "decode_latents",
+    "encoder_inputs",
     "interpolate",
     "linear_schedule",
     "predict_noise",
@@ -50,6 +77,8 @@ __all__ = [
     "renoise",
     "repaint_levels",
     "sample",
+    "sample_latents",
+    "sample_two_stage",
     "slerp",
     "training_target",
 ]

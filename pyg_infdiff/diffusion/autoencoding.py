@@ -1,6 +1,6 @@
-r"""Use cases of a diffusion autoencoder (a denoiser conditioned on the latent vector of an
-encoder of functions): reconstruction at any resolution from any subset of points, and
-interpolation in the latent space."""
+r"""Training and use cases of a diffusion autoencoder (a denoiser conditioned on the latent
+vector of an encoder of functions): its loss, reconstruction at any resolution from any subset
+of points, and interpolation in the latent space."""
 from __future__ import annotations
 
 import math
@@ -10,8 +10,11 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from .process import MollifiedDiffusion
+from pyg_infdiff.graph.lattice import LatticeIndex
+
+from .process import MollifiedDiffusion, TrainingLosses
 from .sampling import SampleOutput, sample
+from .timesteps import TimestepSampler
 
 
 class Autoencoder(Protocol):
@@ -24,6 +27,132 @@ class Autoencoder(Protocol):
 
     def __call__(self, x_t: Tensor, pos: Tensor, t: Tensor, batch: Tensor, **kwargs: Any
                  ) -> Tensor: ...
+
+
+class AutoencoderLoss:
+    r"""The training loss of a diffusion autoencoder (`"Infinite Resolution Diffusion with
+    Subsampled Mollified States" <https://arxiv.org/abs/2303.18242>`_, as the official code
+    trains it): the encoder reads its own random subset of each image's pixels, the denoiser
+    is trained on another, conditioned on the latent, and the loss trains both.
+
+    .. math::
+        \mathbf{z}_b = E\big(x_0|_{S'_b}\big), \qquad
+        \mathcal{L} = \frac{1}{N C} \sum_{n \in S, c} w_{b(n)}
+        \left(f_\theta(x_t, t \mid \mathbf{z}_{b(n)})_{n,c} - y_{n,c}\right)^2
+
+    where :math:`S` are the denoiser's nodes (``batch.x``, ``batch.pos``: the mollified data)
+    and :math:`S'` the encoder's (``batch.enc_x``, ``batch.enc_pos``, ``batch.enc_batch``, and
+    ``batch.enc_pixel`` for the encoder's lattice paths), as
+    :class:`~pyg_infdiff.data.GraphCollator` with :obj:`encoder_rate` collates them. The model
+    is called as ``model(x_t, pos, t, batch, ..., enc_x=..., enc_pos=..., enc_batch=...,
+    enc_lattice=...)`` through
+    :meth:`~pyg_infdiff.diffusion.MollifiedDiffusion.training_losses`: it encodes inside its
+    forward pass (:meth:`~pyg_infdiff.models.DiffusionAutoencoder.forward`), so a
+    :class:`~torch.nn.parallel.DistributedDataParallel` wrapper reduces the encoder's
+    gradients too. Random draws are those of :meth:`MollifiedDiffusion.training_losses`
+    (time steps, then noise, from :obj:`generator`).
+
+    Use it as ``Trainer(model, AutoencoderLoss(diffusion), pass_generator=True)``.
+
+    .. code-block:: python
+
+        import torch
+        from pyg_infdiff.data import ContinuousShapes, GraphCollator, ShapesConfig, make_loader
+        from pyg_infdiff.diffusion import AutoencoderLoss, MollifiedDiffusion
+        from pyg_infdiff.models import DiffusionAutoencoder
+        from pyg_infdiff.noise import MollifiedNoise
+
+        diffusion = MollifiedDiffusion(MollifiedNoise(0.5 / 28, 2))
+        model = DiffusionAutoencoder.preset(28)
+        collate = GraphCollator(diffusion.mollifier, rate=4, encoder_rate=4)
+        data = ContinuousShapes(4, 28, ShapesConfig(channels=1))  # 1 channel, as preset 28
+        batch = next(iter(make_loader(data, collate, batch_size=2)))
+        loss = AutoencoderLoss(diffusion)(model, batch, generator=torch.Generator())
+        loss.backward()  # reaches the encoder and the U-Net
+
+    Args:
+        diffusion (MollifiedDiffusion): The process.
+        timestep_sampler (TimestepSampler, optional): Draws the time steps and importance
+            weights; :obj:`None` means uniform. (default: :obj:`None`)
+    """
+
+    def __init__(self, diffusion: MollifiedDiffusion,
+                 timestep_sampler: TimestepSampler | None = None) -> None:
+        self.diffusion = diffusion
+        self.timestep_sampler = timestep_sampler
+
+    def losses(
+        self,
+        model: Any,
+        batch: Any,
+        t: Tensor | None = None,
+        noise: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> TrainingLosses:
+        r"""The loss with its per-graph parts (see
+        :meth:`~pyg_infdiff.diffusion.MollifiedDiffusion.training_losses`).
+
+        Args:
+            model (callable): The diffusion autoencoder, or a wrapper of it (DDP, EMA).
+            batch (torch_geometric.data.Batch): The denoiser's nodes and the encoder's
+                (``enc_x``, ``enc_pos``, ``enc_batch``, optionally ``enc_pixel`` with
+                ``lattice_shape``).
+            t (torch.Tensor, optional): Time step per graph. (default: :obj:`None`)
+            noise (torch.Tensor, optional): Mollified noise at the denoiser's nodes.
+                (default: :obj:`None`)
+            generator (torch.Generator, optional): Source of randomness. (default: :obj:`None`)
+        """
+        return self.diffusion.training_losses(
+            model, batch, t, noise, generator=generator,
+            timestep_sampler=None if t is not None else self.timestep_sampler,
+            model_kwargs=encoder_inputs(batch))
+
+    def __call__(
+        self,
+        model: Any,
+        batch: Any,
+        t: Tensor | None = None,
+        noise: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        r"""The scalar loss of :meth:`losses` (same arguments)."""
+        return self.losses(model, batch, t, noise, generator).loss
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}({self.diffusion!r})"
+
+
+def encoder_inputs(batch: Any) -> dict[str, Any]:
+    r"""The keyword arguments of :meth:`~pyg_infdiff.models.DiffusionAutoencoder.forward` that
+    carry a batch's encoder subset: ``enc_x``, ``enc_pos``, ``enc_batch`` (all zeros for a
+    single graph without one) and, when the batch has ``enc_pixel`` and one ``lattice_shape``
+    for all graphs, ``enc_lattice`` (a :class:`~pyg_infdiff.graph.LatticeIndex` of the
+    encoder's nodes; otherwise :obj:`None`).
+
+    Args:
+        batch (torch_geometric.data.Batch): A batch of
+            :class:`~pyg_infdiff.data.GraphCollator` with :obj:`encoder_rate`.
+    """
+    enc_x, enc_pos = getattr(batch, "enc_x", None), getattr(batch, "enc_pos", None)
+    if enc_x is None or enc_pos is None:
+        raise ValueError("The batch has no encoder subset ('enc_x', 'enc_pos'): collate it "
+                         "with GraphCollator(..., encoder_rate=...)")
+    num_graphs = int(getattr(batch, "num_graphs", None) or 1)
+    enc_batch = getattr(batch, "enc_batch", None)
+    if enc_batch is None:
+        if num_graphs > 1:
+            raise ValueError(f"The batch has {num_graphs} graphs but no 'enc_batch' saying "
+                             "which graph each encoder node belongs to")
+        enc_batch = torch.zeros(enc_x.size(0), dtype=torch.long, device=enc_x.device)
+    out = {"enc_x": enc_x, "enc_pos": enc_pos, "enc_batch": enc_batch, "enc_lattice": None}
+    pixel, shapes = getattr(batch, "enc_pixel", None), getattr(batch, "lattice_shape", None)
+    if pixel is not None and shapes is not None:
+        shapes = shapes.view(-1, shapes.size(-1)).tolist()
+        if all(shape == shapes[0] for shape in shapes):
+            index = LatticeIndex(tuple(shapes[0]), pixel, enc_batch, num_graphs)
+            index.is_full()  # decided here, eagerly, as for the denoiser's nodes
+            out["enc_lattice"] = index
+    return out
 
 
 def slerp(a: Tensor, b: Tensor, weights: Tensor) -> Tensor:
@@ -87,7 +216,9 @@ def reconstruct(
         model (Autoencoder): The diffusion autoencoder, e.g.
             :class:`~pyg_infdiff.models.DiffusionAutoencoder` (call ``model.eval()`` first).
         diffusion (MollifiedDiffusion): The process it was trained with.
-        x (torch.Tensor): Observed clean (mollified) values :math:`(N, C)`.
+        x (torch.Tensor): Observed values :math:`(N, C)`, as the encoder was trained to read
+            them (:class:`~pyg_infdiff.data.GraphCollator` gives it the images before the
+            mollifier, as the official model).
         pos (torch.Tensor): Their coordinates :math:`(N, d)`.
         batch (torch.Tensor, optional): Their graph index :math:`(N,)`; one graph if
             :obj:`None`. (default: :obj:`None`)

@@ -144,3 +144,37 @@ def linear_schedule(
         )
     betas = torch.linspace(beta_start, beta_end, num_steps, dtype=torch.float64)
     return NoiseSchedule(betas, name="linear")
+
+
+def constant_schedule(
+    num_steps: int = 1000, beta: float = 0.008, reference_steps: int | None = 1000
+) -> NoiseSchedule:
+    r"""A constant schedule, the schedule :obj:`"const0.008"` of the latent diffusion model of
+    ∞-Diff (Bond-Taylor & Willcocks, `"Infinite Resolution Diffusion with Subsampled Mollified
+    States" <https://arxiv.org/abs/2303.18242>`_, ICLR 2024), after the latent DPM of
+    `"Diffusion Autoencoders" <https://arxiv.org/abs/2111.15640>`_ (Preechakul et al.).
+
+    .. math::
+        \beta_t = \beta\, \frac{T_{\mathrm{ref}}}{T}, \qquad
+        \bar\alpha_t = \left(1 - \beta_t\right)^{t + 1}, \qquad t = 0, \dots, T - 1
+
+    :obj:`beta` is the value at :math:`T_{\mathrm{ref}}` steps, and other step counts rescale
+    it as the official :obj:`get_named_beta_schedule("const0.008", T)` does
+    (:math:`0.008 \cdot 1000 / T`), so that :math:`\bar\alpha_{T-1} \approx e^{-8}` whatever
+    :math:`T`. :obj:`reference_steps=None` uses :obj:`beta` as given.
+
+    Args:
+        num_steps (int, optional): The number of steps :math:`T`. (default: :obj:`1000`)
+        beta (float, optional): :math:`\beta` at :math:`T_{\mathrm{ref}}` steps.
+            (default: :obj:`0.008`)
+        reference_steps (int, optional): :math:`T_{\mathrm{ref}}`; :obj:`None` disables the
+            rescaling. (default: :obj:`1000`)
+    """
+    num_steps = _check_num_steps(num_steps)
+    if reference_steps is not None:
+        reference_steps = _check_num_steps(reference_steps)
+    value = beta * (reference_steps / num_steps if reference_steps is not None else 1.0)
+    if not 0 < value <= 1:
+        raise ValueError(f"The constant beta must lie in (0, 1], got {value:.6g} (beta={beta} at "
+                         f"{reference_steps} steps, rescaled to {num_steps} steps)")
+    return NoiseSchedule(torch.full((num_steps,), value, dtype=torch.float64), name="constant")

@@ -7,6 +7,7 @@ r"""Sample-quality metrics, computed offline.
   :func:`find_inception_weights`.
 * A weight-free multi-scale sliced Wasserstein distance on Laplacian-pyramid patches
   (:func:`sliced_wasserstein_distance`), for quick checks and CI.
+* The structural similarity index with a Gaussian window (:func:`ssim`), for reconstructions.
 * A command line: ``python -m pyg_infdiff.metrics --real ... --fake ...`` (see
   :mod:`pyg_infdiff.metrics.cli`).
 
@@ -32,6 +33,7 @@ from .inception import (
     preprocess_images,
     weights_sha1,
 )
+from .ssim import ssim
 from .swd import (
     SWDResult,
     laplacian_pyramid,
@@ -56,6 +58,7 @@ __all__ = [
     "fid_from_features",
     "frechet_distance",
     "kernel_inception_distance",
+    "ssim",
     "SWDResult",
     "laplacian_pyramid",
     "patch_descriptors",

@@ -10,6 +10,7 @@ from pyg_infdiff.models.density import (
     monte_carlo_density,
 )
 from pyg_infdiff.models.encoder import EncoderConfig, FunctionEncoder
+from pyg_infdiff.models.latent import LatentMLP, LatentMLPConfig
 from pyg_infdiff.models.unet import DenseUNet, MultiscaleOperatorUNet, num_parameters
 
 __all__ = [
@@ -19,6 +20,8 @@ __all__ = [
     "DiffusionAutoencoder",
     "EncoderConfig",
     "FunctionEncoder",
+    "LatentMLP",
+    "LatentMLPConfig",
     "LowDensityWarning",
     "MultiscaleOperatorUNet",
     "UNetConfig",

@@ -26,11 +26,12 @@ class DiffusionAutoencoder(nn.Module):
         \hat{\epsilon} = \epsilon_\theta(x_t, t \mid \mathbf{z}_b)
 
     :meth:`encode` runs the encoder; calling the module runs the conditioned denoiser with the
-    :obj:`~pyg_infdiff.diffusion.Denoiser` interface plus ``cond=z``, so training and
-    sampling pass the latent through ``model_kwargs={"cond": z}``
-    (:meth:`~pyg_infdiff.diffusion.MollifiedDiffusion.training_losses`,
-    :func:`~pyg_infdiff.diffusion.sample`); gradients of the loss reach the encoder through
-    :obj:`z`. The use cases are functions of :mod:`pyg_infdiff.diffusion`:
+    :obj:`~pyg_infdiff.diffusion.Denoiser` interface plus ``cond=z``, so sampling passes the
+    latent through ``model_kwargs={"cond": z}`` (:func:`~pyg_infdiff.diffusion.sample`).
+    Training passes the encoder's own points instead (``enc_x``, ``enc_pos``, ...: the module
+    then encodes them inside :meth:`forward`, where distributed data parallel sees the
+    encoder; :class:`~pyg_infdiff.diffusion.AutoencoderLoss`), and gradients of the loss
+    reach the encoder through :obj:`z`. The use cases are functions of :mod:`pyg_infdiff.diffusion`:
     :func:`~pyg_infdiff.diffusion.reconstruct` (encode from any subset of points, decode by
     DDIM at any resolution) and :func:`~pyg_infdiff.diffusion.interpolate` (slerp in
     :math:`\mathbf{z}` with one shared noise field).
@@ -58,7 +59,9 @@ class DiffusionAutoencoder(nn.Module):
             encoder's :obj:`latent_dim`.
 
     Shapes:
-        - **input:** as :class:`MultiscaleOperatorUNet`, and ``cond`` :math:`(B, D)`
+        - **input:** as :class:`MultiscaleOperatorUNet`, and ``cond`` :math:`(B, D)` or the
+          encoder's points ``enc_x`` :math:`(M, C)`, ``enc_pos`` :math:`(M, d)`, ``enc_batch``
+          :math:`(M,)`
         - **output:** :math:`(N, C_{out})`
     """
 
@@ -117,9 +120,40 @@ class DiffusionAutoencoder(nn.Module):
         edge_index: OptTensor = None,
         lattice: LatticeIndex | None = None,
         cond: OptTensor = None,
+        *,
+        enc_x: OptTensor = None,
+        enc_pos: OptTensor = None,
+        enc_batch: OptTensor = None,
+        enc_lattice: LatticeIndex | None = None,
     ) -> Tensor:
         r"""The conditioned denoiser, :meth:`MultiscaleOperatorUNet.forward` with
-        ``cond`` :math:`(B, D)` (required)."""
+        ``cond`` :math:`(B, D)`, or with the points the latent is encoded from.
+
+        Exactly one of :obj:`cond` and :obj:`enc_x` is given. With :obj:`enc_x` (training),
+        ``cond = self.encode(enc_x, enc_pos, enc_batch, lattice=enc_lattice)`` is computed
+        here, inside :meth:`forward`, so that a
+        :class:`~torch.nn.parallel.DistributedDataParallel` wrapper sees the encoder's
+        parameters used in its forward pass and reduces their gradients like the U-Net's
+        (:class:`~pyg_infdiff.diffusion.AutoencoderLoss` calls the model this way).
+
+        Args:
+            enc_x (torch.Tensor, optional): Values the encoder reads, :math:`(M, C)`.
+                (default: :obj:`None`)
+            enc_pos (torch.Tensor, optional): Their coordinates, :math:`(M, d)`.
+                (default: :obj:`None`)
+            enc_batch (torch.Tensor, optional): Their graph index, :math:`(M,)`; one graph if
+                :obj:`None`. (default: :obj:`None`)
+            enc_lattice (LatticeIndex, optional): Their lattice positions, for the encoder's
+                lattice paths. (default: :obj:`None`)
+        """
+        if (cond is None) == (enc_x is None):
+            raise ValueError("Pass exactly one of 'cond' (a latent per graph) and 'enc_x' "
+                             "(with 'enc_pos': the points to encode it from)")
+        if enc_x is not None:
+            if enc_pos is None:
+                raise ValueError("'enc_x' needs 'enc_pos'")
+            cond = self.encode(enc_x, enc_pos, enc_batch, lattice=enc_lattice,
+                               num_graphs=t.numel())
         return self.unet(x_t, pos, t, batch, edge_index=edge_index, lattice=lattice, cond=cond)
 
     def to_dict(self) -> dict[str, Any]:

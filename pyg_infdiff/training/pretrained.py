@@ -10,6 +10,9 @@ is a dictionary of plain values, so that checkpoints load with ``weights_only=Tr
      "diffusion": {"sigma": ..., "noise_cutoff": ..., "schedule": "cosine" | "linear" | "custom",
                    "num_steps": ..., "parametrization": ..., "betas": [...] (custom only)},
      "data": {"resolution": ..., ...}}
+
+A diffusion autoencoder's run has ``"autoencoder": DiffusionAutoencoder.to_dict()`` in place of
+``"unet"``.
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ from pyg_infdiff.diffusion import (
     cosine_schedule,
     linear_schedule,
 )
-from pyg_infdiff.models import MultiscaleOperatorUNet, UNetConfig
+from pyg_infdiff.models import DiffusionAutoencoder, MultiscaleOperatorUNet, UNetConfig
 from pyg_infdiff.noise import MollifiedNoise
 from pyg_infdiff.training.checkpoint import CheckpointManager, load_checkpoint
 
@@ -109,15 +112,15 @@ class Pretrained:
     r"""A model rebuilt from a checkpoint, with its diffusion process.
 
     Attributes:
-        model (MultiscaleOperatorUNet): The network, in eval mode.
+        model (MultiscaleOperatorUNet or DiffusionAutoencoder): The network, in eval mode.
         diffusion (MollifiedDiffusion): The diffusion process it was trained with.
-        config (UNetConfig): The model configuration.
+        config (UNetConfig): The model configuration (of the U-Net of an autoencoder).
         info (dict): The run's whole ``model_config`` (``"data"`` holds e.g. the resolution).
         step (int): The training step of the checkpoint.
         path (pathlib.Path): The checkpoint file.
     """
 
-    model: MultiscaleOperatorUNet
+    model: MultiscaleOperatorUNet | DiffusionAutoencoder
     diffusion: MollifiedDiffusion
     config: UNetConfig
     info: dict[str, Any]
@@ -151,11 +154,16 @@ def load_pretrained(
     file = resolve_checkpoint(path)
     state = load_checkpoint(file)
     info = state.get("model_config") or {}
-    if "unet" not in info or "diffusion" not in info:
-        raise ValueError(f"{file} has no model_config with 'unet' and 'diffusion' entries: it was "
-                         "not written with pyg_infdiff.training.run_config")
-    config = UNetConfig.from_dict(info["unet"])
-    model = MultiscaleOperatorUNet(config)
+    if ("unet" not in info and "autoencoder" not in info) or "diffusion" not in info:
+        raise ValueError(f"{file} has no model_config with 'unet' (or 'autoencoder') and "
+                         "'diffusion' entries: it was not written with "
+                         "pyg_infdiff.training.run_config")
+    if "autoencoder" in info:
+        model = DiffusionAutoencoder.from_dict(info["autoencoder"])
+        config = model.unet.config
+    else:
+        config = UNetConfig.from_dict(info["unet"])
+        model = MultiscaleOperatorUNet(config)
     if weights == "ema" and state.get("ema") is not None:
         # AveragedModel keeps the network under 'module.' next to its 'n_averaged' counter.
         params = {k.removeprefix("module."): v for k, v in state["ema"].items()

@@ -10,8 +10,11 @@ import torch
 from torch_geometric.data import Batch, Data
 
 from pyg_infdiff.diffusion import (
+    AutoencoderLoss,
+    LossAwareTimestepSampler,
     MollifiedDiffusion,
     call_denoiser,
+    encoder_inputs,
     interpolate,
     reconstruct,
     sample,
@@ -184,3 +187,54 @@ def test_slerp():
         slerp(a, b[:3], torch.tensor([0.5]))
     with pytest.raises(ValueError, match="1-D"):
         slerp(a, b, torch.zeros(2, 2))
+
+
+def _encoder_batch(num: int = 2, side: int = 12):
+    from pyg_infdiff.data import GraphCollator
+
+    gen = torch.Generator().manual_seed(0)
+    images = list(torch.rand(num, 1, side, side, generator=gen) * 2 - 1)
+    return GraphCollator(diffusion().mollifier, rate=4, encoder_rate=4)(images, generator=gen)
+
+
+def test_autoencoder_loss_is_the_denoising_loss_given_the_encoded_latent():
+    model = tiny_autoencoder()
+    batch = _encoder_batch()
+    t = torch.tensor([10, 700])
+    loss_fn = AutoencoderLoss(diffusion())
+    out = loss_fn.losses(model, batch, t=t, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        z = model.encode(batch.enc_x, batch.enc_pos, batch.enc_batch)
+    direct = diffusion().training_losses(model, batch, t=t,
+                                         generator=torch.Generator().manual_seed(1),
+                                         model_kwargs={"cond": z})
+    torch.testing.assert_close(out.per_graph, direct.per_graph)
+    torch.testing.assert_close(loss_fn(model, batch, t=t,
+                                       generator=torch.Generator().manual_seed(1)), direct.loss)
+    assert repr(loss_fn).startswith("AutoencoderLoss(MollifiedDiffusion(")
+
+
+def test_autoencoder_loss_updates_a_loss_aware_sampler_unless_t_is_given():
+    sampler = LossAwareTimestepSampler(1000, history_per_term=1)
+    loss_fn = AutoencoderLoss(diffusion(), timestep_sampler=sampler)
+    batch = _encoder_batch()
+    model = tiny_autoencoder()
+    loss_fn(model, batch, t=torch.tensor([3, 4]), generator=torch.Generator())
+    assert int(sampler.loss_counts.sum()) == 0  # a given t bypasses the sampler
+    out = loss_fn.losses(model, batch, generator=torch.Generator().manual_seed(0))
+    assert int(sampler.loss_counts.sum()) == 2
+    assert sampler.loss_counts[out.t].tolist() == [1, 1]
+
+
+def test_encoder_inputs_without_batch_vector_or_common_lattice():
+    x, pos = image_points(12, 30)
+    single = Data(x=x, pos=pos, enc_x=x, enc_pos=pos)
+    inputs = encoder_inputs(single)
+    assert torch.equal(inputs["enc_batch"], torch.zeros(30, dtype=torch.long))
+    assert inputs["enc_lattice"] is None
+    mixed = _encoder_batch()
+    mixed.lattice_shape = torch.tensor([[12, 12], [6, 24]])
+    assert encoder_inputs(mixed)["enc_lattice"] is None
+    del mixed.enc_batch  # several graphs: which graph each encoder node is must be said
+    with pytest.raises(ValueError, match="enc_batch"):
+        encoder_inputs(mixed)
