@@ -125,8 +125,9 @@ class _Budget:
     r"""Wraps the loss: records the time spent before each step and, once the budget is spent,
     makes the current step the last one (``trainer.config.max_steps``)."""
 
-    def __init__(self, loss_fn: Callable, seconds: float, spent_at: dict[int, float]) -> None:
-        self.loss_fn, self.seconds, self.spent_at = loss_fn, seconds, spent_at
+    def __init__(self, loss_fn: Callable, seconds: float, spent_at: dict[int, float],
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        self.loss_fn, self.seconds, self.spent_at, self.clock = loss_fn, seconds, spent_at, clock
         self.trainer: Trainer | None = None
         self.start: float | None = None
         self.offset = 0.0
@@ -134,12 +135,12 @@ class _Budget:
         self.last_print = 0.0
 
     def now(self) -> float:
-        return self.offset + time.perf_counter() - self.start
+        return self.offset + self.clock() - self.start
 
     def __call__(self, model, batch, **kwargs):
         step = self.trainer.step
         if self.start is None:  # the first call: the trainer has resumed (or not) by now
-            self.start = time.perf_counter()
+            self.start = self.clock()
             self.offset = self.spent_at.get(step, 0.0)
         elapsed = self.now()
         self.elapsed[step] = elapsed
@@ -166,8 +167,9 @@ def train_infdiff(
     radius_edges: bool = True,
     encoder: EncoderConfig | None = None,
     encoder_rate: float | None = None,
+    clock: str = "wall",
 ) -> dict:
-    r"""Trains an ∞-Diff model for a wall-clock budget with the public library parts
+    r"""Trains an ∞-Diff model for a time budget with the public library parts
     (:class:`GraphCollator`, :func:`make_loader`, :class:`MollifiedDiffusion`,
     :class:`Trainer`), resumably.
 
@@ -189,9 +191,17 @@ def train_infdiff(
     :class:`~pyg_infdiff.diffusion.AutoencoderLoss`; ``model_config`` then has
     ``autoencoder`` in place of ``unet``.
 
+    :obj:`clock` ``"wall"`` counts wall-clock time; ``"cpu"`` the CPU time of this process
+    (:func:`time.process_time`, all its threads), which other jobs on a shared machine slow
+    far less: with one torch thread, arms trained one after the other under different loads
+    still get the same computation.
+
     Returns:
         dict: ``steps``, ``train_seconds``, ``checkpoint`` (path), ``parameters``.
     """
+    clocks = {"wall": time.perf_counter, "cpu": time.process_time}
+    if clock not in clocks:
+        raise ValueError(f"'clock' must be 'wall' or 'cpu', got {clock!r}")
     recipe = recipe or Recipe()
     out.mkdir(parents=True, exist_ok=True)
     ledger_path = out / "budget.json"
@@ -202,6 +212,9 @@ def train_infdiff(
         if ledger["budget_seconds"] > 60.0 * minutes:
             raise ValueError(f"{out} holds a run trained for {ledger['budget_seconds'] / 60:g} "
                              f"min, more than the {minutes:g} min asked for: use another folder")
+    if ledger and ledger.get("clock", "wall") != clock:
+        raise ValueError(f"{out} holds a run timed by the {ledger.get('clock', 'wall')} clock, "
+                         f"not {clock!r}: use another folder")
     spent_at = {int(k): v for k, v in ledger.get("spent_at", {}).items()}
     sigma = recipe.sigma_pixels / resolution
     diffusion = MollifiedDiffusion(MollifiedNoise(sigma, config.ndim),
@@ -239,7 +252,7 @@ def train_infdiff(
         sample_every=0, checkpoint_every=recipe.checkpoint_every, keep_last=2,
         out_dir=str(out), seed=seed, device=device, progress=False, verbose=False,
     )
-    budget = _Budget(loss_fn, 60.0 * minutes, spent_at)
+    budget = _Budget(loss_fn, 60.0 * minutes, spent_at, clocks[clock])
     trainer = Trainer(model, budget, trainer_config, model_config=model_config,
                       pass_generator=True)
     budget.trainer = trainer
@@ -255,7 +268,7 @@ def train_infdiff(
         for step, _ in trainer.checkpoints.checkpoints():
             if step not in spent_at:
                 spent_at[step] = budget.elapsed.get(step, finished)
-        ledger = {"budget_seconds": 60.0 * minutes,
+        ledger = {"budget_seconds": 60.0 * minutes, "clock": clock,
                   "spent_at": {str(k): v for k, v in sorted(spent_at.items())}}
         if result is not None:
             ledger["done"] = True
@@ -273,9 +286,11 @@ def train_infdiff(
 # --------------------------------------------------------------------------- sampling, metrics
 @torch.no_grad()
 def draw_samples(model, diffusion: MollifiedDiffusion, num: int, side: int, channels: int,
-                 steps: int, batch: int, seed: int, device: torch.device) -> Tensor:
+                 steps: int, batch: int, seed: int, device: torch.device,
+                 context: int | Tensor | None = None) -> Tensor:
     r""":obj:`num` samples (DDIM, :math:`\eta = 0`) at one side, in batches; batch :math:`b`
-    seeded ``seed + b`` (so the same seeds give the same initial noise fields at every side).
+    seeded ``seed + b`` (so the same seeds give the same initial noise fields at every side),
+    read through :obj:`context` if given (``sample(..., context=...)``).
     Returns float32 CPU images in :math:`[-1, 1]`, as sampled (mollified)."""
     out = []
     for b, start in enumerate(range(0, num, batch)):
@@ -283,7 +298,7 @@ def draw_samples(model, diffusion: MollifiedDiffusion, num: int, side: int, chan
         images = sample(model, diffusion, shape=(side, side), num_samples=count,
                         channels=channels, steps=steps, sampler="ddim", eta=0.0,
                         generator=torch.Generator(device=device).manual_seed(seed + b),
-                        progress=False, device=device).images
+                        progress=False, device=device, context=context).images
         out.append(images.float().clamp(-1, 1).cpu())
     return torch.cat(out)
 

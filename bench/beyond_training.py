@@ -124,7 +124,8 @@ def train_arms(args: argparse.Namespace, channels: int) -> dict:
         trained[arm] = train_infdiff(args.out / f"arm_{arm}", caches[side][0], config, side,
                                      arm_rate, args.minutes, recipe, data_name="shapes",
                                      seed=args.seed, radius_edges=arm_rate > 1,
-                                     device=str(resolve_device(args.device)))
+                                     device=str(resolve_device(args.device)),
+                                     clock=args.clock)
     cache_info = {side: {"mib": c.nbytes / 2**20, "seconds": s, "items": len(c)}
                   for side, (c, s) in caches.items()}
     return {"trained": trained, "caches": cache_info, "config": config}
@@ -140,6 +141,7 @@ def run(args: argparse.Namespace) -> dict:
     raw: dict[str, dict[int, Tensor]] = {}
     deblurred: dict[str, dict[int, Tensor]] = {}
     seconds: dict[tuple[str, int], float] = {}
+    contexts: dict[tuple[str, int], str] = {}
     for arm in ("i", "iii", "iv"):
         pretrained = load_pretrained(training["trained"][arm]["checkpoint"], weights="ema",
                                      device=device)
@@ -147,8 +149,13 @@ def run(args: argparse.Namespace) -> dict:
         raw[arm], deblurred[arm] = {}, {}
         for side in sides:
             start = time.perf_counter()
+            # on lattices denser than its training nodes, the model reads through a context
+            # of its training density (Pretrained.context_for), unless --no-context
+            context = None if args.no_context else pretrained.context_for(side * side)
+            contexts[arm, side] = context_label(context)
             raw[arm][side] = draw_samples(model, diffusion, args.num, side, channels,
-                                          args.steps, args.batch, args.seed + 1, device)
+                                          args.steps, args.batch, args.seed + 1, device,
+                                          context)
             seconds[arm, side] = time.perf_counter() - start
             deblurred[arm][side] = diffusion.mollifier.undo(raw[arm][side], 2,
                                                             inv_snr=0.05).clamp(-1, 1)
@@ -192,8 +199,18 @@ def run(args: argparse.Namespace) -> dict:
             "rate": rate, "steps": steps, "step_seconds": step_seconds,
             "trained": training["trained"], "caches": training["caches"],
             "params": training["trained"]["i"]["parameters"],
-            "seconds": seconds, "figure_rows": figure_rows, "device": device,
+            "seconds": seconds, "contexts": contexts, "figure_rows": figure_rows,
+            "device": device,
             "machine": machine_description(device)}
+
+
+def context_label(context) -> str:
+    r"""How a set was sampled: on the plain lattice, or through which context."""
+    if context is None:
+        return "plain lattice"
+    if isinstance(context, int):
+        return f"context of {context} random points"
+    return f"context: its {round(context.size(0) ** 0.5)}² training lattice"
 
 
 def goals(result: dict, kid: bool) -> list[str]:
@@ -222,7 +239,8 @@ def goals(result: dict, kid: bool) -> list[str]:
 
 def report(args: argparse.Namespace, result: dict, figure: Path | None) -> str:
     scores, names, base, high = result["scores"], result["names"], result["base"], result["high"]
-    headers = ["resolution", "images", "SWD ×10³ (deblurred)", "SWD ×10³ (raw)"]
+    headers = ["resolution", "images", "sampled", "SWD ×10³ (deblurred)", "SWD ×10³ (raw)"]
+    how = {(side, names[arm]): label for (arm, side), label in result["contexts"].items()}
     if args.kid:
         headers += ["KID ×10³ (deblurred)"]
     rows = []
@@ -230,7 +248,8 @@ def report(args: argparse.Namespace, result: dict, figure: Path | None) -> str:
         for (s, name), m in scores.items():
             if s != side:
                 continue
-            row = [f"{side}²", name, f"{m['swd']:.1f}", f"{m['swd_raw']:.1f}"]
+            row = [f"{side}²", name, how.get((side, name), "—"), f"{m['swd']:.1f}",
+                   f"{m['swd_raw']:.1f}"]
             if args.kid:
                 row += [f"{1e3 * m['kid']:.2f} ± {1e3 * m['kid_std']:.2f}"]
             rows.append(row)
@@ -254,7 +273,8 @@ def report(args: argparse.Namespace, result: dict, figure: Path | None) -> str:
     lines += [
         *goals(result, args.kid),
         f"- Model: `--preset {args.preset}` in every arm ({result['params'] / 1e6:.2f} M "
-        f"parameters), EMA weights, each trained for {args.minutes:g} min of wall-clock time "
+        f"parameters), EMA weights, each trained for {args.minutes:g} min of "
+        f"{'CPU' if args.clock == 'cpu' else 'wall-clock'} time, one torch thread "
         "(data loading included) with the recipe of `examples/shapes_demo.py` (batch "
         f"{recipe['batch_size']}, lr {recipe['lr']:g}, {recipe['warmup']} warm-up steps, EMA "
         f"{recipe['ema_decay']}, predicting T x0; full lattices on the model's dense path, "
@@ -295,6 +315,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="dataset seed of the reference renders (held out from training)")
     p.add_argument("--out", type=Path, default=OUT, help="folder of the runs and caches")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--clock", choices=["cpu", "wall"], default="cpu",
+                   help="what --minutes counts: this process's CPU time (fair when the arms "
+                   "train one after the other on a shared machine) or wall-clock time")
+    p.add_argument("--no-context", action="store_true",
+                   help="sample every arm on plain lattices, without the context of its "
+                   "training density that the library uses on denser lattices")
     add_device_arg(p)
     add_threads_arg(p, "torch CPU threads")
     add_publish_args(p, "tiny model, 16² vs 64² renders at rate 16, 3 s per arm, 4 seeds, 2 "

@@ -65,7 +65,7 @@ from pyg_infdiff.diffusion import (
     linear_schedule,
     reconstruct,
 )
-from pyg_infdiff.graph import LatticeIndex
+from pyg_infdiff.graph import LatticeIndex, subsample_size
 from pyg_infdiff.models import (
     DiffusionAutoencoder,
     EncoderConfig,
@@ -382,8 +382,11 @@ def main(argv=None):
                                   args.sample_steps, args.seed)
         loss_fn = AutoencoderLoss(diffusion)
     else:
+        # a model trained on sparse nodes is sampled through a context of its training
+        # density on denser lattices (pyg_infdiff.diffusion.ContextNodes)
+        nodes = subsample_size(res * res, rate=args.subsample) if args.subsample > 1 else None
         grid = SampleGrid(diffusion, channels, args.sample_resolutions, args.num_samples,
-                          steps=args.sample_steps, seed=args.seed)
+                          steps=args.sample_steps, seed=args.seed, context=nodes)
         loss_fn = partial(diffusion.training_loss)
     trainer = Trainer(model, loss_fn, trainer_config,
                       sample_fn=grid, model_config=model_config, pass_generator=True)

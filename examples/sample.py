@@ -8,6 +8,14 @@ several multiples of --resolution and lays them out side by side.
     python examples/sample.py --checkpoint runs/folder64/checkpoints/ckpt_00200000.pt \
         --resolution 64 --zoom 1,2,4 --deblur
     python examples/sample.py --checkpoint runs/shapes_demo --sampler ddpm --steps 250
+    python examples/sample.py --checkpoint runs/shapes_demo --context none   # plain lattices
+
+By default (--context auto) the model reads every lattice denser than its training nodes
+through a context of its training density (pyg_infdiff.diffusion.ContextNodes): as many random
+points as it had nodes per image in training, or its training lattice if it saw every pixel.
+Its integrals then have the statistics they had in training at any resolution, and the same
+seed gives the same function at every such resolution. --context none samples the plain
+lattice (faster: the dense path); --context N reads through N random points.
 
 Writes a PNG (grid, or rows with --zoom) and the raw tensors (.pt: images in [-1, 1]).
 """
@@ -56,13 +64,29 @@ def parse_args(argv=None):
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--context", default="auto",
+                   help="'auto' (the training density, see above), 'none', or a number of "
+                   "random context points per sample")
     args = p.parse_args(argv)
     if args.out is not None and Path(args.out).suffix.lower() not in (".png", ".jpg", ".jpeg",
                                                                        ".webp"):
         p.error(f"--out must name an image file (.png, .jpg, .webp), got {args.out!r}")
+    if args.context not in ("auto", "none") and not (args.context.isdigit()
+                                                      and int(args.context) > 0):
+        p.error(f"--context must be 'auto', 'none' or a positive number, got {args.context!r}")
     if args.deblur_band is not None and args.deblur_band < 1:
         p.error(f"--deblur-band must be a positive resolution, got {args.deblur_band}")
     return args
+
+
+def choose_context(option, run, side, ndim):
+    """The context of --context for a side x side lattice: None, a number of points, or the
+    training lattice ('auto': only on lattices with more nodes than the model had in training)."""
+    if option == "none":
+        return None
+    if option != "auto":
+        return int(option)
+    return run.context_for(side**ndim)
 
 
 def main(argv=None):
@@ -93,11 +117,17 @@ def main(argv=None):
 
     results = {}
     for n in sizes:
+        context = choose_context(args.context, run, n, config.ndim)
+        if context is not None:
+            what = (f"{context} random points" if isinstance(context, int)
+                    else f"the {trained}x{trained} training lattice")
+            print(f"  {n}x{n}: read through a context of {what} per sample (--context none: "
+                  "the plain lattice)")
         start = time.perf_counter()
         out = sample(model, diffusion, shape=(n, n), num_samples=args.num,
                      channels=config.out_channels, steps=args.steps, sampler=args.sampler,
                      eta=args.eta, generator=torch.Generator(device).manual_seed(args.seed),
-                     progress=not args.no_progress, device=device)
+                     progress=not args.no_progress, device=device, context=context)
         images = out.images.float()
         if args.deblur is not None:
             images = diffusion.mollifier.undo(images, config.ndim, inv_snr=args.deblur,

@@ -10,6 +10,7 @@ from pyg_infdiff.diffusion.autoencoding import (
     slerp,
 )
 from pyg_infdiff.diffusion.conditioning import Observation, renoise, repaint_levels
+from pyg_infdiff.diffusion.context import ContextNodes
 from pyg_infdiff.diffusion.denoiser import Denoiser, accepts_lattice, call_denoiser
 from pyg_infdiff.diffusion.latent import (
     LatentDiffusion,
@@ -43,6 +44,7 @@ from pyg_infdiff.diffusion.timesteps import (
 )
 
 __all__ = [
+    "ContextNodes",
     "Autoencoder",
     "AutoencoderLoss",
     "DDIMSampler",

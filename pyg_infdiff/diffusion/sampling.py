@@ -13,6 +13,7 @@ from pyg_infdiff._validation import validation, validation_enabled
 from pyg_infdiff.graph.lattice import LatticeIndex, check_nodes
 
 from .conditioning import Observation, renoise, repaint_levels
+from .context import ContextNodes
 from .denoiser import call_denoiser
 from .process import MollifiedDiffusion
 from .samplers import DDIMSampler, DDPMSampler
@@ -30,12 +31,18 @@ class SampleOutput:
         batch (torch.Tensor): Sample index of each node, :math:`(N,)`.
         images (torch.Tensor, optional): :math:`(B, C, n_1, \dots, n_d)` when sampled with
             :obj:`shape`, else :obj:`None`.
+        context_pos (torch.Tensor, optional): Coordinates of the context nodes when sampled
+            with a context, :math:`(B M, d)`, graph by graph. (default: :obj:`None`)
+        context_values (torch.Tensor, optional): The samples at the context nodes,
+            :math:`(B M, C)`. (default: :obj:`None`)
     """
 
     values: Tensor
     pos: Tensor
     batch: Tensor
     images: Tensor | None = None
+    context_pos: Tensor | None = None
+    context_values: Tensor | None = None
 
 
 def _nodes(pos: Tensor | None, batch: Tensor | None, shape: Sequence[int] | None,
@@ -96,6 +103,7 @@ def sample(
     dtype: torch.dtype | None = None,
     model_kwargs: Mapping[str, Any] | None = None,
     noise: Tensor | None = None,
+    context: int | Tensor | None = None,
 ) -> SampleOutput:
     r"""Samples functions from a denoiser and reads them at lattice pixels or at given points.
 
@@ -165,6 +173,18 @@ def sample(
         noise (torch.Tensor, optional): The initial state at the nodes, :math:`(N, C)`, e.g.
             one mollified field read for every sample (then :obj:`generator` is not drawn
             from for it). (default: :obj:`None`, a fresh field per sample)
+        context (int or torch.Tensor, optional): Read the nodes through a context
+            (:class:`~pyg_infdiff.diffusion.ContextNodes`): :math:`M` uniform random points per
+            sample, drawn from :obj:`generator` right after the initial field (so the noise
+            function stays the one drawn without a context), or the points themselves,
+            :math:`(M, d)` or :math:`(B, M, d)`. The model integrates and pools over the
+            context only (``context=`` of
+            :class:`~pyg_infdiff.models.MultiscaleOperatorUNet`), so it sees the node density
+            it was trained on, :math:`M` of its training nodes per function, at any
+            resolution; the context's own trajectory does not depend on the other nodes, so
+            the same seed gives the same function at every resolution. Not with
+            :obj:`observation`, :obj:`noise` or :obj:`edge_fn`.
+            (default: :obj:`None`, the nodes are their own context)
     """
     pos, batch, num_graphs, lattice = _nodes(pos, batch, shape, num_samples, device, dtype)
     if observation is not None:
@@ -194,18 +214,51 @@ def sample(
     else:
         raise ValueError(f"Unknown sampler {sampler!r}, expected 'ddim' or 'ddpm'")
     solver.set_timesteps(steps)
+    if context is not None and (observation is not None or noise is not None
+                                or edge_fn is not None):
+        raise ValueError("'context' does not combine with 'observation', 'noise' or 'edge_fn'")
     edge_index = edge_fn(pos, batch) if edge_fn is not None else None
+    ctx: ContextNodes | None = None
+
+    def field_values(field) -> Tensor:
+        values = field.at(lattice) if lattice is not None else field.evaluate(pos, batch)
+        values = values.to(pos.dtype)
+        if ctx is None:
+            return values
+        return ctx.merge(values, field.evaluate(ctx.context_pos, ctx.context_batch))
 
     def draw(g: torch.Generator | None = generator) -> Tensor:
         with validation(False):  # the nodes were checked once, above (_nodes)
-            return diffusion.draw_noise(num_graphs, channels, pos, batch, lattice, g)
+            if ctx is None:
+                return diffusion.draw_noise(num_graphs, channels, pos, batch, lattice, g)
+            return field_values(diffusion.noise.draw(num_graphs, channels, generator=g,
+                                                     device=pos.device, dtype=pos.dtype))
 
     timesteps = solver.timesteps.tolist() + [-1]  # level l is timesteps[steps - l]
     levels = repaint_levels(steps, jump_length, resample)
     if noise is not None and noise.shape != (pos.size(0), channels):
         raise ValueError(f"'noise' must have shape {(pos.size(0), channels)} (nodes, channels),"
                          f" got {tuple(noise.shape)}")
-    x = draw() if noise is None else noise.to(device=pos.device, dtype=pos.dtype)
+    nodes, node_batch, node_lattice, kwargs = pos, batch, lattice, dict(model_kwargs or {})
+    if context is not None:  # the initial field, then the context points (see the docstring)
+        with validation(False):
+            field = diffusion.noise.draw(num_graphs, channels, generator=generator,
+                                         device=pos.device, dtype=pos.dtype)
+        ctx = ContextNodes.build(context, pos, batch, num_graphs, generator)
+        x = field_values(field)
+        nodes, node_batch, node_lattice = ctx.pos, ctx.batch, None
+        kwargs["context"] = ctx.context
+        graph = getattr(model, "context_graph", None)  # built once: the nodes do not move
+        edge_index = graph(nodes, ctx.context, node_batch) if callable(graph) else None
+    else:
+        x = draw() if noise is None else noise.to(device=pos.device, dtype=pos.dtype)
+    if node_lattice is None:  # points, not a lattice: the graph and its kernels, built once
+        graph, kernels = (getattr(model, name, None) for name in ("context_graph", "edge_kernels"))
+        if edge_index is None and context is None and callable(graph):
+            edge_index = graph(nodes, torch.arange(nodes.size(0), device=nodes.device),
+                               node_batch)
+        if edge_index is not None and callable(kernels):
+            kwargs["kernels"] = kernels(nodes, edge_index)
     pairs = list(zip(levels[:-1], levels[1:], strict=True))
     # The model checks its inputs (nodes, batch, lattice: the same at every step) at its first
     # call; the later calls run without value checks, so a step reads nothing back to the host.
@@ -217,16 +270,19 @@ def sample(
             continue
         t_vec = torch.full((num_graphs,), t, dtype=torch.long, device=pos.device)
         with validation(check):
-            output = call_denoiser(model, x, pos, t_vec, batch, edge_index, lattice,
-                                   model_kwargs)
+            output = call_denoiser(model, x, nodes, t_vec, node_batch, edge_index, node_lattice,
+                                   kwargs)
         check = False
         x = solver.step(output, t, x, noise=draw, generator=generator).prev_sample
         if observation is not None:
             known = observation.noised(schedule, t_next, draw() if t_next >= 0 else None)
             x = observation.replace(x, known)
 
+    context_pos = context_values = None
+    if ctx is not None:
+        context_pos, context_values, x = ctx.context_pos, x[ctx.context], x[ctx.query]
     images = None
     if lattice is not None:
         images = x.view(num_graphs, lattice.num_pixels, channels).transpose(1, 2)
         images = images.reshape(num_graphs, channels, *lattice.shape)
-    return SampleOutput(x, pos, batch, images)
+    return SampleOutput(x, pos, batch, images, context_pos, context_values)

@@ -147,6 +147,60 @@ def radius(
     )
 
 
+_TWIN_TOL = 1e-6  # a node this close to a context node (per coordinate) is the same point
+
+
+def context_graph(pos: Tensor, r: float, context: Tensor, batch: Tensor | None = None) -> Tensor:
+    r"""Radius edges that read every node through a *context* subset of the nodes: each node
+    :math:`i` gets the context nodes of its graph closer than :obj:`r` as sources, and itself
+    (a self-loop) whether it is a context node or not.
+
+    A node within :math:`10^{-6}` (per coordinate) of a context node, as on lattices nested in a
+    context lattice, has no self-loop: that context node stands for it, so the two get the same
+    value.
+
+    A quadrature over these edges sees, at every node, the density of the context set and not
+    that of the node set. For context nodes it equals :func:`radius_graph` of the context set
+    alone, so their values do not depend on the other nodes at all. For a node outside the
+    context, drawn independently of it, the context nodes in its ball are distributed as the
+    other nodes in the ball of a context node (for i.i.d. uniform context points, by Slivnyak's
+    theorem): its integrals are Monte-Carlo quadratures of the same density as training on
+    that many nodes. See :class:`~pyg_infdiff.models.MultiscaleOperatorUNet` (:obj:`context`)
+    and :func:`~pyg_infdiff.diffusion.sample`.
+
+    Args:
+        pos (torch.Tensor): Coordinates of all nodes in :math:`[0, 1]^d`.
+        r (float): The radius in domain units, :math:`r > 0`.
+        context (torch.Tensor): Indices of the context nodes, sorted, without repeats.
+        batch (torch.Tensor, optional): Sorted graph index of each node. (default: :obj:`None`)
+
+    Shapes:
+        - **pos:** :math:`(N, d)`, **context:** :math:`(M,)`, **batch:** :math:`(N,)`
+        - **output:** :math:`(2, E)`; ``[0]`` source :math:`j` (a context node or :math:`i`
+          itself), ``[1]`` target :math:`i`, both indexing :obj:`pos`.
+    """
+    pos = _check_pos(pos, "pos")
+    batch = _check_batch(batch, pos, "batch")
+    context = context.to(device=pos.device, dtype=torch.long).view(-1)
+    if context.numel() and (int(context.min()) < 0 or int(context.max()) >= pos.size(0)):
+        raise ValueError(f"'context' indexes nodes out of range for {pos.size(0)} nodes")
+    if context.numel() > 1 and not bool((context[1:] > context[:-1]).all()):
+        raise ValueError("'context' must be sorted node indices without repeats")
+    batch_ctx = batch[context] if batch is not None else None
+    edges = _radius(pos[context], pos, r, batch_ctx, batch, None, "raise", True)
+    src, dst = context[edges[0]], edges[1]
+    keep = src != dst  # the self-loops of context nodes come back below, with everyone's
+    # A node at the very position of a context node (nested lattices) reads that node as itself:
+    # no second self-term, so it gets exactly the context node's value.
+    twin = keep & ((pos[src] - pos[dst]).abs().amax(dim=-1) <= _TWIN_TOL)
+    has_twin = torch.zeros(pos.size(0), dtype=torch.bool, device=pos.device)
+    has_twin[dst[twin]] = True
+    nodes = torch.arange(pos.size(0), device=pos.device)[~has_twin]
+    src, dst = torch.cat([src[keep], nodes]), torch.cat([dst[keep], nodes])
+    order = torch.argsort(dst * pos.size(0) + src)  # grouped by target, as radius_graph's
+    return torch.stack([src[order], dst[order]])
+
+
 def knn(
     pos_src: Tensor,
     pos_dst: Tensor,

@@ -2,12 +2,14 @@ r"""The multiscale operator U-Net of ∞-Diff: sparse operator blocks on the raw
 U-Net on a fixed lattice in the middle. Composition of :mod:`pyg_infdiff.nn` only."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
 from torch_geometric.typing import OptTensor
 
 from pyg_infdiff._validation import validation, validation_enabled
-from pyg_infdiff.graph import LatticeIndex, check_nodes, radius_graph
+from pyg_infdiff.graph import LatticeIndex, check_nodes, context_graph, radius_graph
 from pyg_infdiff.models.config import UNetConfig
 from pyg_infdiff.nn.dense import (
     Downsample,
@@ -19,6 +21,7 @@ from pyg_infdiff.nn.dense import (
     group_norm,
 )
 from pyg_infdiff.nn.embedding import TimeEmbedding
+from pyg_infdiff.nn.kernel_conv import EdgeKernel
 from pyg_infdiff.nn.operator_block import OperatorBlock
 from pyg_infdiff.nn.pool import GridPool, GridUnpool
 from pyg_infdiff.nn.spectral import fit_modes
@@ -303,6 +306,8 @@ class MultiscaleOperatorUNet(nn.Module):
         edge_index: OptTensor = None,
         lattice: LatticeIndex | None = None,
         cond: OptTensor = None,
+        context: OptTensor = None,
+        kernels: Sequence[EdgeKernel] | None = None,
     ) -> Tensor:
         r"""
         Args:
@@ -317,6 +322,17 @@ class MultiscaleOperatorUNet(nn.Module):
             cond (torch.Tensor, optional): The conditioning vector of each graph,
                 :math:`(B, D)`; required if and only if :obj:`config.cond_dim` is positive.
                 (default: :obj:`None`)
+            context (torch.Tensor, optional): Sorted indices of the *context* nodes: the
+                kernel integrals and the pooling then read only them (and each node itself),
+                so every node sees the context's density whatever the number of nodes, and
+                the outputs at the context nodes do not depend on the other nodes. Pass the
+                matching :obj:`edge_index` from :meth:`context_graph` (built here if not);
+                not with :obj:`lattice`. :func:`~pyg_infdiff.diffusion.sample` uses it to
+                read any point set through a context of the training density.
+                (default: :obj:`None`, every node is a context node)
+            kernels (Sequence[EdgeKernel], optional): The operator blocks' kernels on
+                :obj:`edge_index`, computed once by :meth:`edge_kernels` for many calls on the
+                same nodes (as in sampling). (default: :obj:`None`, computed at every call)
         """
         c = self.config
         if x_t.dim() != 2 or x_t.size(1) != c.in_channels:
@@ -335,12 +351,46 @@ class MultiscaleOperatorUNet(nn.Module):
             on_lattice = lattice is not None and lattice.pixel.shape == batch.shape
             check_nodes(pos, batch, num_graphs, lattice if on_lattice else None,
                         graphs="entries of 't'")
+        if context is not None and lattice is not None:
+            raise ValueError("'context' reads the nodes through a subset of them, which is not "
+                             "a full lattice: pass 'lattice' or 'context', not both")
         full = lattice is not None and lattice.is_full()  # known, or decided once (cached)
-        if edge_index is None and not full and c.num_operator_blocks > 0:
+        if edge_index is None and context is not None:
+            edge_index = self.context_graph(pos, context, batch)
+        elif edge_index is None and not full and c.num_operator_blocks > 0:
             edge_index = _radius_edges(pos, c.radius, batch)
+        blocks = len(self.down_blocks) + len(self.up_blocks)
+        if kernels is not None and (len(kernels) != blocks or edge_index is None):
+            raise ValueError(f"'kernels' must be edge_kernels() of the given 'edge_index': one "
+                             f"per operator block ({blocks}), got {len(kernels)}")
         with validation(False):  # checked above: no layer inside reads back from the device
             return self._denoise(x_t, pos, t, batch, edge_index, lattice, num_graphs,
-                                 self._check_cond(cond, num_graphs))
+                                 self._check_cond(cond, num_graphs), context, kernels)
+
+    def edge_kernels(self, pos: Tensor, edge_index: Tensor) -> tuple[EdgeKernel, ...]:
+        r"""The kernels of the operator blocks (down, then up) on fixed edges, for
+        :meth:`forward` with :obj:`kernels`: they depend on the node positions and the weights
+        only, so a sampling run on a point set computes them once
+        (:meth:`KernelIntegralConv.edge_kernel`).
+
+        Args:
+            pos (torch.Tensor): Node coordinates in :math:`[0, 1]^d`.
+            edge_index (torch.Tensor): The edges :meth:`forward` will get.
+        """
+        return tuple(blk.conv.edge_kernel(pos, edge_index)
+                     for blk in (*self.down_blocks, *self.up_blocks))
+
+    def context_graph(self, pos: Tensor, context: Tensor, batch: OptTensor = None) -> Tensor:
+        r"""The edges of :obj:`config.radius` that read every node through the context nodes
+        (:func:`pyg_infdiff.graph.context_graph`), for :meth:`forward` with :obj:`context`;
+        build them once when the nodes stay the same over many calls (as in sampling).
+
+        Args:
+            pos (torch.Tensor): Node coordinates in :math:`[0, 1]^d`.
+            context (torch.Tensor): Sorted indices of the context nodes.
+            batch (torch.Tensor, optional): Graph index of each node. (default: :obj:`None`)
+        """
+        return context_graph(pos, self.config.radius, context, batch)
 
     def _check_cond(self, cond: OptTensor, num_graphs: int) -> OptTensor:
         # Shapes only (no read back): a conditioned model needs cond [B, cond_dim], others none.
@@ -355,22 +405,28 @@ class MultiscaleOperatorUNet(nn.Module):
 
     def _denoise(self, x_t: Tensor, pos: Tensor, t: Tensor, batch: Tensor,
                  edge_index: OptTensor, lattice: LatticeIndex | None, num_graphs: int,
-                 cond: OptTensor = None) -> Tensor:
+                 cond: OptTensor = None, context: OptTensor = None,
+                 kernels: Sequence[EdgeKernel] | None = None) -> Tensor:
         c = self.config
         emb = self.time_embed(t.view(-1))
         if self.cond_embed is not None:
             emb = emb + self.cond_embed(cond.to(emb.dtype))
         h = torch.cat([x_t, pos.to(x_t.dtype)], dim=-1) if c.coordinate_features else x_t
         h = self.lift(h)
+        kernels = kernels if kernels is not None else [None] * (2 * len(self.down_blocks))
         skips = []
-        for blk in self.down_blocks:
-            h = blk(h, pos, emb, batch, edge_index=edge_index, lattice=lattice)
+        for blk, kernel in zip(self.down_blocks, kernels, strict=False):
+            h = blk(h, pos, emb, batch, edge_index=edge_index, lattice=lattice,
+                    edge_kernel=kernel)
             skips.append(h)
-        grid = self.pool(h, pos, batch, num_graphs=num_graphs, lattice=lattice)
+        if context is None:
+            grid = self.pool(h, pos, batch, num_graphs=num_graphs, lattice=lattice)
+        else:  # the grid reads the context nodes only, as the integrals do
+            grid = self.pool(h[context], pos[context], batch[context], num_graphs=num_graphs)
         h = self.unpool(self.dense(grid, emb), pos, batch)
-        for blk in self.up_blocks:
+        for blk, kernel in zip(self.up_blocks, kernels[len(self.down_blocks):], strict=True):
             h = blk(torch.cat([h, skips.pop()], dim=-1), pos, emb, batch,
-                    edge_index=edge_index, lattice=lattice)
+                    edge_index=edge_index, lattice=lattice, edge_kernel=kernel)
         return self.proj(nn.functional.silu(self.norm_out(h)))
 
     def num_parameters(self) -> int:

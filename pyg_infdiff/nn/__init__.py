@@ -13,7 +13,7 @@ r"""Neural-operator layers for graphs of function samples.
 from pyg_infdiff.nn.dense import Downsample, ResBlock, SelfAttention, Upsample
 from pyg_infdiff.nn.embedding import SinusoidalTimeEmbedding, TimeEmbedding
 from pyg_infdiff.nn.kernel import ContinuousKernel, LatticeStencil
-from pyg_infdiff.nn.kernel_conv import KernelIntegralConv
+from pyg_infdiff.nn.kernel_conv import EdgeKernel, KernelIntegralConv
 from pyg_infdiff.nn.operator_block import OperatorBlock
 from pyg_infdiff.nn.pool import GridPool, GridUnpool
 from pyg_infdiff.nn.spectral import SpectralConv
@@ -23,6 +23,7 @@ __all__ = [
     "Downsample",
     "GridPool",
     "GridUnpool",
+    "EdgeKernel",
     "KernelIntegralConv",
     "LatticeStencil",
     "OperatorBlock",

@@ -2,7 +2,7 @@ r"""The integral-kernel operator layer of ∞-Diff, on radius graphs or on (mask
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +32,21 @@ DenseMethod = Literal["auto", "direct", "fft"]
 # pyg_infdiff.nn.kernel for the measurement.
 GRAPH_COST = 2.3e-8
 POS_TOL = 1e-6
+
+
+class EdgeKernel(NamedTuple):
+    r"""The values of a :class:`KernelIntegralConv`'s kernel on fixed edges and the
+    normalisation of each target (:meth:`KernelIntegralConv.edge_kernel`).
+
+    Args:
+        kappa (torch.Tensor): The kernel of each edge, :math:`(E, C)` (depthwise) or
+            :math:`(E, C_{out} C_{in})`.
+        denom (torch.Tensor): The window weight sum (or neighbour count) of each target,
+            :math:`(N, 1)`.
+    """
+
+    kappa: Tensor
+    denom: Tensor
 
 
 class KernelIntegralConv(MessagePassing):
@@ -189,6 +204,7 @@ class KernelIntegralConv(MessagePassing):
         pos: Tensor | PairTensor,
         edge_index: OptTensor = None,
         lattice: LatticeIndex | None = None,
+        edge_kernel: EdgeKernel | None = None,
     ) -> Tensor:
         bipartite = isinstance(x, tuple) or isinstance(pos, tuple)
         x_src = x[0] if isinstance(x, tuple) else x
@@ -198,14 +214,42 @@ class KernelIntegralConv(MessagePassing):
             raise ValueError(f"'edge_index' must have shape [2, E], got {tuple(edge_index.shape)}")
         if lattice is not None and bipartite:
             raise ValueError("A 'lattice' cannot be used with bipartite (source, target) inputs")
-        plan = self.plan(edge_index, lattice)
-        if plan == "graph":
+        plan = "graph" if edge_kernel is not None else self.plan(edge_index, lattice)
+        if edge_kernel is not None:  # the kernel on these edges, computed once before
+            if edge_index is None or edge_kernel.kappa.size(0) != edge_index.size(1):
+                raise ValueError("'edge_kernel' must come from edge_kernel() on the same "
+                                 "'edge_index'")
+            out = self._normalize(self.propagate(
+                edge_index, x=(x_src, None), pos=(pos_src, pos_dst), kappa=edge_kernel.kappa,
+                segment_ptr=None, size=(x_src.size(0), pos_dst.size(0))), edge_kernel.denom)
+        elif plan == "graph":
             out = self._graph(x_src, pos_src, pos_dst, edge_index, lattice)
         else:
             out = self._dense(x_src, pos_src, lattice, fft=plan == "fft")
         if self.lin is not None:
             return self.lin(out)
         return out if self.bias is None else out + self.bias
+
+    def edge_kernel(self, pos: Tensor | PairTensor, edge_index: Tensor) -> EdgeKernel:
+        r"""The kernel values on fixed edges and their normalisation, for :meth:`forward`
+        with :obj:`edge_kernel`: they depend on the node positions and this layer's weights
+        only, not on the features, so a loop over many inputs on the same nodes (a sampling
+        run on a point set) computes them once instead of at every call.
+
+        Args:
+            pos (torch.Tensor or (torch.Tensor, torch.Tensor)): Node positions, or (source,
+                target) positions.
+            edge_index (torch.Tensor): The edges, :math:`(2, E)`.
+        """
+        pos_src, pos_dst = pos if isinstance(pos, tuple) else (pos, pos)
+        src, dst = edge_index[0], edge_index[1]
+        offset = pos_dst[dst] - pos_src[src]
+        kappa = self.kernel(offset)
+        if self.normalization == "window":
+            weight = self.kernel.window(offset).unsqueeze(-1)
+        else:
+            weight = offset.new_ones(dst.numel(), 1)
+        return EdgeKernel(kappa, self.aggregate(weight, dst, None, pos_dst.size(0)))
 
     def _check_nodes(self, x: Tensor, pos_src: Tensor, pos_dst: Tensor) -> None:
         if x.dim() != 2 or x.size(1) != self.in_channels:

@@ -7,7 +7,7 @@ from torch import Tensor, nn
 from torch_geometric.typing import OptTensor
 
 from pyg_infdiff.graph.lattice import LatticeIndex
-from pyg_infdiff.nn.kernel_conv import KernelIntegralConv, Path
+from pyg_infdiff.nn.kernel_conv import EdgeKernel, KernelIntegralConv, Path
 
 
 class OperatorBlock(nn.Module):
@@ -108,6 +108,7 @@ class OperatorBlock(nn.Module):
         batch: OptTensor = None,
         edge_index: OptTensor = None,
         lattice: LatticeIndex | None = None,
+        edge_kernel: EdgeKernel | None = None,
     ) -> Tensor:
         r"""
         Args:
@@ -120,6 +121,8 @@ class OperatorBlock(nn.Module):
                 path of the conv. (default: :obj:`None`)
             lattice (LatticeIndex, optional): Lattice positions of the nodes for the dense
                 path of the conv. (default: :obj:`None`)
+            edge_kernel (EdgeKernel, optional): The conv's kernel on :obj:`edge_index`,
+                computed once (:meth:`KernelIntegralConv.edge_kernel`). (default: :obj:`None`)
         """
         if x.size(-1) != self.in_channels:
             raise ValueError(
@@ -136,7 +139,7 @@ class OperatorBlock(nn.Module):
         else:
             scale, shift = scale[batch], shift[batch]
         h = self.norm1(x) * (1 + scale) + shift
-        h = self.conv(h, pos, edge_index=edge_index, lattice=lattice)
+        h = self.conv(h, pos, edge_index=edge_index, lattice=lattice, edge_kernel=edge_kernel)
         x = self.skip(x) + h
         h = self.lin2(self.dropout(F.gelu(self.lin1(self.norm2(x)))))
         return x + h

@@ -2,6 +2,7 @@ r"""Callbacks for :class:`~pyg_infdiff.training.Trainer`: :class:`SampleGrid` dr
 fixed seeds at one or more resolutions and writes them as PNG grids."""
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -84,6 +85,10 @@ class SampleGrid:
         save_tensors (bool, optional): Also write the images as a ``.pt`` file next to the PNG,
             a dict from ``"HxW"`` to :math:`(B, C, H, W)` tensors. (default: :obj:`False`)
         progress (bool, optional): Show the sampler's progress bar. (default: :obj:`False`)
+        context (int, optional): On lattices with more pixels than this, read through a
+            context of that many random points per sample (``sample(..., context=...)``):
+            pass the nodes per function of the training graphs, so that a model trained on
+            sparse nodes is sampled at its training density. (default: :obj:`None`)
     """
 
     def __init__(
@@ -103,6 +108,7 @@ class SampleGrid:
         filename: str = "samples_{step:08d}.png",
         save_tensors: bool = False,
         progress: bool = False,
+        context: int | None = None,
     ) -> None:
         if channels not in (1, 3):
             raise ValueError(f"'channels' must be 1 or 3 (PNG images), got {channels}")
@@ -129,6 +135,9 @@ class SampleGrid:
         self.filename = filename
         self.save_tensors = save_tensors
         self.progress = progress
+        if context is not None and context < 1:
+            raise ValueError(f"'context' must be a positive number of points, got {context}")
+        self.context = context
         self.seconds: dict[tuple[int, int], float] = {}
 
     @torch.no_grad()
@@ -148,6 +157,7 @@ class SampleGrid:
             channels=self.channels, steps=self.steps, sampler=self.sampler, eta=self.eta,
             generator=torch.Generator().manual_seed(self.seed), progress=self.progress,
             device=device,
+            context=self.context if self.context and math.prod(shape) > self.context else None,
         )
         images = out.images.float()
         if self.deblur is not None:

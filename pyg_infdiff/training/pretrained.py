@@ -16,11 +16,13 @@ A diffusion autoencoder's run has ``"autoencoder": DiffusionAutoencoder.to_dict(
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from torch import Tensor
 
 from pyg_infdiff.diffusion import (
     MollifiedDiffusion,
@@ -28,6 +30,7 @@ from pyg_infdiff.diffusion import (
     cosine_schedule,
     linear_schedule,
 )
+from pyg_infdiff.graph import lattice, subsample_size
 from pyg_infdiff.models import DiffusionAutoencoder, MultiscaleOperatorUNet, UNetConfig
 from pyg_infdiff.noise import MollifiedNoise
 from pyg_infdiff.training.checkpoint import CheckpointManager, load_checkpoint
@@ -131,6 +134,39 @@ class Pretrained:
     def resolution(self) -> int | None:
         r"""The training resolution, when the run recorded it."""
         return self.info.get("data", {}).get("resolution")
+
+    def training_context(self) -> int | Tensor | None:
+        r"""The context that reads any point set the way this model was trained, for
+        ``sample(..., context=...)`` (:class:`~pyg_infdiff.diffusion.ContextNodes`): the number
+        of nodes per function in training, :math:`n^d / s` for resolution :math:`n` and
+        subsampling rate :math:`s > 1` (random nodes, as in training); the pixel centres of
+        the training lattice when every pixel was a node (:math:`s = 1`); :obj:`None` when the
+        run did not record its resolution.
+        """
+        data = self.info.get("data", {})
+        if self.resolution is None:
+            return None
+        shape = (int(self.resolution),) * self.config.ndim
+        rate = float(data.get("subsample") or 1.0)
+        if rate <= 1.0:
+            return lattice(shape)
+        return subsample_size(math.prod(shape), rate=rate)
+
+    def context_for(self, num_nodes: int) -> int | Tensor | None:
+        r""":meth:`training_context` where it helps: when the point set to sample holds more
+        than the model's training nodes per function, and :obj:`None` (the nodes are their own
+        context) otherwise. On fewer nodes than in training a context cannot help (its
+        integrals would need the missing nodes), and on exactly the training lattice the plain
+        call is what the model was trained on.
+
+        Args:
+            num_nodes (int): The number of points per sample.
+        """
+        context = self.training_context()
+        if context is None:
+            return None
+        trained = context if isinstance(context, int) else context.size(0)
+        return context if num_nodes > trained else None
 
 
 def load_pretrained(

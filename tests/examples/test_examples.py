@@ -82,7 +82,7 @@ def test_shapes_demo_smoke(demo_run):
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["ckpt_00000003.pt"]
 
 
-def test_sample_from_the_demo_checkpoint_at_twice_the_resolution(demo_run):
+def test_sample_from_the_demo_checkpoint_at_twice_the_resolution(demo_run, capsys):
     out, _ = demo_run
     png = out / "s" / "x2.png"
     _run(EXAMPLES / "sample.py", "--checkpoint", out, "--resolution", "64", "--num", "2",
@@ -100,6 +100,17 @@ def test_sample_from_the_demo_checkpoint_at_twice_the_resolution(demo_run):
     zoom = torch.load(out / "samples" / "sample_32_zoom.pt", weights_only=True)["images"]
     assert {k: tuple(v.shape) for k, v in zoom.items()} == {
         "32x32": (2, 3, 32, 32), "64x64": (2, 3, 64, 64)}
+
+    # --context: the demo trained on a quarter of 32x32, so 'auto' reads 256 random points;
+    # 'none' the plain lattices; a number that many points
+    args = ["--checkpoint", str(out), "--num", "1", "--steps", "2", "--no-progress"]
+    for option, said in [("auto", "context of 256 random points"), ("none", None),
+                         ("40", "context of 40 random points")]:
+        module.main([*args, "--context", option, "--out", str(out / "s" / f"{option}.png")])
+        printed = capsys.readouterr().out
+        assert (said in printed) if said else "context" not in printed.split("\n")[1]
+    with pytest.raises(SystemExit):
+        module.main([*args, "--context", "many"])
 
 
 def test_celebahq_train_on_shapes_then_resume(tmp_path):

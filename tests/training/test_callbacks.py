@@ -104,3 +104,24 @@ def test_repr():
     grid = SampleGrid(_diffusion(), 3, resolutions=(32, (64, 48)), num_samples=4)
     assert repr(grid) == ("SampleGrid(resolutions=[32x32, 64x48], num_samples=4, "
                           "sampler='ddim', steps=50, seed=0)")
+
+
+class ContextRecorder(Pointwise):
+    """Pointwise, and remembers the context it was given (None on plain lattices)."""
+
+    def forward(self, x_t, pos, t, batch=None, edge_index=None, lattice=None, context=None,
+                kernels=None):
+        self.seen = None if context is None else context.numel()
+        return super().forward(x_t, pos, t, batch)
+
+
+def test_context_on_lattices_denser_than_the_training_nodes():
+    grid = SampleGrid(_diffusion(), channels=1, resolutions=(8, 16), num_samples=2, steps=2,
+                      context=100)
+    model = ContextRecorder(0.3)
+    grid.draw(model, 8)              # 64 pixels: fewer than 100, the plain lattice
+    assert model.seen is None
+    grid.draw(model, 16)             # 256 pixels: through 100 random points per sample
+    assert model.seen == 200
+    with pytest.raises(ValueError, match="positive number of points"):
+        SampleGrid(_diffusion(), channels=1, context=0)

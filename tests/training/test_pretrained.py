@@ -69,3 +69,39 @@ def test_errors(tmp_path):
         load_pretrained(tmp_path)
     with pytest.raises(ValueError, match="weights"):
         load_pretrained(tmp_path, weights="best")
+
+
+@pytest.mark.parametrize("data,expected", [
+    ({"resolution": 28, "subsample": 4}, 196),      # random nodes, as in training
+    ({"resolution": 128, "subsample": 16}, 1024),
+    ({"resolution": 28, "subsample": 1}, "lattice"),  # every pixel: the training lattice
+    ({"resolution": 28}, "lattice"),
+    ({}, None),                                      # nothing recorded
+])
+def test_training_context(data, expected):
+    from pyg_infdiff.graph import lattice
+    from pyg_infdiff.training.pretrained import Pretrained
+    config = tiny_config()
+    run = Pretrained(MultiscaleOperatorUNet(config), MollifiedDiffusion(MollifiedNoise(0.02, 2)),
+                     config, {"data": data}, 0, None)
+    context = run.training_context()
+    if expected == "lattice":
+        assert torch.equal(context, lattice((28, 28)))
+    else:
+        assert context == expected
+
+
+def test_context_for_denser_point_sets_only():
+    from pyg_infdiff.training.pretrained import Pretrained
+    config = tiny_config()
+
+    def run(data):
+        return Pretrained(MultiscaleOperatorUNet(config),
+                          MollifiedDiffusion(MollifiedNoise(0.02, 2)), config, {"data": data}, 0,
+                          None)
+    sparse = run({"resolution": 32, "subsample": 4})  # 256 nodes per image in training
+    assert sparse.context_for(256) is None and sparse.context_for(32 * 32) == 256
+    full = run({"resolution": 28})
+    assert full.context_for(28 * 28) is None  # its own lattice: the plain call
+    assert full.context_for(56 * 56).shape == (784, 2)
+    assert run({}).context_for(10**6) is None

@@ -1,0 +1,111 @@
+r"""Reading a point set through a *context*: a second set of nodes, of the training density,
+through which the model integrates and pools while it is evaluated at any number of points.
+
+A model trained on :math:`M` random nodes per function computes every kernel integral and
+its pooling as a Monte-Carlo quadrature over about :math:`M` nodes. On a denser point set the
+same quadratures are more accurate, which is a different input distribution: where the
+mollified noise varies on a scale below the training nodes' spacing, the network sees sums of
+much smaller spread than in training, and a model trained at 16× subsampling samples flat
+colour fields on its full lattice. Sampling with a context of :math:`M` points keeps the
+training statistics at every resolution. The context nodes evolve as a sample of their own
+(their values do not depend on the other nodes), and every other node reads their features
+through its own ball. So two resolutions that share a context share the whole trajectory of
+the context and agree wherever their nodes meet.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from pyg_infdiff.graph.lattice import check_nodes
+
+__all__ = ["ContextNodes"]
+
+
+@dataclass
+class ContextNodes:
+    r"""The query nodes of a sampling run merged with its context nodes, graph by graph: the
+    nodes of graph :math:`b` are its queries, then its context points (a sorted batch vector, as
+    PyG layers expect).
+
+    Build it with :meth:`build`; :func:`~pyg_infdiff.diffusion.sample` does, given
+    ``context=``.
+
+    Args:
+        pos (torch.Tensor): Coordinates of all nodes, :math:`(N_q + N_c, d)`.
+        batch (torch.Tensor): Graph index of all nodes, sorted.
+        query (torch.Tensor): Where the query nodes sit among all nodes, in their own order.
+        context (torch.Tensor): Where the context nodes sit among all nodes (sorted).
+        context_pos (torch.Tensor): Coordinates of the context nodes, :math:`(N_c, d)`.
+        context_batch (torch.Tensor): Graph index of each context node.
+    """
+
+    pos: Tensor
+    batch: Tensor
+    query: Tensor
+    context: Tensor
+    context_pos: Tensor
+    context_batch: Tensor
+
+    @classmethod
+    def build(
+        cls,
+        context: int | Tensor,
+        pos: Tensor,
+        batch: Tensor,
+        num_graphs: int,
+        generator: torch.Generator | None = None,
+    ) -> ContextNodes:
+        r"""Merges the query nodes with a context.
+
+        Args:
+            context (int or torch.Tensor): :math:`M` uniform random points per graph in
+                :math:`[0, 1]^d`, drawn from :obj:`generator` (on its device); or the points
+                themselves, :math:`(M, d)` shared by all graphs or :math:`(B, M, d)` one set
+                per graph.
+            pos (torch.Tensor): Query coordinates :math:`(N_q, d)`.
+            batch (torch.Tensor): Sorted graph index of each query node.
+            num_graphs (int): :math:`B`.
+            generator (torch.Generator, optional): The source of random context points.
+                (default: :obj:`None`, the global generator of the device of :obj:`pos`)
+        """
+        ndim = pos.size(1)
+        if isinstance(context, bool) or not isinstance(context, (int, Tensor)):
+            raise TypeError(f"'context' must be a number of points or a tensor of points, got "
+                            f"{type(context).__name__}")
+        if isinstance(context, int):
+            if context < 1:
+                raise ValueError(f"'context' must be a positive number of points, got {context}")
+            device = generator.device if generator is not None else pos.device
+            points = torch.rand(num_graphs, context, ndim, generator=generator, device=device)
+        else:
+            points = context
+            if points.dim() == 2:
+                points = points.unsqueeze(0).expand(num_graphs, -1, -1)
+            if (points.dim() != 3 or points.size(0) != num_graphs or points.size(2) != ndim
+                    or points.size(1) < 1 or not points.is_floating_point()):
+                raise ValueError(
+                    f"'context' points must be a floating (M, {ndim}) or ({num_graphs}, M, "
+                    f"{ndim}) tensor with M >= 1, got {points.dtype} {tuple(points.shape)}")
+        points = points.to(device=pos.device, dtype=pos.dtype)
+        size = points.size(1)
+        context_pos = points.reshape(-1, ndim)
+        check_nodes(context_pos)
+        context_batch = torch.arange(num_graphs, device=pos.device).repeat_interleave(size)
+        all_batch = torch.cat([batch, context_batch])
+        order = torch.argsort(all_batch, stable=True)  # queries first within each graph
+        where = torch.empty_like(order)
+        where[order] = torch.arange(order.numel(), device=order.device)
+        num_query = pos.size(0)
+        return cls(torch.cat([pos, context_pos])[order], all_batch[order], where[:num_query],
+                   where[num_query:], context_pos, context_batch)
+
+    def merge(self, query: Tensor, context: Tensor) -> Tensor:
+        r"""Values of all nodes from those of the queries :math:`(N_q, C)` and of the context
+        :math:`(N_c, C)`."""
+        out = query.new_empty(self.pos.size(0), query.size(1))
+        out[self.query] = query
+        out[self.context] = context.to(query.dtype)
+        return out
