@@ -100,6 +100,8 @@ def test_sample_from_the_demo_checkpoint_at_twice_the_resolution(demo_run, capsy
     zoom = torch.load(out / "samples" / "sample_32_zoom.pt", weights_only=True)["images"]
     assert {k: tuple(v.shape) for k, v in zoom.items()} == {
         "32x32": (2, 3, 32, 32), "64x64": (2, 3, 64, 64)}
+    assert "64x64 average-pooled to 32x32 against the 32x32 samples: PSNR mean" in \
+        capsys.readouterr().out
 
     # --context: the demo trained on a quarter of 32x32, so 'auto' reads 256 random points;
     # 'none' the plain lattices; a number that many points
