@@ -2,9 +2,9 @@ r"""Benchmark (issue 15, #5; opt-in and slow): the diffusion autoencoder on Fash
 
 Trains the first stage of the two-stage model (:class:`~pyg_infdiff.models.DiffusionAutoencoder`
 of :meth:`~pyg_infdiff.models.EncoderConfig.preset` ``(28)`` and the U-Net preset 28 conditioned
-on its 64-value latent) for ``--minutes`` (wall clock, or CPU time with ``--clock cpu``) on
-one thread, as the official code trains it: the denoiser on a quarter of each image's pixels, the encoder on another random
-quarter of its own (``GraphCollator(encoder_rate=4)``,
+on its 64-value latent) for ``--minutes`` (wall clock, or CPU time with ``--clock cpu``)
+on one thread, as the official code trains it: the denoiser on a quarter of each image's
+pixels, the encoder on another random quarter of its own (``GraphCollator(encoder_rate=4)``,
 :class:`~pyg_infdiff.diffusion.AutoencoderLoss`), with the library's CPU recipe (batch 32,
 AdamW 5e-4, 200 warm-up steps, clip 1, EMA 0.999, σ = half a pixel, cosine schedule,
 :math:`T x_0` prediction). Then, with the EMA weights, on the first ``--num-test``
