@@ -60,6 +60,7 @@ from pyg_infdiff.data import (
 from pyg_infdiff.data.images import save_rows
 from pyg_infdiff.diffusion import (
     AutoencoderLoss,
+    LatticeSubset,
     MollifiedDiffusion,
     cosine_schedule,
     linear_schedule,
@@ -384,7 +385,8 @@ def main(argv=None):
     else:
         # a model trained on sparse nodes is sampled through a context of its training
         # density on denser lattices (pyg_infdiff.diffusion.ContextNodes)
-        nodes = subsample_size(res * res, rate=args.subsample) if args.subsample > 1 else None
+        nodes = (LatticeSubset((res, res), subsample_size(res * res, rate=args.subsample))
+                 if args.subsample > 1 else None)
         grid = SampleGrid(diffusion, channels, args.sample_resolutions, args.num_samples,
                           steps=args.sample_steps, seed=args.seed, context=nodes)
         loss_fn = partial(diffusion.training_loss)

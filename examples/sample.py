@@ -13,7 +13,8 @@ samples, average-pooled, agree with the first (PSNR per seed).
 
 By default (--context auto) the model reads every lattice denser than its training nodes
 through a context of its training density (pyg_infdiff.diffusion.ContextNodes): as many random
-points as it had nodes per image in training, or its training lattice if it saw every pixel.
+pixels of its training lattice as it had nodes per image in training, or its training lattice
+if it saw every pixel.
 Its integrals then have the statistics they had in training at any resolution, and the same
 seed gives the same function at every such resolution. --context none samples the plain
 lattice (faster: the dense path); --context N reads through N random points.
@@ -28,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from pyg_infdiff.data.images import save_grid, save_rows
-from pyg_infdiff.diffusion import sample
+from pyg_infdiff.diffusion import LatticeSubset, sample
 from pyg_infdiff.training import load_pretrained
 from pyg_infdiff.training.allocator import keep_freed_memory
 
@@ -122,6 +123,8 @@ def main(argv=None):
         context = choose_context(args.context, run, n, config.ndim)
         if context is not None:
             what = (f"{context} random points" if isinstance(context, int)
+                    else f"{context.num} random pixels of the {trained}x{trained} training "
+                    "lattice" if isinstance(context, LatticeSubset)
                     else f"the {trained}x{trained} training lattice")
             print(f"  {n}x{n}: read through a context of {what} per sample (--context none: "
                   "the plain lattice)")

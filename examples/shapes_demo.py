@@ -29,9 +29,10 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from pyg_infdiff.data import ContinuousShapes, GraphCollator, make_loader
+from pyg_infdiff.data import ContinuousShapes, GraphCollator, MollifiedCache, make_loader
 from pyg_infdiff.data.images import save_rows
-from pyg_infdiff.diffusion import MollifiedDiffusion
+from pyg_infdiff.diffusion import LatticeSubset, MollifiedDiffusion
+from pyg_infdiff.graph import subsample_size
 from pyg_infdiff.models import MultiscaleOperatorUNet, UNetConfig
 from pyg_infdiff.noise import MollifiedNoise
 from pyg_infdiff.training import Trainer, TrainerConfig
@@ -60,7 +61,18 @@ def parse_args(argv=None):
     p.add_argument("--sigma", type=float, default=None,
                    help="mollifier width in domain units (default: half a training pixel, 1/64)")
     p.add_argument("--resolutions", default="32,64,128",
-                   help="comma-separated sampling resolutions (the first is the training one)")
+                   help="comma-separated sampling resolutions")
+    p.add_argument("--data-resolution", type=int, default=None,
+                   help="resolution of the training renders (default: the first of "
+                   "--resolutions); e.g. 128 with --subsample 16 trains on 1,024 nodes of "
+                   "128x128 renders, the pixels of a 32x32 image")
+    p.add_argument("--context", choices=["auto", "none"], default="auto",
+                   help="auto: read lattices with more pixels than the training graphs' nodes "
+                   "through a context of that many random points (the training density; "
+                   "pyg_infdiff.diffusion.ContextNodes); none: plain lattices")
+    p.add_argument("--cache-items", type=int, default=2048,
+                   help="render and mollify this many items once and train on them "
+                   "(MollifiedCache); 0 renders every item on the fly")
     p.add_argument("--num-samples", type=int, default=8, help="seeds sampled per resolution")
     p.add_argument("--sample-steps", type=int, default=50, help="DDIM steps")
     p.add_argument("--deblur", type=float, nargs="?", const=0.05, default=None,
@@ -86,6 +98,9 @@ def parse_args(argv=None):
         args.batch_size, args.num_samples, args.sample_steps = 4, 2, 2
         args.num_items = min(args.num_items, 64)
     args.resolutions = [int(r) for r in args.resolutions.split(",")]
+    args.data_resolution = args.data_resolution or args.resolutions[0]
+    if args.smoke:
+        args.cache_items = min(args.cache_items, 8)
     if args.threads is None:
         cores = os.cpu_count() or 1
         busy = os.getloadavg()[0] >= cores if hasattr(os, "getloadavg") else False
@@ -150,17 +165,27 @@ def main(argv=None):
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
         for name in ("log.jsonl", "log.csv", "loss.png", "samples.png", "samples.pt"):
             (out / name).unlink(missing_ok=True)
-    res = args.resolutions[0]
+    res = args.data_resolution
 
-    # Data: analytic images rendered at 32x32; the collator mollifies each on its lattice and
-    # keeps a random quarter of its pixels as graph nodes (with radius edges for the operator).
+    # Data: analytic images rendered at --data-resolution and mollified (half a pixel of that
+    # resolution), once for --cache-items of them; the collator keeps a random 1/--subsample of
+    # each image's pixels as graph nodes (with radius edges for the operator).
     dataset = ContinuousShapes(args.num_items, resolution=res, seed=args.seed)
     sigma = args.sigma if args.sigma is not None else 0.5 / res
     diffusion = MollifiedDiffusion(MollifiedNoise(sigma, 2),
                                    parametrization=args.parametrization)
     config = UNetConfig.preset(32, in_channels=3, out_channels=3)
-    collator = GraphCollator(diffusion.mollifier, rate=args.subsample, radius=config.radius)
-    loader = make_loader(dataset, collator, args.batch_size, seed=args.seed, drop_last=True)
+    mollifier, train_set = diffusion.mollifier, dataset
+    if args.cache_items > 0:
+        start = time.perf_counter()
+        train_set = MollifiedCache(dataset, diffusion.mollifier,
+                                   min(args.cache_items, len(dataset)))
+        mollifier = None  # mollified once, in the cache
+        print(f"rendered and mollified {len(train_set)} items at {res}x{res} once in "
+              f"{time.perf_counter() - start:.0f} s")
+    collator = GraphCollator(mollifier, rate=args.subsample, radius=config.radius)
+    loader = make_loader(train_set, collator, args.batch_size, seed=args.seed, drop_last=True)
+    nodes = LatticeSubset((res, res), subsample_size(res * res, rate=args.subsample))
 
     model = MultiscaleOperatorUNet(config)
     print(model.summary())
@@ -202,9 +227,12 @@ def main(argv=None):
 
     # Sampling: the same noise seeds at every resolution (DDIM, deterministic), with the EMA
     # weights; then ground-truth renders of dataset items at the same resolutions.
+    # Lattices with more pixels than the training graphs had nodes are read through a context
+    # of that many random points: the model then sees its training density at every resolution,
+    # and the same seed gives the same function at every resolution (ContextNodes).
     grid = SampleGrid(diffusion, 3, args.resolutions, args.num_samples,
-                      steps=args.sample_steps, seed=args.seed,
-                      deblur=args.deblur)
+                      steps=args.sample_steps, seed=args.seed, deblur=args.deblur,
+                      context=nodes if args.context == "auto" else None)
     ema = trainer.ema.module if trainer.ema is not None else trainer.model
     ema.eval()
     rows = []

@@ -10,7 +10,7 @@ from pyg_infdiff.diffusion.autoencoding import (
     slerp,
 )
 from pyg_infdiff.diffusion.conditioning import Observation, renoise, repaint_levels
-from pyg_infdiff.diffusion.context import ContextNodes
+from pyg_infdiff.diffusion.context import ContextNodes, LatticeSubset
 from pyg_infdiff.diffusion.denoiser import Denoiser, accepts_lattice, call_denoiser
 from pyg_infdiff.diffusion.latent import (
     LatentDiffusion,
@@ -53,6 +53,7 @@ __all__ = [
     "LatentDiffusion",
     "LatentStats",
     "LatentTrainingLosses",
+    "LatticeSubset",
     "LossAwareTimestepSampler",
     "MollifiedDiffusion",
     "NoiseSchedule",

@@ -14,14 +14,51 @@ the context and agree wherever their nodes meet.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from pyg_infdiff.graph.lattice import check_nodes
+from pyg_infdiff.graph.lattice import check_nodes, lattice
 
-__all__ = ["ContextNodes"]
+__all__ = ["ContextNodes", "LatticeSubset"]
+
+
+@dataclass(frozen=True)
+class LatticeSubset:
+    r"""A context of :obj:`num` pixel centres of the lattice :obj:`shape`, drawn at random
+    without replacement for every sample: the nodes of a model trained with
+    ``GraphCollator(rate=...)`` on images of that lattice, so that sampling reads at exactly
+    the statistics of training. Uniform random points in the domain come close, but differ
+    where it shows: a few more of them have no neighbour in a kernel ball, and some fall
+    within half a pixel of a face, where the mollified noise has more variance than at any
+    pixel centre (``bench/discretisation_audit.py``, :doc:`/concepts`).
+
+    Args:
+        shape (Sequence[int]): The training lattice, :math:`(n_1, \dots, n_d)`.
+        num (int): Pixels per sample, at most :math:`\prod_k n_k`.
+    """
+
+    shape: tuple[int, ...]
+    num: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shape", tuple(int(n) for n in self.shape))
+        if not self.shape or min(self.shape) < 1:
+            raise ValueError(f"'shape' must be positive sizes, got {self.shape}")
+        if not 1 <= self.num <= math.prod(self.shape):
+            raise ValueError(f"'num' must be between 1 and the {math.prod(self.shape)} pixels "
+                             f"of {self.shape}, got {self.num}")
+
+    def draw(self, num_graphs: int, generator: torch.Generator | None = None,
+             device: torch.device | str | None = None) -> Tensor:
+        r"""The pixel centres of every sample, :math:`(B, M, d)`, drawn from
+        :obj:`generator` (on its device)."""
+        device = generator.device if generator is not None else device
+        keys = torch.rand(num_graphs, math.prod(self.shape), generator=generator, device=device)
+        index = keys.argsort(dim=1)[:, :self.num].sort(dim=1).values
+        return lattice(self.shape, device=device)[index]
 
 
 @dataclass
@@ -52,7 +89,7 @@ class ContextNodes:
     @classmethod
     def build(
         cls,
-        context: int | Tensor,
+        context: int | Tensor | LatticeSubset,
         pos: Tensor,
         batch: Tensor,
         num_graphs: int,
@@ -61,10 +98,11 @@ class ContextNodes:
         r"""Merges the query nodes with a context.
 
         Args:
-            context (int or torch.Tensor): :math:`M` uniform random points per graph in
-                :math:`[0, 1]^d`, drawn from :obj:`generator` (on its device); or the points
-                themselves, :math:`(M, d)` shared by all graphs or :math:`(B, M, d)` one set
-                per graph.
+            context (int, torch.Tensor or LatticeSubset): :math:`M` uniform random points per
+                graph in :math:`[0, 1]^d`, drawn from :obj:`generator` (on its device); a
+                :class:`LatticeSubset`, random pixel centres of a lattice per graph; or the
+                points themselves, :math:`(M, d)` shared by all graphs or :math:`(B, M, d)` one
+                set per graph.
             pos (torch.Tensor): Query coordinates :math:`(N_q, d)`.
             batch (torch.Tensor): Sorted graph index of each query node.
             num_graphs (int): :math:`B`.
@@ -72,6 +110,10 @@ class ContextNodes:
                 (default: :obj:`None`, the global generator of the device of :obj:`pos`)
         """
         ndim = pos.size(1)
+        if isinstance(context, LatticeSubset):
+            if len(context.shape) != ndim:
+                raise ValueError(f"The context lattice {context.shape} is not {ndim}-D")
+            context = context.draw(num_graphs, generator, pos.device)
         if isinstance(context, bool) or not isinstance(context, (int, Tensor)):
             raise TypeError(f"'context' must be a number of points or a tensor of points, got "
                             f"{type(context).__name__}")

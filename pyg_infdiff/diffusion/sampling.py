@@ -13,7 +13,7 @@ from pyg_infdiff._validation import validation, validation_enabled
 from pyg_infdiff.graph.lattice import LatticeIndex, check_nodes
 
 from .conditioning import Observation, renoise, repaint_levels
-from .context import ContextNodes
+from .context import ContextNodes, LatticeSubset
 from .denoiser import call_denoiser
 from .process import MollifiedDiffusion
 from .samplers import DDIMSampler, DDPMSampler
@@ -103,7 +103,7 @@ def sample(
     dtype: torch.dtype | None = None,
     model_kwargs: Mapping[str, Any] | None = None,
     noise: Tensor | None = None,
-    context: int | Tensor | None = None,
+    context: int | Tensor | LatticeSubset | None = None,
 ) -> SampleOutput:
     r"""Samples functions from a denoiser and reads them at lattice pixels or at given points.
 
@@ -173,11 +173,13 @@ def sample(
         noise (torch.Tensor, optional): The initial state at the nodes, :math:`(N, C)`, e.g.
             one mollified field read for every sample (then :obj:`generator` is not drawn
             from for it). (default: :obj:`None`, a fresh field per sample)
-        context (int or torch.Tensor, optional): Read the nodes through a context
-            (:class:`~pyg_infdiff.diffusion.ContextNodes`): :math:`M` uniform random points per
-            sample, drawn from :obj:`generator` right after the initial field (so the noise
-            function stays the one drawn without a context), or the points themselves,
-            :math:`(M, d)` or :math:`(B, M, d)`. The model integrates and pools over the
+        context (int, torch.Tensor or LatticeSubset, optional): Read the nodes through a
+            context (:class:`~pyg_infdiff.diffusion.ContextNodes`): :math:`M` uniform random
+            points per sample, or :math:`M` random pixel centres of a lattice per sample
+            (:class:`~pyg_infdiff.diffusion.LatticeSubset`, the training nodes of a model
+            trained on that lattice), both drawn from :obj:`generator` right after the initial
+            field (so the noise function stays the one drawn without a context); or the points
+            themselves, :math:`(M, d)` or :math:`(B, M, d)`. The model integrates and pools over the
             context only (``context=`` of
             :class:`~pyg_infdiff.models.MultiscaleOperatorUNet`), so it sees the node density
             it was trained on, :math:`M` of its training nodes per function, at any

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from pyg_infdiff.data.images import save_grid, save_rows
-from pyg_infdiff.diffusion import MollifiedDiffusion, sample
+from pyg_infdiff.diffusion import LatticeSubset, MollifiedDiffusion, sample
 
 __all__ = ["SampleGrid"]
 
@@ -85,10 +85,12 @@ class SampleGrid:
         save_tensors (bool, optional): Also write the images as a ``.pt`` file next to the PNG,
             a dict from ``"HxW"`` to :math:`(B, C, H, W)` tensors. (default: :obj:`False`)
         progress (bool, optional): Show the sampler's progress bar. (default: :obj:`False`)
-        context (int, optional): On lattices with more pixels than this, read through a
-            context of that many random points per sample (``sample(..., context=...)``):
-            pass the nodes per function of the training graphs, so that a model trained on
-            sparse nodes is sampled at its training density. (default: :obj:`None`)
+        context (int or LatticeSubset, optional): On lattices with more pixels than the
+            context has points, read through it (``sample(..., context=...)``): that many
+            uniform random points, or random pixel centres of a lattice per sample. Pass the
+            training nodes (``LatticeSubset(training_shape, nodes_per_graph)``), so that a
+            model trained on sparse nodes is sampled at its training density.
+            (default: :obj:`None`)
     """
 
     def __init__(
@@ -108,7 +110,7 @@ class SampleGrid:
         filename: str = "samples_{step:08d}.png",
         save_tensors: bool = False,
         progress: bool = False,
-        context: int | None = None,
+        context: int | LatticeSubset | None = None,
     ) -> None:
         if channels not in (1, 3):
             raise ValueError(f"'channels' must be 1 or 3 (PNG images), got {channels}")
@@ -135,9 +137,10 @@ class SampleGrid:
         self.filename = filename
         self.save_tensors = save_tensors
         self.progress = progress
-        if context is not None and context < 1:
+        count = context.num if isinstance(context, LatticeSubset) else context
+        if count is not None and count < 1:
             raise ValueError(f"'context' must be a positive number of points, got {context}")
-        self.context = context
+        self.context, self._context_size = context, count
         self.seconds: dict[tuple[int, int], float] = {}
 
     @torch.no_grad()
@@ -157,7 +160,8 @@ class SampleGrid:
             channels=self.channels, steps=self.steps, sampler=self.sampler, eta=self.eta,
             generator=torch.Generator().manual_seed(self.seed), progress=self.progress,
             device=device,
-            context=self.context if self.context and math.prod(shape) > self.context else None,
+            context=(self.context if self.context is not None
+                     and math.prod(shape) > self._context_size else None),
         )
         images = out.images.float()
         if self.deblur is not None:

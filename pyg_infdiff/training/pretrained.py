@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from pyg_infdiff.diffusion import (
+    LatticeSubset,
     MollifiedDiffusion,
     NoiseSchedule,
     cosine_schedule,
@@ -135,13 +136,14 @@ class Pretrained:
         r"""The training resolution, when the run recorded it."""
         return self.info.get("data", {}).get("resolution")
 
-    def training_context(self) -> int | Tensor | None:
+    def training_context(self) -> LatticeSubset | Tensor | None:
         r"""The context that reads any point set the way this model was trained, for
-        ``sample(..., context=...)`` (:class:`~pyg_infdiff.diffusion.ContextNodes`): the number
-        of nodes per function in training, :math:`n^d / s` for resolution :math:`n` and
-        subsampling rate :math:`s > 1` (random nodes, as in training); the pixel centres of
-        the training lattice when every pixel was a node (:math:`s = 1`); :obj:`None` when the
-        run did not record its resolution.
+        ``sample(..., context=...)`` (:class:`~pyg_infdiff.diffusion.ContextNodes`): the nodes
+        per function of training, :math:`n^d / s` random pixel centres of the training lattice
+        for resolution :math:`n` and subsampling rate :math:`s > 1`
+        (:class:`~pyg_infdiff.diffusion.LatticeSubset`, drawn as the training nodes were); the
+        pixel centres of the training lattice when every pixel was a node (:math:`s = 1`);
+        :obj:`None` when the run did not record its resolution.
         """
         data = self.info.get("data", {})
         if self.resolution is None:
@@ -150,9 +152,9 @@ class Pretrained:
         rate = float(data.get("subsample") or 1.0)
         if rate <= 1.0:
             return lattice(shape)
-        return subsample_size(math.prod(shape), rate=rate)
+        return LatticeSubset(shape, subsample_size(math.prod(shape), rate=rate))
 
-    def context_for(self, num_nodes: int) -> int | Tensor | None:
+    def context_for(self, num_nodes: int) -> LatticeSubset | Tensor | None:
         r""":meth:`training_context` where it helps: when the point set to sample holds more
         than the model's training nodes per function, and :obj:`None` (the nodes are their own
         context) otherwise. On fewer nodes than in training a context cannot help (its
@@ -165,7 +167,7 @@ class Pretrained:
         context = self.training_context()
         if context is None:
             return None
-        trained = context if isinstance(context, int) else context.size(0)
+        trained = context.num if isinstance(context, LatticeSubset) else context.size(0)
         return context if num_nodes > trained else None
 
 

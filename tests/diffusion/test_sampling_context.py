@@ -5,7 +5,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pyg_infdiff.diffusion import ContextNodes, MollifiedDiffusion, Observation, sample
+from pyg_infdiff.diffusion import (
+    ContextNodes,
+    LatticeSubset,
+    MollifiedDiffusion,
+    Observation,
+    sample,
+)
 from pyg_infdiff.graph import LatticeIndex, lattice
 from pyg_infdiff.models import MultiscaleOperatorUNet, UNetConfig
 from pyg_infdiff.noise import MollifiedNoise
@@ -132,3 +138,24 @@ def test_kernels_built_once_do_not_change_samples():
         b = sample(plain, DIFFUSION, generator=torch.Generator().manual_seed(0), **extra,
                    **kwargs)
         torch.testing.assert_close(a.values, b.values, atol=1e-5, rtol=1e-4)
+
+
+def test_lattice_subset_draws_distinct_pixel_centres():
+    subset = LatticeSubset((8, 8), 20)
+    points = subset.draw(3, torch.Generator().manual_seed(0))
+    assert points.shape == (3, 20, 2)
+    centres = lattice((8, 8))
+    for graph in points:  # 20 distinct pixel centres of the 8x8 lattice
+        match = (graph[:, None] - centres[None]).abs().amax(-1) < 1e-7
+        assert bool((match.sum(1) == 1).all()) and match.any(0).sum() == 20
+    assert not torch.equal(points[0], points[1])
+    torch.testing.assert_close(subset.draw(3, torch.Generator().manual_seed(0)), points)
+    recorder = Recorder()
+    out = sample(recorder, DIFFUSION, shape=(12, 12), num_samples=3, channels=1, steps=2,
+                 context=subset, generator=torch.Generator().manual_seed(0), progress=False)
+    assert out.context_pos.shape == (60, 2)
+    with pytest.raises(ValueError, match="between 1 and the 64 pixels"):
+        LatticeSubset((8, 8), 65)
+    with pytest.raises(ValueError, match="not 2-D"):
+        sample(recorder, DIFFUSION, shape=(6, 6), channels=1, steps=2, progress=False,
+               context=LatticeSubset((8,), 4))

@@ -103,11 +103,11 @@ def test_sample_from_the_demo_checkpoint_at_twice_the_resolution(demo_run, capsy
     assert "64x64 average-pooled to 32x32 against the 32x32 samples: PSNR mean" in \
         capsys.readouterr().out
 
-    # --context: the demo trained on a quarter of 32x32, so 'auto' reads 256 random points;
+    # --context: the demo trained on a quarter of 32x32, so 'auto' reads 256 random pixels;
     # 'none' the plain lattices; a number that many points
     args = ["--checkpoint", str(out), "--num", "1", "--steps", "2", "--no-progress"]
-    for option, said in [("auto", "context of 256 random points"), ("none", None),
-                         ("40", "context of 40 random points")]:
+    for option, said in [("auto", "context of 256 random pixels of the 32x32 training"),
+                         ("none", None), ("40", "context of 40 random points")]:
         module.main([*args, "--context", option, "--out", str(out / "s" / f"{option}.png")])
         printed = capsys.readouterr().out
         assert (said in printed) if said else "context" not in printed.split("\n")[1]

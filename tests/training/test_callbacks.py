@@ -125,3 +125,14 @@ def test_context_on_lattices_denser_than_the_training_nodes():
     assert model.seen == 200
     with pytest.raises(ValueError, match="positive number of points"):
         SampleGrid(_diffusion(), channels=1, context=0)
+
+
+def test_context_of_training_pixels():
+    from pyg_infdiff.diffusion import LatticeSubset
+    grid = SampleGrid(_diffusion(), channels=1, resolutions=(8, 16), num_samples=2, steps=2,
+                      context=LatticeSubset((16, 16), 64))
+    model = ContextRecorder(0.3)
+    grid.draw(model, 8)              # 64 pixels: not more than the context, the plain lattice
+    assert model.seen is None
+    grid.draw(model, 16)
+    assert model.seen == 128

@@ -72,8 +72,8 @@ def test_errors(tmp_path):
 
 
 @pytest.mark.parametrize("data,expected", [
-    ({"resolution": 28, "subsample": 4}, 196),      # random nodes, as in training
-    ({"resolution": 128, "subsample": 16}, 1024),
+    ({"resolution": 28, "subsample": 4}, (28, 196)),  # random pixels, as in training
+    ({"resolution": 128, "subsample": 16}, (128, 1024)),
     ({"resolution": 28, "subsample": 1}, "lattice"),  # every pixel: the training lattice
     ({"resolution": 28}, "lattice"),
     ({}, None),                                      # nothing recorded
@@ -87,8 +87,12 @@ def test_training_context(data, expected):
     context = run.training_context()
     if expected == "lattice":
         assert torch.equal(context, lattice((28, 28)))
+    elif expected is None:
+        assert context is None
     else:
-        assert context == expected
+        from pyg_infdiff.diffusion import LatticeSubset
+        side, num = expected
+        assert context == LatticeSubset((side, side), num)
 
 
 def test_context_for_denser_point_sets_only():
@@ -100,7 +104,7 @@ def test_context_for_denser_point_sets_only():
                           MollifiedDiffusion(MollifiedNoise(0.02, 2)), config, {"data": data}, 0,
                           None)
     sparse = run({"resolution": 32, "subsample": 4})  # 256 nodes per image in training
-    assert sparse.context_for(256) is None and sparse.context_for(32 * 32) == 256
+    assert sparse.context_for(256) is None and sparse.context_for(32 * 32).num == 256
     full = run({"resolution": 28})
     assert full.context_for(28 * 28) is None  # its own lattice: the plain call
     assert full.context_for(56 * 56).shape == (784, 2)
