@@ -1,23 +1,46 @@
-r"""Benchmark (issue 5, #6): resolution consistency of a trained model.
+r"""Benchmark (issue 5, #6; issue 12, item 5): resolution consistency of a trained model.
 
 DDIM (:math:`\eta = 0`, deterministic after the initial draw) from the same seeds at the
-training resolution :math:`n` and at :math:`2n` (28² and 56² for a Fashion-MNIST model): the
-initial states are the same mollified noise fields read on both lattices, so the two samples of
-a seed are two discretisations of one function, up to the model's own discretisation error. The
-:math:`2n` samples are average-pooled by 2 and compared with the :math:`n` samples by PSNR
-(peak-to-peak 2, images in :math:`[-1, 1]`), per seed, then averaged over 64 seeds.
+training resolution :math:`n` and at :math:`2n` and :math:`4n` (28², 56² and 112² for a
+Fashion-MNIST model): the initial states are the same mollified noise fields read on every
+lattice, so the samples of a seed are discretisations of one function, up to the model's own
+discretisation error. The :math:`2n` and :math:`4n` samples are average-pooled to :math:`n` and
+compared with the :math:`n` samples by PSNR (peak-to-peak 2, images in :math:`[-1, 1]`), per
+seed; the report gives the mean, median and minimum over the seeds.
 
-For scale, the table also gives the PSNR between *different* seeds at :math:`n` (sample
-:math:`i` against sample :math:`i + 1`): what unrelated samples score. Rows: the raw (mollified)
-samples, which the model produces, and the same after Wiener deblurring
+Two readings (arms) of every lattice:
+
+* ``plain``: the model reads the lattice itself (``examples/sample.py --context none``);
+* ``context``: it reads every lattice through the context of its training density,
+  :meth:`Pretrained.context_for` of the lattice's node count (``--context auto``; for a model
+  trained at 28² with rate 4, 196 uniform random points per sample at all three sides, since
+  28² already holds more nodes than 196). The context points are drawn from the generator after
+  the initial noise field, so both arms start from the same functions.
+
+For scale, the table gives the PSNR between *different* seeds at :math:`n` (sample :math:`i`
+against sample :math:`i + 1`): what unrelated samples score. Rows: the raw (mollified) samples,
+which the model produces, and the same after Wiener deblurring
 (:meth:`GaussianMollifier.undo`, inverse SNR 0.05), as the examples show them.
 
-Sampling 64 seeds at 28² and 56² with the 28² preset (50 DDIM steps) takes ~2-3 min on this
-2-core machine. Run it on the checkpoint of any run written by
-:class:`~pyg_infdiff.training.Trainer` with the examples' ``model_config`` (e.g.
-``examples/celebahq_train.py --dataset fashion-mnist``, or an arm of ``bench/quality.py``)::
+**Class changes.** A small CNN trained here on the Fashion-MNIST training set, mollified with
+the checkpoint's own mollifier (what the model samples), classifies the :math:`n` sample and the
+pooled :math:`2n` and :math:`4n` samples of every seed; a seed *changes class* when the argmax
+differs. Its weights and its test accuracy (on the mollified test set) are cached in ``--out``.
+Samples that are not 28² grey images (the smoke test's model) are averaged over channels and
+resized to 28² bilinearly before classification.
 
-    python bench/consistency.py --checkpoint runs/fashion-mnist28 --write
+Targets (issue 12): mean PSNR ≥ 30 dB and minimum ≥ 20 dB for :math:`n` vs :math:`2n`↓ and
+:math:`n` vs :math:`4n`↓ (mollified samples), and no seed changing class. With ``--write`` the
+section of ``docs/benchmarks.md`` and its row of "Goals at a glance" are replaced.
+
+64 seeds, 50 DDIM steps, preset 28 on this 2-core machine (one thread, beside another
+benchmark): about 11 minutes, most of it at 112² (4-5 min per arm), plus a minute to train the
+classifier once. Run it on the
+checkpoint of any run written by :class:`~pyg_infdiff.training.Trainer` with the examples'
+``model_config`` (``examples/celebahq_train.py --dataset fashion-mnist``, or an arm of
+``bench/spectral_grid.py`` or ``bench/quality.py``)::
+
+    python bench/consistency.py --checkpoint bench/_out/spectral_grid/arm_conv --write
     python bench/consistency.py --smoke        # untrained tiny model, 2 steps (the tests)
 
 The checkpoint is loaded with :func:`pyg_infdiff.training.load_pretrained`; sampling is
@@ -26,21 +49,34 @@ The checkpoint is loaded with :func:`pyg_infdiff.training.load_pretrained`; samp
 from __future__ import annotations
 
 import argparse
+import fcntl
 import math
+import os
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _common import machine_description
+from _common import ROOT, machine_description
 from _infdiff import FIGURES, draw_samples, make_diffusion, resolve_device, unet_config
 from _publish import add_publish_args, compact_figure, markdown_table
-from _skeleton import add_device_arg, add_threads_arg, bench_main, bench_parser, device_line
-from torch import Tensor
+from _skeleton import add_device_arg, add_threads_arg, bench_main, bench_parser, report_footer
+from torch import Tensor, nn
 
+from pyg_infdiff.data import FashionMNIST
 from pyg_infdiff.data.images import save_rows
 from pyg_infdiff.models import MultiscaleOperatorUNet
-from pyg_infdiff.training import load_pretrained
+from pyg_infdiff.testing import redraw_zero_layers
+from pyg_infdiff.training import Pretrained, load_pretrained
+
+OUT = ROOT / "bench" / "_out" / "consistency"
+SCALES = (2, 4)  # the higher resolutions, as multiples of the lower one
+ARMS = ("plain", "context")
+# Targets of issue 12 (mollified samples, n vs 2n and 4n pooled).
+TARGET_MEAN, TARGET_MIN = 30.0, 20.0
+# The row of "Goals at a glance" that --write replaces (found by its first cell's start).
+GOAL_ROW = "| resolution consistency"
+CLASSIFIER_SIDE = 28
 
 
 def psnr(a: Tensor, b: Tensor, peak: float = 2.0) -> Tensor:
@@ -50,72 +86,294 @@ def psnr(a: Tensor, b: Tensor, peak: float = 2.0) -> Tensor:
     return 10.0 * torch.log10(peak**2 / mse)
 
 
+# --------------------------------------------------------------------------- the classifier
+class SmallCNN(nn.Module):
+    r"""Two 3×3 convolutions (16 and 32 channels, each followed by ReLU and 2×2 max pooling) and
+    two linear layers: a Fashion-MNIST classifier of 28² grey images in :math:`[-1, 1]`."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        )
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(32 * 7 * 7, 64), nn.ReLU(),
+                                  nn.Linear(64, num_classes))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x))
+
+
+def classifier_input(images: Tensor) -> Tensor:
+    r"""Images :math:`(B, C, H, W)` as the classifier reads them: grey (the mean over
+    channels) and :math:`28^2` (bilinear, antialiased, when they are of another size)."""
+    x = images.float().mean(1, keepdim=True)
+    if x.shape[-2:] != (CLASSIFIER_SIDE, CLASSIFIER_SIDE):
+        x = F.interpolate(x, size=(CLASSIFIER_SIDE, CLASSIFIER_SIDE), mode="bilinear",
+                          align_corners=False, antialias=True)
+    return x
+
+
+def _mollified_split(train: bool, mollifier, num: int | None) -> tuple[Tensor, Tensor]:
+    data = FashionMNIST(train=train)
+    images = data.images if num is None else data.images[:num]
+    labels = data.labels if num is None else data.labels[:num]
+    x = images.float().div(127.5).sub(1.0).unsqueeze(1)
+    return torch.cat([mollifier.apply(c, 2) for c in x.split(4096)]), labels
+
+
+def fit_classifier(out: Path, mollifier, *, smoke: bool, seed: int = 0) -> dict:
+    r"""The :class:`SmallCNN` trained on the mollified Fashion-MNIST training set (2 epochs;
+    2,000 images and 1 epoch with :obj:`smoke`), cached in :obj:`out` by mollifier width and
+    size; returns ``{"model", "accuracy", "train", "epochs", "seconds", "path", "cached"}``."""
+    sigma = float(getattr(mollifier, "sigma", 0.0))
+    num_train, num_test, epochs = (2000, 1000, 1) if smoke else (None, None, 2)
+    tag = f"classifier_sigma{sigma:.6g}_{'smoke' if smoke else 'full'}.pt"
+    path = Path(out) / tag
+    model = SmallCNN()
+    if path.exists():
+        state = torch.load(path, weights_only=True)
+        model.load_state_dict(state["model"])
+        info = {k: state[k] for k in ("accuracy", "train", "epochs", "seconds")}
+        return {"model": model.eval(), **info, "path": path, "cached": True}
+    start = time.perf_counter()
+    x, y = _mollified_split(True, mollifier, num_train)
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    steps = epochs * math.ceil(x.size(0) / 128)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps)
+    model.train()
+    for _ in range(epochs):
+        for idx in torch.randperm(x.size(0), generator=gen).split(128):
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    model.eval()
+    xt, yt = _mollified_split(False, mollifier, num_test)
+    accuracy = float((predict(model, xt) == yt).float().mean())
+    seconds = time.perf_counter() - start
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": model.state_dict(), "accuracy": accuracy, "train": x.size(0),
+                "epochs": epochs, "seconds": seconds}, path)
+    print(f"classifier: {x.size(0)} images, {epochs} epochs, {seconds:.0f} s, test accuracy "
+          f"{accuracy:.1%} -> {path}", flush=True)
+    return {"model": model, "accuracy": accuracy, "train": x.size(0), "epochs": epochs,
+            "seconds": seconds, "path": path, "cached": False}
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: Tensor) -> Tensor:
+    r"""The argmax class of each image (:func:`classifier_input` first)."""
+    x = classifier_input(images)
+    return torch.cat([model(c).argmax(1) for c in x.split(512)])
+
+
+# --------------------------------------------------------------------------- the measurement
+def _smoke_pretrained(seed: int, device: torch.device) -> Pretrained:
+    r"""An untrained tiny model that says it was trained at 16² with rate 4 (so its training
+    context is 64 random points), its zero-initialised layers redrawn so that it speaks."""
+    torch.manual_seed(seed)
+    config = unet_config("tiny")
+    model = MultiscaleOperatorUNet(config)
+    redraw_zero_layers(model, gain=0.5)
+    model = model.to(device).eval()
+    info = {"data": {"resolution": 16, "subsample": 4.0}}
+    return Pretrained(model, make_diffusion(16), config, info, 0, Path("untrained"))
+
+
+def _context_label(context: int | Tensor | None) -> str:
+    if context is None:
+        return "the lattice itself"
+    if isinstance(context, int):
+        return f"{context:,} random points"
+    return f"the {int(round(context.size(0) ** 0.5))}² training lattice"
+
+
+def compare(low: Tensor, highs: dict[int, Tensor], undo) -> dict:
+    r"""PSNR of the :obj:`low` samples against each higher set average-pooled to their size
+    (``same``) and between different seeds at the low resolution (``other``), for the samples
+    as they are and deblurred by :obj:`undo`."""
+    rows = {}
+    for name, fn in (("mollified", lambda x: x), ("deblurred", lambda x: undo(x).clamp(-1, 1))):
+        a = fn(low)
+        same = {s: psnr(F.avg_pool2d(fn(h), s), a) for s, h in highs.items()}
+        other = psnr(a, a.roll(1, dims=0)) if a.size(0) > 1 else torch.full((1,), math.nan)
+        rows[name] = {"same": same, "other": other}
+    return rows
+
+
 def run(args: argparse.Namespace) -> dict:
     device = resolve_device(args.device)
     if args.checkpoint is not None:
         pretrained = load_pretrained(args.checkpoint, weights=args.weights, device=device)
-        model, diffusion, trained = pretrained.model, pretrained.diffusion, pretrained.resolution
         source = f"`{pretrained.path}` (step {pretrained.step}, {args.weights} weights)"
     else:  # --smoke without a checkpoint: an untrained tiny model
-        torch.manual_seed(args.seed)
-        model = MultiscaleOperatorUNet(unet_config("tiny")).to(device).eval()
-        trained, source = 16, "an untrained tiny model (smoke test)"
-        diffusion = make_diffusion(trained)
+        pretrained = _smoke_pretrained(args.seed, device)
+        source = "an untrained tiny model (smoke test)"
+    model, diffusion, trained = pretrained.model, pretrained.diffusion, pretrained.resolution
     base = args.resolution or trained
     if base is None:
         raise SystemExit("The checkpoint does not record its training resolution: pass "
                          "--resolution")
     channels = model.config.out_channels
-    sides = (base, base * args.scale)
-    samples, seconds = {}, {}
-    for side in sides:
-        start = time.perf_counter()
-        samples[side] = draw_samples(model, diffusion, args.num, side, channels, args.steps,
-                                     args.batch, args.seed, device)
-        seconds[side] = time.perf_counter() - start
-        print(f"{args.num} samples at {side}²: {seconds[side]:.1f} s", flush=True)
-    low, high = samples[sides[0]], samples[sides[1]]
-    pooled = F.avg_pool2d(high, args.scale)
-    rows = {}
-    for name, fn in (("mollified", lambda x: x),
-                     ("deblurred", lambda x: diffusion.mollifier.undo(x, 2, inv_snr=0.05)
-                      .clamp(-1, 1))):
-        a, b = fn(low), F.avg_pool2d(fn(high), args.scale)
-        same = psnr(b, a)
-        other = psnr(a, a.roll(1, dims=0)) if a.size(0) > 1 else torch.full((1,), math.nan)
-        rows[name] = {"same": same, "other": other}
-    return {"rows": rows, "samples": (low, high, pooled), "sides": sides, "seconds": seconds,
-            "source": source, "device": device, "machine": machine_description(device),
-            "params": sum(p.numel() for p in model.parameters()), "trained": trained}
+    sides = (base, *(base * s for s in SCALES))
+    classifier = fit_classifier(args.out, diffusion.mollifier, smoke=args.smoke, seed=args.seed)
+    arms = {}
+    for arm in args.arms:
+        samples, seconds, contexts = {}, {}, {}
+        for side in sides:
+            context = pretrained.context_for(side**2) if arm == "context" else None
+            start = time.perf_counter()
+            samples[side] = draw_samples(model, diffusion, args.num, side, channels, args.steps,
+                                         args.batch, args.seed, device, context=context)
+            seconds[side] = time.perf_counter() - start
+            contexts[side] = _context_label(context)
+            print(f"{arm}: {args.num} samples at {side}² through {contexts[side]}: "
+                  f"{seconds[side]:.1f} s", flush=True)
+        low = samples[base]
+        highs = {s: samples[base * s] for s in SCALES}
+        rows = compare(low, highs, lambda x: diffusion.mollifier.undo(x, 2, inv_snr=0.05))
+        classes = {base: predict(classifier["model"], low)}
+        for s, high in highs.items():
+            classes[base * s] = predict(classifier["model"], F.avg_pool2d(high, s))
+        changed = {s: classes[base * s] != classes[base] for s in SCALES}
+        arms[arm] = {"rows": rows, "samples": samples, "seconds": seconds,
+                     "contexts": contexts, "classes": classes, "changed": changed}
+    return {"arms": arms, "sides": sides, "source": source, "device": device,
+            "machine": machine_description(device), "trained": trained,
+            "params": sum(p.numel() for p in model.parameters()),
+            "rate": pretrained.info.get("data", {}).get("subsample"),
+            "classifier": {k: v for k, v in classifier.items() if k != "model"}}
+
+
+# --------------------------------------------------------------------------- the report
+def targets(arm: dict) -> dict:
+    r"""Whether an arm meets the targets of issue 12: per scale the mean and minimum PSNR of
+    the mollified samples, and overall (``"met"``) with no seed changing class."""
+    same = arm["rows"]["mollified"]["same"]
+    per_scale = {s: {"mean": float(v.mean()), "min": float(v.min()),
+                     "met": bool(v.mean() >= TARGET_MEAN and v.min() >= TARGET_MIN)}
+                 for s, v in same.items()}
+    changed = torch.stack(list(arm["changed"].values())).any(0)
+    return {"scales": per_scale, "changed": int(changed.sum()),
+            "met": all(p["met"] for p in per_scale.values()) and not bool(changed.any())}
+
+
+def _status(ok: bool) -> str:
+    return "**met**" if ok else "**NOT met**"
+
+
+def _arm_name(arm: str, result: dict) -> str:
+    if arm == "plain":
+        return "plain lattices"
+    labels = sorted(set(result["arms"][arm]["contexts"].values()))
+    return "training context (" + ", ".join(labels) + ")"
+
+
+def goal_row(result: dict, num: int) -> str:
+    r"""The row of "Goals at a glance": every arm's mean / minimum PSNR at both scales, its
+    class changes, and whether it meets the targets."""
+    n = result["sides"][0]
+    measured, status = [], []
+    for arm, values in result["arms"].items():
+        t = targets(values)
+        dbs = ", ".join(f"{n * s}²↓ {p['mean']:.1f} / {p['min']:.1f} dB"
+                        for s, p in t["scales"].items())
+        measured.append(f"{arm}: {dbs}, {t['changed']} of {num} seeds change class")
+        status.append(f"{_status(t['met'])} ({arm})")
+    scales = " and ".join(f"{n * s}²↓" for s in SCALES)
+    return (f"{GOAL_ROW}: same seeds, {n}² vs {scales}, mean PSNR ≥ {TARGET_MEAN:g} dB, "
+            f"min ≥ {TARGET_MIN:g} dB, no seed changing class (5 #6 / 12) | "
+            f"{'; '.join(measured)} | {'; '.join(status)} |")
 
 
 def report(args: argparse.Namespace, result: dict, figure: Path | None) -> str:
-    n, m = result["sides"]
-    table = []
-    for name, r in result["rows"].items():
-        same, other = r["same"], r["other"]
-        table.append([name, f"{same.mean():.2f}", f"{same.median():.2f}",
-                      f"{same.min():.2f}–{same.max():.2f}", f"{other.mean():.2f}"])
-    lines = [f"## Resolution consistency: the same seeds at {n}² and {m}²", "",
-             markdown_table(["samples", f"PSNR {m}²↓{n}² vs {n}² (dB, mean)", "median",
-                             "min–max", "different seeds (dB, mean)"], table), ""]
+    sides = result["sides"]
+    n = sides[0]
+    headers = ["reading", "samples"]
+    for s in SCALES:
+        headers += [f"{n * s}²↓ vs {n}²: mean (dB)", "median", "min"]
+    headers.append(f"different seeds at {n}² (mean)")
+    table, class_table = [], []
+    for arm, values in result["arms"].items():
+        for name, r in values["rows"].items():
+            cells = [_arm_name(arm, result), name]
+            for s in SCALES:
+                v = r["same"][s]
+                cells += [f"{v.mean():.2f}", f"{v.median():.2f}", f"{v.min():.2f}"]
+            table.append([*cells, f"{r['other'].mean():.2f}"])
+        changed = values["changed"]
+        either = torch.stack(list(changed.values())).any(0)
+        class_table.append([_arm_name(arm, result),
+                            *[f"{int(changed[s].sum())} of {args.num}" for s in SCALES],
+                            f"{int(either.sum())} of {args.num}",
+                            f"{len(set(values['classes'][n].tolist()))}"])
+    c = result["classifier"]
+    lines = [f"## Resolution consistency: the same seeds at {', '.join(f'{s}²' for s in sides)}",
+             "", markdown_table(headers, table), "",
+             "Seeds whose class changes (argmax of the classifier):", "",
+             markdown_table(["reading", *[f"{n}² vs {n * s}²↓" for s in SCALES],
+                             "either", f"classes among the {n}² samples"], class_table), ""]
     if figure is not None:
-        lines += [f"![The same seeds at {n}² and {m}²](_static/figures/{figure.name})", ""]
+        lines += [f"![The same seeds at {', '.join(f'{s}²' for s in sides)}]"
+                  f"(_static/figures/{figure.name})", ""]
+    for arm, values in result["arms"].items():
+        t = targets(values)
+        dbs = "; ".join(f"{n}² vs {n * s}²↓ mean {p['mean']:.2f} dB, min {p['min']:.2f} dB"
+                        for s, p in t["scales"].items())
+        lines.append(f"- Target (issue 12: mean ≥ {TARGET_MEAN:g} dB and min ≥ "
+                     f"{TARGET_MIN:g} dB at both scales, mollified samples; no seed changing "
+                     f"class), {_arm_name(arm, result)}: {dbs}; {t['changed']} of {args.num} "
+                     f"seeds change class: {_status(t['met'])}.")
+    rate = result["rate"]
+    trained = f"trained at {result['trained']}²" + (f", rate {rate:g}" if rate else "")
     lines += [
-        f"- Model: {result['source']}, {result['params'] / 1e6:.2f} M parameters, trained at "
-        f"{result['trained']}². {args.num} seeds: DDIM η = 0, {args.steps} steps, "
-        f"`pyg_infdiff.diffusion.sample(shape=...)` in batches of {args.batch} (batch b seeded "
-        f"{args.seed} + b at both resolutions, so each sample starts from the same mollified "
-        f"noise field at both). The {m}² samples are average-pooled by {args.scale}; PSNR with "
-        "peak-to-peak 2 (images in [-1, 1]), per seed, then mean/median/range over seeds. "
-        "\"Different seeds\": sample i against sample i+1 at the lower resolution. "
-        "\"Deblurred\": both sets Wiener-deblurred (inverse SNR 0.05) before pooling.",
-        f"- Sampling time: {result['seconds'][n]:.0f} s at {n}², {result['seconds'][m]:.0f} s "
-        f"at {m}² for {args.num} samples. {device_line(args, result)}",
-        "- Goal: none set by issue 5 (#6 asks for the number).",
-        f"- Command: `{args.command}`",
+        f"- Model: {result['source']}, {result['params'] / 1e6:.2f} M parameters, {trained}. "
+        f"{args.num} seeds: DDIM η = 0, {args.steps} steps, "
+        "`pyg_infdiff.diffusion.sample(shape=..., context=...)` in batches of "
+        f"{args.batch} (batch b seeded {args.seed} + b at every resolution and in both "
+        "readings, so each sample starts from the same mollified noise field). \"Plain "
+        "lattices\": the model reads the lattice (`examples/sample.py --context none`); "
+        "\"training context\": every lattice read through `Pretrained.context_for(side²)` "
+        "(`--context auto`), drawn after the initial field. The higher resolutions are "
+        "average-pooled to the lowest; PSNR with peak-to-peak 2 (images in [-1, 1]), per "
+        "seed, then mean/median/min over seeds. \"Different seeds\": sample i against sample "
+        "i+1 at the lowest resolution. \"Deblurred\": every set Wiener-deblurred (inverse SNR "
+        "0.05) on its own lattice before pooling.",
+        f"- Classifier: a small CNN (2 convolutions, 2 linear layers) trained in the benchmark "
+        f"on {c['train']:,} Fashion-MNIST training images mollified like the model's data, "
+        f"{c['epochs']} epoch(s), {c['seconds']:.0f} s on one thread"
+        f"{' (cached)' if c['cached'] else ''}; test accuracy {c['accuracy']:.1%} on the "
+        "mollified test set. A seed changes class when the argmax of its pooled higher-"
+        f"resolution sample differs from that of its {n}² sample (the mollified samples).",
+        "- Sampling time for " + f"{args.num} samples: " + "; ".join(
+            f"{arm}: " + ", ".join(f"{v['seconds'][s]:.0f} s at {s}²" for s in sides)
+            for arm, v in result["arms"].items()) + ".",
     ]
+    lines += report_footer(args, result)
     return "\n".join(lines)
+
+
+def write_goal_row(doc: str | os.PathLike, row: str) -> bool:
+    r"""Replaces the line of :obj:`doc` that starts with :data:`GOAL_ROW` (the row of "Goals at
+    a glance") by :obj:`row`, under the lock that :func:`_publish.write_section` takes; returns
+    whether the file had that row."""
+    with open(doc, "r+", encoding="utf-8") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        lines = f.read().split("\n")
+        hits = [i for i, line in enumerate(lines) if line.startswith(GOAL_ROW)]
+        if hits:
+            lines[hits[0]] = row
+            f.seek(0)
+            f.truncate()
+            f.write("\n".join(lines))
+            f.flush()
+            os.fsync(f.fileno())
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return bool(hits)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -124,37 +382,55 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="checkpoint file or run folder (required unless --smoke)")
     p.add_argument("--weights", choices=["ema", "model"], default="ema")
     p.add_argument("--resolution", type=int, default=None,
-                   help="the lower resolution (default: the checkpoint's training resolution)")
-    p.add_argument("--scale", type=int, default=2, help="the higher resolution's multiple")
+                   help="the lowest resolution (default: the checkpoint's training resolution)")
+    p.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS),
+                   help="plain lattices and/or the training context")
     p.add_argument("--num", type=int, default=64, help="seeds (samples per resolution)")
     p.add_argument("--batch", type=int, default=16, help="samples per sampling call")
     p.add_argument("--steps", type=int, default=50, help="DDIM steps")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=OUT,
+                   help="folder of the classifier's cached weights")
     add_device_arg(p)
     add_threads_arg(p)
-    add_publish_args(p, "4 seeds, 2 steps; an untrained tiny model without --checkpoint",
-                     figures=FIGURES)
+    add_publish_args(p, "4 seeds, 2 steps, a classifier of 2,000 images; an untrained tiny "
+                     "model without --checkpoint", figures=FIGURES)
     args = p.parse_args(argv)
     if args.smoke:
         args.num, args.batch, args.steps = 4, 4, 2
     elif args.checkpoint is None:
         p.error("--checkpoint is required (or --smoke)")
-    if min(args.scale, args.num, args.batch, args.steps) < 1:
-        p.error("--scale, --num, --batch and --steps must be positive")
+    if min(args.num, args.batch, args.steps) < 1:
+        p.error("--num, --batch and --steps must be positive")
+    args.arms = list(dict.fromkeys(args.arms))
     return args
 
 
 def draw_figure(args: argparse.Namespace, result: dict) -> Path:
-    r"""The first 8 seeds at both resolutions, and the higher one pooled."""
-    low, high, pooled = (x[:8] for x in result["samples"])
-    n, m = result["sides"]
-    return compact_figure(save_rows([(f"{n}x{n}", low), (f"{m}x{m}", high),
-                                     (f"{m}x{m} pooled to {n}x{n}", pooled)],
-                                    args.figures / "bench_consistency.png"))
+    r"""The first 8 seeds of each arm: the lowest resolution, the higher ones pooled to it, and
+    the highest as sampled."""
+    sides = result["sides"]
+    n, top = sides[0], sides[-1]
+    rows = []
+    for arm, values in result["arms"].items():
+        s = values["samples"]
+        rows.append((f"{arm} {n}x{n}", s[n][:8]))
+        rows += [(f"{arm} {m}x{m} pooled", F.avg_pool2d(s[m][:8], m // n)) for m in sides[1:]]
+        rows.append((f"{arm} {top}x{top}", s[top][:8]))
+    return compact_figure(save_rows(rows, args.figures / "bench_consistency.png"))
 
 
 def main(argv: list[str] | None = None) -> dict:
-    return bench_main(__file__, "consistency", parse_args, run, report, argv, figure=draw_figure)
+    args = parse_args(argv)
+    result = bench_main(__file__, "consistency", lambda _: args, run, report, argv,
+                        figure=draw_figure)
+    if args.write:
+        row = goal_row(result, args.num)
+        if write_goal_row(args.doc, row):
+            print(f"updated the goals row of {args.doc}:\n{row}")
+        else:
+            print(f"{args.doc} has no row starting with {GOAL_ROW!r}: goals not updated")
+    return result
 
 
 if __name__ == "__main__":

@@ -102,23 +102,112 @@ def test_load_bench_checkpoint(tmp_path):
         load_pretrained(tmp_path / "missing")
 
 
+def _fashion_mnist_or_skip() -> None:
+    from pyg_infdiff.data import FashionMNIST
+
+    try:
+        FashionMNIST(train=False)
+    except FileNotFoundError as err:
+        pytest.skip(str(err))
+
+
+GOALS = """## Goals at a glance
+
+| goal (issue) | measured | status |
+|---|---|---|
+| some other goal (2) | 1 | **met** |
+| resolution consistency, PSNR 56²↓ vs 28² over 64 seeds (5 #6) | 22.4 dB | measured, no goal |
+| whole model on its real input (12) | 7.5% | **NOT met** |
+"""
+
+
 def test_consistency_smoke(tmp_path):
+    _fashion_mnist_or_skip()  # the benchmark trains its classifier on Fashion-MNIST
     checkpoint = tmp_path / "ckpt_00000007.pt"
     _tiny_checkpoint(checkpoint)
     doc, figures = tmp_path / "benchmarks.md", tmp_path / "figures"
+    doc.write_text(GOALS)
     result = consistency.main(["--smoke", "--checkpoint", str(checkpoint), "--write", "--doc",
-                               str(doc), "--figures", str(figures)])
-    assert result["sides"] == (16, 32)
-    low, high, pooled = result["samples"]
-    assert low.shape == pooled.shape == (4, 3, 16, 16) and high.shape == (4, 3, 32, 32)
-    same = result["rows"]["mollified"]["same"]
-    assert same.shape == (4,) and bool(torch.isfinite(same).all())
-    # the same seeds agree better across resolutions than different seeds at one resolution
-    assert same.mean() > result["rows"]["mollified"]["other"].mean()
+                               str(doc), "--figures", str(figures), "--out",
+                               str(tmp_path / "out")])
+    assert result["sides"] == (16, 32, 64) and set(result["arms"]) == {"plain", "context"}
+    plain, context = result["arms"]["plain"], result["arms"]["context"]
+    for arm in (plain, context):
+        assert [tuple(arm["samples"][s].shape) for s in (16, 32, 64)] == [
+            (4, 3, 16, 16), (4, 3, 32, 32), (4, 3, 64, 64)]
+        for name in ("mollified", "deblurred"):
+            rows = arm["rows"][name]
+            assert set(rows["same"]) == {2, 4}
+            assert all(v.shape == (4,) and bool(torch.isfinite(v).all())
+                       for v in rows["same"].values())
+        # the same seeds agree better across resolutions than different seeds at one
+        same = arm["rows"]["mollified"]["same"]
+        assert min(same[2].mean(), same[4].mean()) > arm["rows"]["mollified"]["other"].mean()
+        assert all(c.shape == (4,) and c.dtype == torch.bool for c in arm["changed"].values())
+        assert all(torch.equal(arm["changed"][s], arm["classes"][16 * s] != arm["classes"][16])
+                   for s in (2, 4))
+    # trained at 16² with rate 4: a context of 64 random points at every side (16² > 64)
+    assert plain["contexts"] == {s: "the lattice itself" for s in (16, 32, 64)}
+    assert context["contexts"] == {s: "64 random points" for s in (16, 32, 64)}
+    assert not torch.equal(plain["samples"][16], context["samples"][16])
+    assert 0.0 <= result["classifier"]["accuracy"] <= 1.0
     body = read_section("consistency", doc)
     _common_lines(body)
-    assert "PSNR 32²↓16² vs 16²" in body and "(step 7, ema weights)" in body
+    assert "32²↓ vs 16²: mean (dB)" in body and "64²↓ vs 16²: mean (dB)" in body
+    assert "(step 7, ema weights)" in body and "training context (64 random points)" in body
+    assert body.count("- Target (issue 12") == 2 and "met**" in body
     assert (figures / "bench_consistency.png").stat().st_size > 0
+    # the goals row was replaced, the other rows kept
+    text = doc.read_text()
+    assert "22.4 dB" not in text and "| some other goal (2) | 1 | **met** |" in text
+    row = next(line for line in text.splitlines() if line.startswith("| resolution consistency"))
+    assert row == consistency.goal_row(result, 4) and "(5 #6 / 12)" in row
+    assert "plain: 32²↓" in row and "context: 32²↓" in row
+
+
+def _arm(same2: list[float], same4: list[float], changed: list[bool]) -> dict:
+    same = {2: torch.tensor(same2), 4: torch.tensor(same4)}
+    flags = torch.tensor(changed)
+    return {"rows": {"mollified": {"same": same}},
+            "changed": {2: flags, 4: torch.zeros_like(flags)}}
+
+
+def test_consistency_targets():
+    assert consistency.targets(_arm([35.0, 31.0], [40.0, 25.0], [False, False]))["met"]
+    short_mean = consistency.targets(_arm([29.0, 30.5], [40.0, 40.0], [False, False]))
+    assert not short_mean["met"] and not short_mean["scales"][2]["met"]
+    assert short_mean["scales"][4]["met"] and short_mean["scales"][2]["mean"] == 29.75
+    low_min = consistency.targets(_arm([45.0, 45.0], [60.0, 19.0], [False, False]))
+    assert not low_min["met"] and low_min["scales"][4]["min"] == 19.0
+    changes = consistency.targets(_arm([45.0, 45.0], [45.0, 45.0], [False, True]))
+    assert not changes["met"] and changes["changed"] == 1
+
+
+def test_consistency_goal_row(tmp_path):
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text(GOALS)
+    row = "| resolution consistency: new | x | **met** |"
+    assert consistency.write_goal_row(doc, row)
+    assert doc.read_text() == GOALS.replace(GOALS.splitlines()[5], row)
+    other = tmp_path / "other.md"
+    other.write_text("# no goals\n")
+    assert not consistency.write_goal_row(other, row)
+    assert other.read_text() == "# no goals\n"
+
+
+def test_consistency_classifier_cache(tmp_path):
+    _fashion_mnist_or_skip()
+    from pyg_infdiff.noise import GaussianMollifier
+
+    mollifier = GaussianMollifier(1 / 32)
+    first = consistency.fit_classifier(tmp_path, mollifier, smoke=True)
+    again = consistency.fit_classifier(tmp_path, mollifier, smoke=True)
+    assert not first["cached"] and again["cached"] and again["path"] == first["path"]
+    assert again["accuracy"] == first["accuracy"] and first["train"] == 2000
+    x = torch.rand(3, 3, 16, 16) * 2 - 1  # colour 16² images: grey, resized to 28²
+    assert consistency.classifier_input(x).shape == (3, 1, 28, 28)
+    predict = consistency.predict
+    assert torch.equal(predict(first["model"], x), predict(again["model"], x))
 
 
 def test_consistency_psnr():
