@@ -1,13 +1,19 @@
 r"""∞-Diff's main job on the built-in continuous images, on a CPU, in one command.
 
-Trains a small multiscale operator U-Net on :class:`pyg_infdiff.data.ContinuousShapes` at 32²
-(a quarter of the pixels per image as graph nodes) for a time budget, then samples the *same*
-noise seeds at 32², 64² and 128² — the last two above the training resolution — and puts them
-above ground-truth renders of dataset items at the same resolutions.
+Trains a small multiscale operator U-Net on :class:`pyg_infdiff.data.ContinuousShapes`
+rendered at 128² with 16× subsampling: each training graph holds 1,024 random pixels of a
+128² image, as many nodes as a 32² image has pixels, with the detail of 128² (the simpler
+shapes of ``ShapesConfig.simple()``: one to three large flat shapes on a flat background).
+Then it samples the *same* noise seeds at 32², 64² and 128², each read through a context of
+1,024 random pixels (the model's training density, pyg_infdiff.diffusion.ContextNodes), so
+that every row is one function at three resolutions, and puts them above ground-truth renders
+of dataset items at the same resolutions.
 
     python examples/shapes_demo.py                 # ~10 min of training, ~13 min in all
     python examples/shapes_demo.py --minutes 3     # quicker, blurrier
     python examples/shapes_demo.py --smoke         # a few steps: checks that it runs
+    python examples/shapes_demo.py --data-resolution 32 --subsample 4 --shapes full \
+        --context none                             # the earlier demo: a quarter of 32x32
 
 Writes into --out (default runs/shapes_demo): samples.png (the picture), samples.pt (the raw
 sample tensors), loss.png, log.jsonl / log.csv and checkpoints/ckpt_<step>.pt, which
@@ -29,7 +35,13 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from pyg_infdiff.data import ContinuousShapes, GraphCollator, MollifiedCache, make_loader
+from pyg_infdiff.data import (
+    ContinuousShapes,
+    GraphCollator,
+    MollifiedCache,
+    ShapesConfig,
+    make_loader,
+)
 from pyg_infdiff.data.images import save_rows
 from pyg_infdiff.diffusion import LatticeSubset, MollifiedDiffusion
 from pyg_infdiff.graph import subsample_size
@@ -42,9 +54,9 @@ from pyg_infdiff.training.callbacks import SampleGrid
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
-        description="Train a small ∞-Diff model on the built-in continuous shapes at 32x32 on "
-        "the CPU, then sample the same seeds at 32x32, 64x64 and 128x128 next to ground-truth "
-        "renders.",
+        description="Train a small ∞-Diff model on 1,024 random pixels of 128x128 renders of "
+        "the built-in continuous shapes on the CPU, then sample the same seeds at 32x32, 64x64 "
+        "and 128x128 next to ground-truth renders.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--out", default="runs/shapes_demo",
@@ -56,16 +68,20 @@ def parse_args(argv=None):
                    help="train exactly this many steps instead of for --minutes")
     p.add_argument("--batch-size", type=int, default=16, help="images per step")
     p.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate")
-    p.add_argument("--subsample", type=float, default=4.0,
+    p.add_argument("--subsample", type=float, default=16.0,
                    help="keep 1/rate of each image's pixels as graph nodes during training")
     p.add_argument("--sigma", type=float, default=None,
-                   help="mollifier width in domain units (default: half a training pixel, 1/64)")
+                   help="mollifier width in domain units (default: half a pixel of "
+                   "--data-resolution, 1/256)")
     p.add_argument("--resolutions", default="32,64,128",
                    help="comma-separated sampling resolutions")
-    p.add_argument("--data-resolution", type=int, default=None,
-                   help="resolution of the training renders (default: the first of "
-                   "--resolutions); e.g. 128 with --subsample 16 trains on 1,024 nodes of "
-                   "128x128 renders, the pixels of a 32x32 image")
+    p.add_argument("--data-resolution", type=int, default=128,
+                   help="resolution of the training renders: 128 with --subsample 16 trains on "
+                   "1,024 nodes of 128x128 renders, the pixels of a 32x32 image")
+    p.add_argument("--shapes", choices=["simple", "full"], default="simple",
+                   help="simple: ShapesConfig.simple() (1-3 large flat shapes, flat "
+                   "background); full: the default ShapesConfig (2-5 shapes, stripes, "
+                   "partial opacity, smooth background)")
     p.add_argument("--context", choices=["auto", "none"], default="auto",
                    help="auto: read lattices with more pixels than the training graphs' nodes "
                    "through a context of that many random points (the training density; "
@@ -98,7 +114,6 @@ def parse_args(argv=None):
         args.batch_size, args.num_samples, args.sample_steps = 4, 2, 2
         args.num_items = min(args.num_items, 64)
     args.resolutions = [int(r) for r in args.resolutions.split(",")]
-    args.data_resolution = args.data_resolution or args.resolutions[0]
     if args.smoke:
         args.cache_items = min(args.cache_items, 8)
     if args.threads is None:
@@ -170,7 +185,8 @@ def main(argv=None):
     # Data: analytic images rendered at --data-resolution and mollified (half a pixel of that
     # resolution), once for --cache-items of them; the collator keeps a random 1/--subsample of
     # each image's pixels as graph nodes (with radius edges for the operator).
-    dataset = ContinuousShapes(args.num_items, resolution=res, seed=args.seed)
+    shapes = ShapesConfig.simple() if args.shapes == "simple" else ShapesConfig()
+    dataset = ContinuousShapes(args.num_items, resolution=res, seed=args.seed, config=shapes)
     sigma = args.sigma if args.sigma is not None else 0.5 / res
     diffusion = MollifiedDiffusion(MollifiedNoise(sigma, 2),
                                    parametrization=args.parametrization)
@@ -195,7 +211,7 @@ def main(argv=None):
                       "parametrization": diffusion.parametrization,
                       "noise_cutoff": diffusion.noise.cutoff},
         "data": {"dataset": "shapes", "resolution": res, "channels": 3,
-                 "subsample": args.subsample, "seed": args.seed},
+                 "subsample": args.subsample, "seed": args.seed, "shapes": args.shapes},
     }
     trainer_config = TrainerConfig(
         lr=args.lr, warmup_steps=min(100, args.steps or 100), grad_clip=1.0,
@@ -212,8 +228,9 @@ def main(argv=None):
         budget.begin(trainer)
         if args.steps is not None:
             trainer.config.max_steps = trainer.step + args.steps
-    print(f"training at {res}x{res} on {args.threads} thread(s), batch {args.batch_size}, "
-          f"{args.subsample:g}x subsampling, mollifier sigma {sigma:.4f}; "
+    print(f"training on {nodes.num:,} nodes of {res}x{res} renders ({args.shapes} shapes, "
+          f"{args.subsample:g}x subsampling) on {args.threads} thread(s), batch "
+          f"{args.batch_size}, mollifier sigma {sigma:.4f}; "
           + (f"{args.steps} steps" if args.steps else f"{args.minutes:g} min budget"))
     try:
         result = trainer.fit(loader)

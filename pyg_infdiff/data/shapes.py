@@ -105,6 +105,20 @@ class ShapesConfig:
             )
         _check_range("stripe_period", self.stripe_period, 1e-6, 1.0)
 
+    @classmethod
+    def simple(cls, channels: int = 3) -> ShapesConfig:
+        r"""A simpler distribution for short runs (the CPU demo, ``examples/shapes_demo.py``):
+        one to three large, opaque, flat discs, rectangles and polygons (radii 0.15 to 0.3,
+        no stripes) on a flat background. The same functions of infinite resolution with sharp
+        edges, with less to learn than the default's two to five shapes, stripes, partial
+        opacity and smooth background.
+
+        Args:
+            channels (int, optional): 3 (colour) or 1 (grey). (default: :obj:`3`)
+        """
+        return cls(channels=channels, num_shapes=(1, 3), kinds=("disc", "rectangle", "polygon"),
+                   size=(0.15, 0.3), opacity=(1.0, 1.0), background_freq=0)
+
 
 #: The default :class:`ShapesConfig` (``ShapesConfig()``), used by the docs and benchmarks.
 DEFAULT_SHAPES_CONFIG = ShapesConfig()

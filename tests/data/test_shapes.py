@@ -276,3 +276,18 @@ def test_dataset_validation():
         ContinuousShapes(4).function(0).evaluate(torch.rand(5, 3))
     assert DEFAULT_SHAPES_CONFIG == ShapesConfig()
     assert "ContinuousShapes(4" in repr(ContinuousShapes(4))
+
+
+def test_simple_config():
+    from pyg_infdiff.data import ContinuousShapes, ShapesConfig
+    config = ShapesConfig.simple()
+    assert config.num_shapes == (1, 3) and "stripes" not in config.kinds
+    assert config.background_freq == 0 and config.opacity == (1.0, 1.0)
+    assert ShapesConfig.simple(channels=1).channels == 1
+    data = ContinuousShapes(4, resolution=32, seed=0, config=config)
+    image = data.render(0, 32)
+    assert image.shape == (3, 32, 32) and image.abs().max() <= 1
+    # flat shapes on a flat background: a handful of colours cover almost every pixel
+    colours = image.reshape(3, -1).t().mul(100).round()
+    _, counts = colours.unique(dim=0, return_counts=True)
+    assert counts.sort(descending=True).values[:4].sum() > 0.8 * colours.size(0)

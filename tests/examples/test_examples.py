@@ -95,18 +95,20 @@ def test_sample_from_the_demo_checkpoint_at_twice_the_resolution(demo_run, capsy
     # --zoom: the same seeds at 1x and 2x, in-process, DDPM, the raw weights
     module = _load("sample")
     module.main(["--checkpoint", str(out / "checkpoints" / "ckpt_00000003.pt"), "--num", "2",
-                 "--steps", "2", "--zoom", "1,2", "--sampler", "ddpm", "--weights", "model",
-                 "--no-progress"])
+                 "--steps", "2", "--resolution", "32", "--zoom", "1,2", "--sampler", "ddpm",
+                 "--weights", "model", "--no-progress"])
     zoom = torch.load(out / "samples" / "sample_32_zoom.pt", weights_only=True)["images"]
     assert {k: tuple(v.shape) for k, v in zoom.items()} == {
         "32x32": (2, 3, 32, 32), "64x64": (2, 3, 64, 64)}
     assert "64x64 average-pooled to 32x32 against the 32x32 samples: PSNR mean" in \
         capsys.readouterr().out
 
-    # --context: the demo trained on a quarter of 32x32, so 'auto' reads 256 random pixels;
-    # 'none' the plain lattices; a number that many points
-    args = ["--checkpoint", str(out), "--num", "1", "--steps", "2", "--no-progress"]
-    for option, said in [("auto", "context of 256 random pixels of the 32x32 training"),
+    # --context: the demo trained on 1,024 nodes of 128x128 renders, so on a 64x64 lattice
+    # (4,096 pixels) 'auto' reads through 1,024 random pixels of 128x128; 'none' samples the
+    # plain lattice; a number reads through that many uniform points
+    args = ["--checkpoint", str(out), "--num", "1", "--steps", "2", "--no-progress",
+            "--resolution", "64"]
+    for option, said in [("auto", "context of 1024 random pixels of the 128x128 training"),
                          ("none", None), ("40", "context of 40 random points")]:
         module.main([*args, "--context", option, "--out", str(out / "s" / f"{option}.png")])
         printed = capsys.readouterr().out
