@@ -64,6 +64,7 @@ from torch import Tensor
 
 from pyg_infdiff.data import ContinuousShapes, MollifiedCache, ShapesConfig
 from pyg_infdiff.data.images import save_rows
+from pyg_infdiff.diffusion import LatticeSubset
 from pyg_infdiff.metrics import find_inception_weights
 from pyg_infdiff.noise import GaussianMollifier
 from pyg_infdiff.training import load_pretrained
@@ -210,6 +211,8 @@ def context_label(context) -> str:
         return "plain lattice"
     if isinstance(context, int):
         return f"context of {context} random points"
+    if isinstance(context, LatticeSubset):
+        return f"context of {context.num} random pixels of its {context.shape[0]}² data"
     return f"context: its {round(context.size(0) ** 0.5)}² training lattice"
 
 

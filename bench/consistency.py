@@ -65,6 +65,7 @@ from torch import Tensor, nn
 
 from pyg_infdiff.data import FashionMNIST
 from pyg_infdiff.data.images import save_rows
+from pyg_infdiff.diffusion import LatticeSubset
 from pyg_infdiff.models import MultiscaleOperatorUNet
 from pyg_infdiff.testing import redraw_zero_layers
 from pyg_infdiff.training import Pretrained, load_pretrained
@@ -184,11 +185,13 @@ def _smoke_pretrained(seed: int, device: torch.device) -> Pretrained:
     return Pretrained(model, make_diffusion(16), config, info, 0, Path("untrained"))
 
 
-def _context_label(context: int | Tensor | None) -> str:
+def _context_label(context: int | Tensor | LatticeSubset | None) -> str:
     if context is None:
         return "the lattice itself"
     if isinstance(context, int):
         return f"{context:,} random points"
+    if isinstance(context, LatticeSubset):
+        return f"{context.num:,} random pixels of the {context.shape[0]}² training lattice"
     return f"the {int(round(context.size(0) ** 0.5))}² training lattice"
 
 

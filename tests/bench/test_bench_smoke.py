@@ -146,15 +146,18 @@ def test_consistency_smoke(tmp_path):
         assert all(c.shape == (4,) and c.dtype == torch.bool for c in arm["changed"].values())
         assert all(torch.equal(arm["changed"][s], arm["classes"][16 * s] != arm["classes"][16])
                    for s in (2, 4))
-    # trained at 16² with rate 4: a context of 64 random points at every side (16² > 64)
+    # trained at 16² with rate 4: a context of 64 random training pixels at every side
+    # (16² > 64)
     assert plain["contexts"] == {s: "the lattice itself" for s in (16, 32, 64)}
-    assert context["contexts"] == {s: "64 random points" for s in (16, 32, 64)}
+    assert context["contexts"] == {s: "64 random pixels of the 16² training lattice"
+                                   for s in (16, 32, 64)}
     assert not torch.equal(plain["samples"][16], context["samples"][16])
     assert 0.0 <= result["classifier"]["accuracy"] <= 1.0
     body = read_section("consistency", doc)
     _common_lines(body)
     assert "32²↓ vs 16²: mean (dB)" in body and "64²↓ vs 16²: mean (dB)" in body
-    assert "(step 7, ema weights)" in body and "training context (64 random points)" in body
+    assert "(step 7, ema weights)" in body
+    assert "training context (64 random pixels of the 16² training lattice)" in body
     assert body.count("- Target (issue 12") == 2 and "met**" in body
     assert (figures / "bench_consistency.png").stat().st_size > 0
     # the goals row was replaced, the other rows kept
