@@ -40,7 +40,7 @@ from pyg_infdiff.data import (
     ShapesConfig,
     make_loader,
 )
-from pyg_infdiff.diffusion import AutoencoderLoss, MollifiedDiffusion, sample
+from pyg_infdiff.diffusion import AutoencoderLoss, LatticeSubset, MollifiedDiffusion, sample
 from pyg_infdiff.models import (
     DiffusionAutoencoder,
     EncoderConfig,
@@ -301,6 +301,17 @@ def draw_samples(model, diffusion: MollifiedDiffusion, num: int, side: int, chan
                         progress=False, device=device, context=context).images
         out.append(images.float().clamp(-1, 1).cpu())
     return torch.cat(out)
+
+
+def context_label(context: int | Tensor | LatticeSubset | None) -> str:
+    r"""How a set of samples read its lattice: plainly, or through which context."""
+    if context is None:
+        return "the lattice itself"
+    if isinstance(context, int):
+        return f"{context:,} random points"
+    if isinstance(context, LatticeSubset):
+        return f"{context.num:,} random pixels of the {context.shape[0]}² training lattice"
+    return f"the {int(round(context.size(0) ** 0.5))}² training lattice"
 
 
 def renders(num: int, side: int, channels: int, seed: int) -> Tensor:

@@ -49,6 +49,7 @@ from _common import ROOT, machine_description, relative_to_root
 from _infdiff import (
     FIGURES,
     Recipe,
+    context_label,
     draw_samples,
     inception_metrics,
     renders,
@@ -64,7 +65,6 @@ from torch import Tensor
 
 from pyg_infdiff.data import ContinuousShapes, MollifiedCache, ShapesConfig
 from pyg_infdiff.data.images import save_rows
-from pyg_infdiff.diffusion import LatticeSubset
 from pyg_infdiff.metrics import find_inception_weights
 from pyg_infdiff.noise import GaussianMollifier
 from pyg_infdiff.training import load_pretrained
@@ -203,17 +203,6 @@ def run(args: argparse.Namespace) -> dict:
             "seconds": seconds, "contexts": contexts, "figure_rows": figure_rows,
             "device": device,
             "machine": machine_description(device)}
-
-
-def context_label(context) -> str:
-    r"""How a set was sampled: on the plain lattice, or through which context."""
-    if context is None:
-        return "plain lattice"
-    if isinstance(context, int):
-        return f"context of {context} random points"
-    if isinstance(context, LatticeSubset):
-        return f"context of {context.num} random pixels of its {context.shape[0]}² data"
-    return f"context: its {round(context.size(0) ** 0.5)}² training lattice"
 
 
 def goals(result: dict, kid: bool) -> list[str]:

@@ -58,14 +58,20 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from _common import ROOT, machine_description
-from _infdiff import FIGURES, draw_samples, make_diffusion, resolve_device, unet_config
+from _infdiff import (
+    FIGURES,
+    context_label,
+    draw_samples,
+    make_diffusion,
+    resolve_device,
+    unet_config,
+)
 from _publish import add_publish_args, compact_figure, markdown_table
 from _skeleton import add_device_arg, add_threads_arg, bench_main, bench_parser, report_footer
 from torch import Tensor, nn
 
 from pyg_infdiff.data import FashionMNIST
 from pyg_infdiff.data.images import save_rows
-from pyg_infdiff.diffusion import LatticeSubset
 from pyg_infdiff.models import MultiscaleOperatorUNet
 from pyg_infdiff.testing import redraw_zero_layers
 from pyg_infdiff.training import Pretrained, load_pretrained
@@ -185,16 +191,6 @@ def _smoke_pretrained(seed: int, device: torch.device) -> Pretrained:
     return Pretrained(model, make_diffusion(16), config, info, 0, Path("untrained"))
 
 
-def _context_label(context: int | Tensor | LatticeSubset | None) -> str:
-    if context is None:
-        return "the lattice itself"
-    if isinstance(context, int):
-        return f"{context:,} random points"
-    if isinstance(context, LatticeSubset):
-        return f"{context.num:,} random pixels of the {context.shape[0]}² training lattice"
-    return f"the {int(round(context.size(0) ** 0.5))}² training lattice"
-
-
 def compare(low: Tensor, highs: dict[int, Tensor], undo) -> dict:
     r"""PSNR of the :obj:`low` samples against each higher set average-pooled to their size
     (``same``) and between different seeds at the low resolution (``other``), for the samples
@@ -233,7 +229,7 @@ def run(args: argparse.Namespace) -> dict:
             samples[side] = draw_samples(model, diffusion, args.num, side, channels, args.steps,
                                          args.batch, args.seed, device, context=context)
             seconds[side] = time.perf_counter() - start
-            contexts[side] = _context_label(context)
+            contexts[side] = context_label(context)
             print(f"{arm}: {args.num} samples at {side}² through {contexts[side]}: "
                   f"{seconds[side]:.1f} s", flush=True)
         low = samples[base]

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from pyg_infdiff.data import MNIST, ContinuousShapes, FashionMNIST, GraphCollator, ImageFolder
+from pyg_infdiff.data import GraphCollator, held_out_images
 from pyg_infdiff.data.images import save_rows
 from pyg_infdiff.diffusion import reconstruct
 from pyg_infdiff.graph import LatticeIndex
@@ -67,22 +67,6 @@ def parse_args(argv=None):
     return args
 
 
-def load_images(name, data_dir, resolution, channels, num, seed):
-    """The first `num` images of a dataset at the training resolution, [num, C, n, n]."""
-    if name == "fashion-mnist":
-        data = FashionMNIST(data_dir, train=False, resolution=resolution)
-    elif name == "mnist":
-        data = MNIST(data_dir, resolution=resolution)
-    elif name == "shapes":  # another dataset seed: items the run did not train on
-        data = ContinuousShapes(num, resolution=resolution, seed=seed + 10_000)
-    elif data_dir is not None:
-        data = ImageFolder(data_dir, resolution, channels=channels, flip=False)
-    else:
-        raise SystemExit("--dataset folder needs --data-dir")
-    items = [data[i] for i in range(min(num, len(data)))]
-    return torch.stack([it[0] if isinstance(it, tuple | list) else it for it in items])
-
-
 def main(argv=None):
     args = parse_args(argv)
     keep_freed_memory()  # decoding allocates and frees the same activations at every step
@@ -100,8 +84,11 @@ def main(argv=None):
     res = run.resolution or 28
     sides = ([int(r) for r in args.resolutions.split(",")] if args.resolutions
              else [res, 2 * res, 4 * res])
-    images = load_images(args.dataset or data.get("dataset", "shapes"), args.data_dir, res,
-                         run.config.in_channels, args.num, args.seed)
+    try:  # the first --num held-out images of the run's dataset, at its resolution
+        images = held_out_images(args.dataset or data.get("dataset", "shapes"), args.num, res,
+                                 run.config.in_channels, args.data_dir, args.seed)
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(str(err)) from err
     collate = GraphCollator(encoder_rate=1 / args.fraction)  # the encoder's pixels only matter
     batch = collate(list(images), generator=torch.Generator().manual_seed(args.seed)).to(device)
     index = LatticeIndex((res, res), batch.enc_pixel, batch.enc_batch, batch.num_graphs)

@@ -18,6 +18,7 @@ from pyg_infdiff.data.collate import (
     seed_worker,
 )
 from pyg_infdiff.data.folder import IMAGE_EXTENSIONS, ImageFolder, SkippedImageWarning
+from pyg_infdiff.data.held_out import DATASET_NAMES, held_out_images
 from pyg_infdiff.data.mnist import MNIST, FashionMNIST, read_idx, resize_image
 from pyg_infdiff.data.render import ContinuousImage, render_function
 from pyg_infdiff.data.shapes import (
@@ -30,6 +31,7 @@ from pyg_infdiff.data.shapes import (
 )
 
 __all__ = [
+    "DATASET_NAMES",
     "CACHE_DTYPES",
     "DEFAULT_SHAPES_CONFIG",
     "IMAGE_EXTENSIONS",
@@ -45,6 +47,7 @@ __all__ = [
     "ShapesConfig",
     "SkippedImageWarning",
     "batch_generator",
+    "held_out_images",
     "item_seed",
     "make_loader",
     "read_idx",
