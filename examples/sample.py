@@ -11,7 +11,7 @@ samples, average-pooled, agree with the first (PSNR per seed).
     python examples/sample.py --checkpoint runs/shapes_demo --sampler ddpm --steps 250
     python examples/sample.py --checkpoint runs/shapes_demo --context none   # plain lattices
 
-By default (--context auto) the model reads every lattice denser than its training nodes
+By default (--context auto) the model reads every lattice with at least its training nodes
 through a context of its training density (pyg_infdiff.diffusion.ContextNodes): as many random
 pixels of its training lattice as it had nodes per image in training, or its training lattice
 if it saw every pixel.

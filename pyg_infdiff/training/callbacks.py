@@ -85,8 +85,8 @@ class SampleGrid:
         save_tensors (bool, optional): Also write the images as a ``.pt`` file next to the PNG,
             a dict from ``"HxW"`` to :math:`(B, C, H, W)` tensors. (default: :obj:`False`)
         progress (bool, optional): Show the sampler's progress bar. (default: :obj:`False`)
-        context (int or LatticeSubset, optional): On lattices with more pixels than the
-            context has points, read through it (``sample(..., context=...)``): that many
+        context (int or LatticeSubset, optional): On lattices with at least as many pixels
+            as the context has points, read through it (``sample(..., context=...)``): that many
             uniform random points, or random pixel centres of a lattice per sample. Pass the
             training nodes (``LatticeSubset(training_shape, nodes_per_graph)``), so that a
             model trained on sparse nodes is sampled at its training density.
@@ -161,7 +161,7 @@ class SampleGrid:
             generator=torch.Generator().manual_seed(self.seed), progress=self.progress,
             device=device,
             context=(self.context if self.context is not None
-                     and math.prod(shape) > self._context_size else None),
+                     and math.prod(shape) >= self._context_size else None),
         )
         images = out.images.float()
         if self.deblur is not None:

@@ -155,11 +155,13 @@ class Pretrained:
         return LatticeSubset(shape, subsample_size(math.prod(shape), rate=rate))
 
     def context_for(self, num_nodes: int) -> LatticeSubset | Tensor | None:
-        r""":meth:`training_context` where it helps: when the point set to sample holds more
-        than the model's training nodes per function, and :obj:`None` (the nodes are their own
-        context) otherwise. On fewer nodes than in training a context cannot help (its
-        integrals would need the missing nodes), and on exactly the training lattice the plain
-        call is what the model was trained on.
+        r""":meth:`training_context` where it helps: when the point set to sample holds at
+        least as many points as the model's training nodes per function (so that every
+        lattice of a zoom shares one context, the one as dense as training included), and
+        :obj:`None` (the nodes are their own context) otherwise: on fewer nodes than in
+        training a context cannot help (its integrals would need the missing nodes). A model
+        that saw every pixel, read on its own lattice through that lattice, gets exactly the
+        plain call (each pixel reads its context twin as itself).
 
         Args:
             num_nodes (int): The number of points per sample.
@@ -168,7 +170,7 @@ class Pretrained:
         if context is None:
             return None
         trained = context.num if isinstance(context, LatticeSubset) else context.size(0)
-        return context if num_nodes > trained else None
+        return context if num_nodes >= trained else None
 
 
 def load_pretrained(

@@ -132,7 +132,7 @@ def test_context_of_training_pixels():
     grid = SampleGrid(_diffusion(), channels=1, resolutions=(8, 16), num_samples=2, steps=2,
                       context=LatticeSubset((16, 16), 64))
     model = ContextRecorder(0.3)
-    grid.draw(model, 8)              # 64 pixels: not more than the context, the plain lattice
+    grid.draw(model, 7)              # 49 pixels: fewer than the context, the plain lattice
     assert model.seen is None
-    grid.draw(model, 16)
+    grid.draw(model, 8)              # 64 pixels: as many, through the context
     assert model.seen == 128

@@ -104,8 +104,10 @@ def test_context_for_denser_point_sets_only():
                           MollifiedDiffusion(MollifiedNoise(0.02, 2)), config, {"data": data}, 0,
                           None)
     sparse = run({"resolution": 32, "subsample": 4})  # 256 nodes per image in training
-    assert sparse.context_for(256) is None and sparse.context_for(32 * 32).num == 256
+    assert sparse.context_for(255) is None and sparse.context_for(256).num == 256
+    assert sparse.context_for(32 * 32).num == 256
     full = run({"resolution": 28})
-    assert full.context_for(28 * 28) is None  # its own lattice: the plain call
+    assert full.context_for(28 * 28 - 1) is None
+    assert full.context_for(28 * 28).shape == (784, 2)  # through itself: the plain call
     assert full.context_for(56 * 56).shape == (784, 2)
     assert run({}).context_for(10**6) is None
