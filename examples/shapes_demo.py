@@ -83,9 +83,10 @@ def parse_args(argv=None):
                    "background); full: the default ShapesConfig (2-5 shapes, stripes, "
                    "partial opacity, smooth background)")
     p.add_argument("--context", choices=["auto", "none"], default="auto",
-                   help="auto: read lattices with more pixels than the training graphs' nodes "
-                   "through a context of that many random points (the training density; "
-                   "pyg_infdiff.diffusion.ContextNodes); none: plain lattices")
+                   help="auto: read lattices with at least as many pixels as the training "
+                   "graphs have nodes through a context of that many random training pixels "
+                   "(the training density; pyg_infdiff.diffusion.ContextNodes); none: plain "
+                   "lattices")
     p.add_argument("--cache-items", type=int, default=2048,
                    help="render and mollify this many items once and train on them "
                    "(MollifiedCache); 0 renders every item on the fly")
@@ -244,8 +245,8 @@ def main(argv=None):
 
     # Sampling: the same noise seeds at every resolution (DDIM, deterministic), with the EMA
     # weights; then ground-truth renders of dataset items at the same resolutions.
-    # Lattices with more pixels than the training graphs had nodes are read through a context
-    # of that many random points: the model then sees its training density at every resolution,
+    # Lattices with at least as many pixels as the training graphs had nodes are read through
+    # that many random training pixels: the model sees its training density at every resolution,
     # and the same seed gives the same function at every resolution (ContextNodes).
     grid = SampleGrid(diffusion, 3, args.resolutions, args.num_samples,
                       steps=args.sample_steps, seed=args.seed, deblur=args.deblur,
