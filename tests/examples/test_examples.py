@@ -180,10 +180,12 @@ def test_inpaint_and_superres_smoke(demo_run, tmp_path):
     out, _ = demo_run
     _load("inpaint").main(["--checkpoint", str(out), "--num", "2", "--steps", "4",
                            "--jump-length", "2", "--out", str(tmp_path)])
+    from pyg_infdiff.training import load_pretrained
+    res = load_pretrained(out).resolution  # the demo's training data: 128x128 renders
     inpaint = torch.load(tmp_path / "inpaint.pt", weights_only=True)
-    assert inpaint["inpainted"].shape == (2, 3, 32, 32)
+    assert inpaint["inpainted"].shape == (2, 3, res, res)
     superres = torch.load(tmp_path / "superres.pt", weights_only=True)
-    assert superres["infdiff 96x96"].shape == (2, 3, 96, 96)
+    assert superres[f"infdiff {3 * res}x{3 * res}"].shape == (2, 3, 3 * res, 3 * res)
     assert (tmp_path / "superres.png").is_file()
 
 
