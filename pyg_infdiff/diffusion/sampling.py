@@ -250,15 +250,14 @@ def sample(
         x = field_values(field)
         nodes, node_batch, node_lattice = ctx.pos, ctx.batch, None
         kwargs["context"] = ctx.context
-        graph = getattr(model, "context_graph", None)  # built once: the nodes do not move
-        edge_index = graph(nodes, ctx.context, node_batch) if callable(graph) else None
     else:
         x = draw() if noise is None else noise.to(device=pos.device, dtype=pos.dtype)
     if node_lattice is None:  # points, not a lattice: the graph and its kernels, built once
         graph, kernels = (getattr(model, name, None) for name in ("context_graph", "edge_kernels"))
-        if edge_index is None and context is None and callable(graph):
-            edge_index = graph(nodes, torch.arange(nodes.size(0), device=nodes.device),
-                               node_batch)
+        if edge_index is None and callable(graph):  # every node its own context, or the context
+            sources = (ctx.context if ctx is not None
+                       else torch.arange(nodes.size(0), device=nodes.device))
+            edge_index = graph(nodes, sources, node_batch)
         if edge_index is not None and callable(kernels):
             kwargs["kernels"] = kernels(nodes, edge_index)
     pairs = list(zip(levels[:-1], levels[1:], strict=True))

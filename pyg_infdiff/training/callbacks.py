@@ -137,11 +137,14 @@ class SampleGrid:
         self.filename = filename
         self.save_tensors = save_tensors
         self.progress = progress
-        count = context.num if isinstance(context, LatticeSubset) else context
-        if count is not None and count < 1:
+        self.context = context
+        if context is not None and self._context_points() < 1:
             raise ValueError(f"'context' must be a positive number of points, got {context}")
-        self.context, self._context_size = context, count
         self.seconds: dict[tuple[int, int], float] = {}
+
+    def _context_points(self) -> int:
+        # points per sample of the context: the pixels of a LatticeSubset, or the number given
+        return self.context.num if isinstance(self.context, LatticeSubset) else self.context
 
     @torch.no_grad()
     def draw(self, model: nn.Module, resolution: Resolution) -> Tensor:
@@ -161,7 +164,7 @@ class SampleGrid:
             generator=torch.Generator().manual_seed(self.seed), progress=self.progress,
             device=device,
             context=(self.context if self.context is not None
-                     and math.prod(shape) >= self._context_size else None),
+                     and math.prod(shape) >= self._context_points() else None),
         )
         images = out.images.float()
         if self.deblur is not None:
