@@ -1,0 +1,183 @@
+r"""Benchmark: the fused depthwise edge sum of :class:`KernelIntegralConv`'s graph path, and the
+training step of a model on sparse nodes of high-resolution functions (issue 13's step cost).
+
+Two measurements, every case interleaved with the others (:func:`_common.time_cases`), medians:
+
+* **The edge sum alone**, :math:`\sum_{e \to i} \kappa_{\tau(e)} \odot x_{s(e)}` with the
+  kernel tabulated per lattice offset, forward and backward, on the edges of a training batch of
+  arm (iii): 16 graphs of 1,024 random pixels of :math:`128^2` renders, the radius of
+  ``--preset`` (10 pixels of :math:`128^2` for preset 32). *Composition*: gather the kernel
+  rows and the sources per edge, multiply, ``index_add_`` (the layer's path before; autograd
+  keeps the per-edge tensors for the backward). *Fused*: :func:`pyg_infdiff.nn._edge_sum`
+  (cache-sized chunks, backward by hand, nothing per edge kept).
+* **The training step** (loss, backward, clipping, AdamW; ``bench/subsampling.py``'s
+  :class:`InfDiffStep`) of ``--preset`` on (i) every pixel of :math:`32^2` renders (no radius
+  edges: the dense path, as ``bench/beyond_training.py`` trains it) and on (iii) 1,024 random
+  pixels of :math:`128^2` renders (16× subsampled, radius edges: the graph path), the latter
+  with the fused sum and with the composition. Collation (mollify, subsample, radius graph) is
+  a separate column, timed apart.
+
+Goal (issue 13): a step of (iii) costs at most 1.3× one of (i).
+
+Run::
+
+    python bench/edge_sum.py                 # prints the tables
+    python bench/edge_sum.py --write         # also docs/benchmarks.md
+    python bench/edge_sum.py --smoke         # tiny sizes, seconds (the tests)
+"""
+from __future__ import annotations
+
+import argparse
+from unittest import mock
+
+import torch
+from _common import time_cases
+from _infdiff import make_diffusion, unet_config
+from _publish import add_publish_args, markdown_table
+from _skeleton import add_threads_arg, bench_main, bench_parser, machine_note
+from subsampling import InfDiffStep, make_model
+
+from pyg_infdiff.data import ContinuousShapes, GraphCollator, ShapesConfig
+from pyg_infdiff.graph import LatticeIndex
+from pyg_infdiff.nn import kernel_conv
+from pyg_infdiff.nn._edge_sum import edge_sum
+from pyg_infdiff.nn.kernel import LatticeStencil
+
+TITLE = "## The fused edge sum and the step of sparse high-resolution training"
+GOAL_RATIO = 1.3
+
+
+def composition(x, kernel, src, dst, num_dst, tap=None):
+    r"""The edge sum written with autograd from its parts (the layer's path before)."""
+    rows = kernel if tap is None else kernel.index_select(0, tap)
+    msg = rows * x.index_select(0, src)
+    return msg.new_zeros(num_dst, x.size(1)).index_add_(0, dst, msg)
+
+
+def collate(args: argparse.Namespace, side: int, rate: float, edges: bool):
+    r"""One training batch of :class:`ContinuousShapes` renders at :obj:`side`², collated as
+    in training, and the collator (for timing collation)."""
+    config = unet_config(args.preset, 3)
+    data = ContinuousShapes(args.batch_size, side, ShapesConfig(channels=3), seed=0)
+    items = [data[i] for i in range(args.batch_size)]
+    collator = GraphCollator(make_diffusion(side).mollifier, rate=rate,
+                             radius=config.radius if edges else None)
+    return items, collator
+
+
+def sum_cases(args: argparse.Namespace, channels: int) -> tuple[dict, int]:
+    r"""The two edge sums on the edges of one batch of arm (iii), with :obj:`channels`."""
+    items, collator = collate(args, args.high, args.rate, edges=True)
+    batch = collator(items, generator=torch.Generator().manual_seed(0))
+    src, dst = batch.edge_index
+    index = LatticeIndex.from_data(batch)
+    stencil = LatticeStencil(index.shape, unet_config(args.preset, 3).radius, "cpu",
+                             torch.float32)
+    tap = stencil.tap_index(index.pixel[src], index.pixel[dst])
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(batch.num_nodes, channels, generator=gen, requires_grad=True)
+    table = torch.randn(stencil.offset.size(0) + 1, channels, generator=gen, requires_grad=True)
+    grad = torch.randn(batch.num_nodes, channels, generator=gen)
+
+    def case(fn):
+        def call():
+            fn(x, table, src, dst, batch.num_nodes, tap=tap).backward(grad)
+            x.grad = table.grad = None
+        return call
+
+    return {"composition": case(composition), "fused": case(edge_sum)}, src.numel()
+
+
+def step_cases(args: argparse.Namespace) -> tuple[dict, dict]:
+    r"""The training steps of (i) and (iii) (fused and composition), and their collations."""
+    config = unet_config(args.preset, 3)
+    steps, collations = {}, {}
+    for name, side, rate, edges in (("(i)", args.base, 1.0, False),
+                                    ("(iii)", args.high, args.rate, True)):
+        diffusion = make_diffusion(side)
+        model, optimizer = make_model(config, "cpu")
+        items, collator = collate(args, side, rate, edges)
+        batch = collator(items, generator=torch.Generator().manual_seed(0))
+        steps[name] = InfDiffStep(model, diffusion, batch, optimizer,
+                                  torch.Generator().manual_seed(0))
+        collations[name] = lambda c=collator, it=items: c(it)
+    fused = steps["(iii)"]
+
+    def unfused():
+        with mock.patch.object(kernel_conv, "edge_sum", composition):
+            fused()
+
+    return {"(i)": steps["(i)"], "(iii) fused": fused, "(iii) composition": unfused}, collations
+
+
+def run(args: argparse.Namespace) -> dict:
+    sums = {}
+    for channels in args.channels:
+        cases, num_edges = sum_cases(args, channels)
+        timing = time_cases(cases, args.repeats, warmup=1)
+        sums[channels] = {k: 1e3 * t.median for k, t in timing.items()}
+    steps, collations = step_cases(args)
+    step_ms = {k: 1e3 * t.median for k, t in time_cases(steps, args.repeats, warmup=2).items()}
+    collate_ms = {k: 1e3 * t.median
+                  for k, t in time_cases(collations, args.repeats, warmup=1).items()}
+    return dict(sums=sums, num_edges=num_edges, steps=step_ms, collate=collate_ms,
+                nodes=steps["(iii) fused"].nodes_per_graph,
+                edges_per_graph=steps["(iii) fused"].edges_per_graph)
+
+
+def report(args: argparse.Namespace, result: dict) -> str:
+    sums, steps, coll = result["sums"], result["steps"], result["collate"]
+    sum_rows = [[f"{c}", f"{t['composition']:.1f}", f"{t['fused']:.1f}",
+                 f"{t['composition'] / t['fused']:.2f}×"] for c, t in sums.items()]
+    base = steps["(i)"] + coll["(i)"]
+    step_rows = []
+    for name, ms in steps.items():
+        arm = "(i)" if name == "(i)" else "(iii)"
+        total = ms + coll[arm]
+        step_rows.append([name, f"{ms:.0f}", f"{coll[arm]:.0f}", f"{ms / steps['(i)']:.2f}×",
+                          f"{total / base:.2f}×"])
+    ratio = (steps["(iii) fused"] + coll["(iii)"]) / base
+    verdict = "met" if ratio <= GOAL_RATIO else "NOT met"
+    return "\n".join([
+        TITLE, "",
+        f"The edge sum alone, forward + backward, on the {result['num_edges']:,} edges of one "
+        f"batch of (iii) (ms):", "",
+        markdown_table(["channels", "composition", "fused", "speed-up"], sum_rows), "",
+        f"The training step of `--preset {args.preset}`, batch {args.batch_size} (ms):", "",
+        markdown_table(["arm", "step", "collation", "step vs (i)", "step + collation vs (i)"],
+                       step_rows), "",
+        f"- (i): every pixel of {args.base}² renders, dense path. (iii): "
+        f"{result['nodes']:,} random pixels of {args.high}² renders ({args.rate:g}× "
+        f"subsampled), {result['edges_per_graph']:,} radius edges per graph, graph path.",
+        f"- Goal (issue 13): a step of (iii), collation included, at most {GOAL_RATIO:g}× one "
+        f"of (i): {ratio:.2f}× — **{verdict}**",
+        f"- Medians of {args.repeats} repeats, cases interleaved. " + machine_note(result),
+    ])
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = bench_parser(__doc__)
+    p.add_argument("--preset", default="32", help="UNetConfig preset ('tiny' for the smoke run)")
+    p.add_argument("--base", type=int, default=32, help="side of (i)'s lattice")
+    p.add_argument("--high", type=int, default=128, help="side of (iii)'s renders")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--channels", type=int, nargs="+", default=[32, 64],
+                   help="channels of the edge-sum rows (preset 32: 32 and 64)")
+    p.add_argument("--repeats", type=int, default=7)
+    add_threads_arg(p)
+    add_publish_args(p, "preset 'tiny' at 16² and 32², batch 2, one repeat (for the tests)")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.preset, args.base, args.high, args.batch_size = "tiny", 16, 32, 2
+        args.channels, args.repeats = [8], 1
+    args.preset = args.preset if args.preset == "tiny" else int(args.preset)
+    args.rate = (args.high / args.base) ** 2
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return bench_main(__file__, "edge_sum", parse_args, run, report, argv, stamp=True)
+
+
+if __name__ == "__main__":
+    main()
