@@ -12,7 +12,7 @@ Conventions (used throughout the library):
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -102,6 +102,7 @@ class LatticeIndex:
     batch: Tensor
     num_graphs: int
     known_full: bool | None = field(default=None, compare=False)
+    _memo: dict = field(default_factory=dict, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape", _check_shape(self.shape))
@@ -175,6 +176,27 @@ class LatticeIndex:
             full = bool((self.flat_index() == expected).all())
         object.__setattr__(self, "known_full", full)  # frozen: the cache of a derived fact
         return full
+
+    def memo(self, key: Hashable, owner: Tensor, compute: Callable[[], Tensor]) -> Tensor:
+        r"""A value derived from these nodes and from :obj:`owner` (for example the stencil
+        offset of every edge of an ``edge_index``), computed once and kept while this index
+        lives: the layers of one forward pass that share the nodes and the edges share it. The
+        value is recomputed when :obj:`key` comes with another :obj:`owner` object, and at
+        every call under :func:`torch.compile` (no state changes while traced).
+
+        Args:
+            key (Hashable): What the value is, with what it depends on besides the nodes.
+            owner (torch.Tensor): The tensor the value derives from (compared by identity).
+            compute (Callable[[], torch.Tensor]): Computes the value.
+        """
+        if torch.compiler.is_compiling():
+            return compute()
+        hit = self._memo.get(key)
+        if hit is not None and hit[0] is owner:
+            return hit[1]
+        value = compute()
+        self._memo[key] = (owner, value)
+        return value
 
     def pos(self, dtype: torch.dtype = torch.float32) -> Tensor:
         r"""The domain coordinates of the nodes, shape :math:`(N, d)`."""

@@ -290,15 +290,29 @@ class LatticeStencil:
         r"""The box index of the offset :math:`\mathbf{k} = \mathbf{p}_{dst} - \mathbf{p}_{src}`
         (in lattice steps) of each pair of flat pixel indices, or :math:`T` (one past the box)
         where it lies outside the box. Indexes :attr:`offset` and kernel tables built on it."""
-        tap = torch.zeros_like(src_pixel)
-        inside = torch.ones_like(src_pixel, dtype=torch.bool)
-        for axis, (n, h) in enumerate(zip(self.shape, self.half, strict=True)):
-            stride = math.prod(self.shape[axis + 1 :])
-            k = torch.div(dst_pixel, stride, rounding_mode="floor") % n
-            k = k - torch.div(src_pixel, stride, rounding_mode="floor") % n
-            inside &= k.abs() <= h
-            tap = tap * (2 * h + 1) + (k + h)
-        return torch.where(inside, tap, self.steps.size(0))
+        return self.tap_of_steps(self.pixel_steps(dst_pixel) - self.pixel_steps(src_pixel))
+
+    def pixel_steps(self, pixel: Tensor) -> Tensor:
+        r"""The lattice coordinates :math:`(i_1, \dots, i_d)` of flat pixel indices, int32
+        :math:`(N, d)`. For the edges of a graph, :meth:`tap_of_steps` of the difference of the
+        coordinates of their nodes equals :meth:`tap_index` of their pixels, with the divisions
+        done once per node instead of once per edge."""
+        cols, rest = [], pixel.to(torch.int32)
+        for n in reversed(self.shape):
+            cols.append(torch.remainder(rest, n))
+            rest = torch.div(rest, n, rounding_mode="floor")
+        return torch.stack(cols[::-1], dim=-1)
+
+    def tap_of_steps(self, k: Tensor) -> Tensor:
+        r"""The box index of integer offsets :math:`\mathbf{k}` :math:`(E, d)`, or :math:`T`
+        (one past the box) where they lie outside it."""
+        tap = inside = None
+        for axis, h in enumerate(self.half):  # column by column: no reductions over tiny axes
+            col = k[:, axis]
+            ok = col.abs() <= h
+            inside = ok if inside is None else inside & ok
+            tap = col + h if tap is None else tap * (2 * h + 1) + (col + h)
+        return torch.where(inside, tap, self.steps.size(0)).long()
 
     def border_counts(self, mask: Tensor) -> Tensor:
         r"""Neighbours at the borderline offsets :math:`|\mathbf{k}/\mathbf{n}| \approx r`,

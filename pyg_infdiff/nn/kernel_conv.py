@@ -29,9 +29,10 @@ Path = Literal["auto", "graph", "dense"]
 DenseMethod = Literal["auto", "direct", "fft"]
 
 # Seconds per edge x channel of the graph path with the kernel tabulated per lattice offset (the
-# graph path that path="auto" weighs against the dense path); see DIRECT_COST in
-# pyg_infdiff.nn.kernel for the measurement.
-GRAPH_COST = 2.3e-8
+# graph path that path="auto" weighs against the dense path), fused edge sum included; see
+# DIRECT_COST in pyg_infdiff.nn.kernel for the measurement (bench/kernel_conv.py: 4.7e-9 at
+# 128² / 4, 3.3e-9 over the radii of the crossover table, one thread).
+GRAPH_COST = 5e-9
 POS_TOL = 1e-6
 
 
@@ -93,10 +94,13 @@ class KernelIntegralConv(MessagePassing):
     at the pixel centres of :obj:`lattice`) and the test whether the edges are sorted by
     target run only while :func:`pyg_infdiff.validation_enabled` (the default); without
     them the layer reads nothing back from the device and compiles without graph breaks.
-    Edges sorted by target are summed by segments over CSR offsets (deterministic on every
-    device); unsorted edges, and all edges while validation is off, by :meth:`index_add_`
-    (atomic adds on CUDA). :class:`~pyg_infdiff.models.MultiscaleOperatorUNet` checks its
-    inputs once and runs its layers with validation off.
+    Depthwise kernels on a CPU are summed over edges in cache-sized chunks with a hand-written
+    backward that keeps nothing per edge (5-7× faster than message passing; see
+    ``docs/operator.md``). Otherwise edges sorted by target are summed by segments over CSR
+    offsets (deterministic on every device); unsorted edges, and all edges while validation is
+    off, by :meth:`index_add_` (atomic adds on CUDA).
+    :class:`~pyg_infdiff.models.MultiscaleOperatorUNet` checks its inputs once and runs its
+    layers with validation off.
 
     Args:
         in_channels (int): Input channels :math:`C_{in}`.
@@ -324,7 +328,10 @@ class KernelIntegralConv(MessagePassing):
             # offset and gather per edge instead of evaluating the MLP on every edge.
             self._check_lattice(x, pos_src, lattice)
             st = self._stencil(lattice.shape, x)
-            tap = st.tap_index(lattice.pixel[src], lattice.pixel[dst])
+            # the offset of every edge: once per forward pass for the layers that share the
+            # edges and the stencil (divisions once per node, not per edge)
+            tap = lattice.memo(("tap", st.shape, st.half), edge_index, lambda: st.tap_of_steps(
+                _edge_steps(st.pixel_steps(lattice.pixel), src, dst)))
             table = F.pad(self.kernel(st.offset), (0, 0, 0, 1))
             if self.normalization == "window":
                 weight = F.pad(self.kernel.window(st.offset), (0, 1))[tap].unsqueeze(-1)
@@ -460,3 +467,9 @@ class KernelIntegralConv(MessagePassing):
             f"normalization='{self.normalization}')"
         )
 
+
+def _edge_steps(steps: Tensor, src: Tensor, dst: Tensor) -> Tensor:
+    # The lattice offset p_dst - p_src of every edge, [E, d], from the coordinates of the
+    # nodes, [N, d]: gathered axis by axis (1-D gathers are far faster than of rows of d).
+    cols = steps.t().contiguous()
+    return torch.stack([c.index_select(0, dst) - c.index_select(0, src) for c in cols], dim=-1)

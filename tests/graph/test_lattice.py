@@ -138,3 +138,20 @@ def test_from_data_rejects_mixed_shapes():
     data = [ImageToGraph()(torch.zeros(1, 4, 4)), ImageToGraph()(torch.zeros(1, 4, 5))]
     with pytest.raises(ValueError, match="lattice shape"):
         LatticeIndex.from_data(Batch.from_data_list(data))
+
+
+def test_memo_computes_once_per_owner_and_key():
+    index = LatticeIndex.full((4, 4))
+    edges, other = torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 3, dtype=torch.long)
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return torch.arange(3)
+
+    first = index.memo("tap", edges, compute)
+    assert index.memo("tap", edges, compute) is first and len(calls) == 1
+    index.memo("tap", other, compute)  # another edge_index object: computed again
+    index.memo("window", other, compute)  # another key
+    assert len(calls) == 3
+    assert "memo" not in repr(index)
