@@ -42,6 +42,8 @@ from typing import Any
 
 import torch
 
+from pyg_infdiff.training.allocator import freed_memory_kept
+
 __all__ = [
     "DOC",
     "ROOT",
@@ -296,6 +298,8 @@ def machine_description(device: torch.device | str | None = None) -> str:
     if device is not None and torch.device(device).type == "cuda":
         parts.append(f"GPU {torch.cuda.get_device_name(device)}")
     parts.append(f"Python {platform.python_version()}, torch {torch.__version__}")
+    if freed_memory_kept():
+        parts.append("freed memory kept (`keep_freed_memory()`, as the examples)")
     now = datetime.datetime.now(datetime.timezone.utc)
     parts.append(now.strftime("%Y-%m-%d %H:%M UTC"))
     return "; ".join(parts)

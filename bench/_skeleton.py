@@ -32,8 +32,11 @@ import torch
 from _common import ROOT, machine_description
 from _publish import publish
 
+from pyg_infdiff.training.allocator import keep_freed_memory
+
 __all__ = [
     "DEVICE_HELP",
+    "apply_allocator",
     "THREADS_HELP",
     "add_device_arg",
     "add_threads_arg",
@@ -65,8 +68,13 @@ def command_line(script: str, argv: list[str] | None = None) -> str:
 def bench_parser(doc: str, epilog: str | None = None) -> argparse.ArgumentParser:
     r"""The parser of a benchmark script: the first line of :obj:`doc` (the module docstring)
     as its description, :obj:`epilog` under the options, defaults shown in ``--help``."""
-    return argparse.ArgumentParser(description=doc.splitlines()[0], epilog=epilog,
-                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0], epilog=epilog,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--default-allocator", action="store_true",
+                        help="leave glibc's allocator as it is (by default a run keeps freed "
+                        "memory in the process, keep_freed_memory(), as the examples do; "
+                        "--smoke runs never change it)")
+    return parser
 
 
 def add_device_arg(parser: argparse.ArgumentParser, help: str = DEVICE_HELP) -> None:
@@ -78,6 +86,16 @@ def add_device_arg(parser: argparse.ArgumentParser, help: str = DEVICE_HELP) -> 
 def add_threads_arg(parser: argparse.ArgumentParser, help: str = THREADS_HELP) -> None:
     r"""``--threads``: torch's CPU threads, one by default (steadiest on a shared machine)."""
     parser.add_argument("--threads", type=int, default=1, help=help)
+
+
+def apply_allocator(args: argparse.Namespace) -> bool:
+    r"""Makes glibc keep freed memory in this process (:func:`keep_freed_memory`, the regime of
+    the examples, where loops over large tensors do not pay for fresh pages at every step),
+    unless ``--smoke`` or ``--default-allocator``. :func:`bench_main` calls it; a worker
+    process of a benchmark calls it first thing. Returns whether the memory is kept."""
+    if getattr(args, "smoke", False) or getattr(args, "default_allocator", False):
+        return False
+    return keep_freed_memory()
 
 
 # --------------------------------------------------------------------------- main
@@ -95,7 +113,10 @@ def bench_main(
 ) -> Any:
     r"""The ``main`` of a benchmark script.
 
-    Parses :obj:`argv`, records the command line as ``args.command``, sets
+    Parses :obj:`argv`, records the command line as ``args.command``, makes glibc keep freed
+    memory in the process (:func:`pyg_infdiff.training.allocator.keep_freed_memory`, as the
+    examples do; not with ``--smoke`` or ``--default-allocator``; the machine line then says
+    so), sets
     ``torch.set_num_threads(args.threads)``, measures (``result = run(args)``), with ``--write``
     draws the figure, and prints the section ``report(args, result)`` (``report(args, result,
     figure)`` when the script has a :obj:`figure`), writing it into ``args.doc`` with
@@ -122,6 +143,7 @@ def bench_main(
     """
     args = parse_args(argv)
     args.command = command_line(script, argv)
+    apply_allocator(args)
     if threads:
         torch.set_num_threads(args.threads)
     result = run(args)

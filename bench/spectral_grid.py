@@ -56,7 +56,13 @@ from _infdiff import (
     unet_config,
 )
 from _publish import add_publish_args, markdown_table
-from _skeleton import add_device_arg, add_threads_arg, bench_main, bench_parser
+from _skeleton import (
+    add_device_arg,
+    add_threads_arg,
+    apply_allocator,
+    bench_main,
+    bench_parser,
+)
 from torch import Tensor
 
 from pyg_infdiff.data import FashionMNIST
@@ -282,6 +288,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def worker(argv: list[str]) -> dict:
     r"""One arm in this process (``--worker ARM``): its result goes to ``arm_<ARM>.json``."""
     args = parse_args(argv)
+    apply_allocator(args)
     torch.set_num_threads(args.threads)
     result = run_arm(args, args.worker)
     (args.out / f"arm_{args.worker}.json").write_text(json.dumps(result, indent=2))

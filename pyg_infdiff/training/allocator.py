@@ -40,13 +40,16 @@ import ctypes
 import platform
 import sys
 
-__all__ = ["keep_freed_memory"]
+__all__ = ["freed_memory_kept", "keep_freed_memory"]
 
 # mallopt parameters of glibc's <malloc.h>
 M_TRIM_THRESHOLD = -1
 M_TOP_PAD = -2
 M_MMAP_THRESHOLD = -3
 M_MMAP_MAX = -4
+
+# Whether keep_freed_memory() applied its settings in this process (a one-element list, mutated).
+_KEPT: list[bool] = [False]
 
 
 def keep_freed_memory(top_pad: int = 64 << 20) -> bool:
@@ -89,4 +92,11 @@ def keep_freed_memory(top_pad: int = 64 << 20) -> bool:
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     int_max = 2**31 - 1  # mallopt takes an int: the largest trim threshold it can express
     settings = [(M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, int_max), (M_TOP_PAD, min(top_pad, int_max))]
-    return all(mallopt(param, value) == 1 for param, value in settings)
+    _KEPT[0] = all(mallopt(param, value) == 1 for param, value in settings)
+    return _KEPT[0]
+
+
+def freed_memory_kept() -> bool:
+    r"""Whether :func:`keep_freed_memory` applied its settings in this process: timings of
+    loops over large tensors differ a lot between the two regimes (the benchmarks record it)."""
+    return _KEPT[0]
