@@ -43,6 +43,7 @@ from _common import format_bytes, machine_description, peak_memory, time_cases
 from _infdiff import FIGURES, make_diffusion, parse_preset, resolve_device, unet_config
 from _publish import add_publish_args, markdown_table, save_figure
 from _skeleton import add_device_arg, add_threads_arg, bench_main, bench_parser, report_footer
+from _step_parts import PARTS, time_parts
 from torch import nn
 from torch_geometric.data import Batch
 
@@ -51,6 +52,10 @@ from pyg_infdiff.diffusion import MollifiedDiffusion
 from pyg_infdiff.models import MultiscaleOperatorUNet, UNetConfig
 
 GOAL_RESOLUTION, GOAL_RATE, GOAL_SPEEDUP, GOAL_MEMORY = 128, 8, 3.0, 4.0
+# issue 14 #1: at 256², rate 8, >= 2x faster and >= 3x less activation memory than rate 1
+GOAL14_RESOLUTION, GOAL14_SPEEDUP, GOAL14_MEMORY = 256, 2.0, 3.0
+#: The batch size a GPU user would pick (the examples' default on CUDA), for the memory estimate.
+GPU_BATCH = 16
 
 
 # --------------------------------------------------------------------------- the step
@@ -158,6 +163,9 @@ def run(args: argparse.Namespace) -> dict:
     print(f"timing {len(cases)} cases: {args.warmup} warm-up + {args.repeats} repeats, "
           f"interleaved", flush=True)
     timings = time_cases({**cases, **collate}, args.repeats, args.warmup, device)
+    print(f"where the time goes: {args.parts}, rates {args.rates} ...", flush=True)
+    parts = time_parts({(res, rate): steps[res, rate] for res in args.parts
+                        for rate in args.rates}, args.repeats, args.warmup)
     params = {res: sum(p.numel() for p in steps[res, args.rates[0]].model.parameters())
               for res in args.resolutions}
     dense = {res: sum(p.numel() for p in steps[res, args.rates[0]].model.dense.parameters())
@@ -191,7 +199,7 @@ def run(args: argparse.Namespace) -> dict:
                 row["memory_method"] = memory[res, rate].method
             rows.append(row)
     return {"rows": rows, "params": params, "dense_params": dense, "device": device,
-            "machine": machine_description(device)}
+            "parts": parts, "machine": machine_description(device)}
 
 
 def report(args: argparse.Namespace, result: dict, figure: Path | None) -> str:
@@ -218,17 +226,7 @@ def report(args: argparse.Namespace, result: dict, figure: Path | None) -> str:
     if figure is not None:
         lines += [f"![Speed-up and memory reduction vs subsampling rate]"
                   f"(_static/figures/{figure.name})", ""]
-    goal = [r for r in rows if r["resolution"] == GOAL_RESOLUTION and r["rate"] == GOAL_RATE]
-    if goal and args.preset is None:
-        g = goal[0]
-        lines.append("- Goal (issue 5 #1) at 128², rate 8: "
-                     + goal_line("speed-up", g["speedup"], GOAL_SPEEDUP))
-        if has_mem:
-            lines.append("- Goal (issue 5 #1) at 128², rate 8: "
-                         + goal_line("peak-memory reduction", g["memory_reduction"], GOAL_MEMORY))
-    else:
-        lines.append("- Goal (issue 5 #1: default 128² model, rate 8, ≥ 3× faster and ≥ 4× less "
-                     "peak memory): not evaluated by this configuration.")
+    lines += goal_lines(args, rows, has_mem)
     dense, total = result["dense_params"], result["params"]
     shares = ", ".join(f"{dense[res] / 1e6:.2f} M of {total[res] / 1e6:.2f} M at {res}²"
                        for res in args.resolutions)
@@ -237,6 +235,8 @@ def report(args: argparse.Namespace, result: dict, figure: Path | None) -> str:
         "parameters), its activations, and the AdamW update over all parameters; only the "
         "operator blocks on the nodes, pooling and the noise evaluation scale with the number "
         "of nodes.")
+    if result["parts"]:
+        lines += ["", *parts_table(result["parts"]), ""]
     memory_note = ""
     if has_mem:
         method = rows[0]["memory_method"]
@@ -256,9 +256,66 @@ def report(args: argparse.Namespace, result: dict, figure: Path | None) -> str:
         f"- Timing: median of {args.repeats} repeats after {args.warmup} warm-up, all cases "
         f"interleaved round-robin (bracket: {'quartiles' if args.repeats >= 4 else 'min–max'})"
         f"; ratios are to rate {args.rates[0]} at the same resolution.{memory_note}",
+        *([gpu_batch_note(rows, args.batch_size)] if has_mem else []),
         *report_footer(args, result),
     ]
     return "\n".join(lines)
+
+
+def goal_lines(args: argparse.Namespace, rows: list[dict], has_mem: bool) -> list[str]:
+    r"""The goal lines: issue 5 #1 at 128² and issue 14 #1 at 256², rate 8, where measured."""
+    lines = []
+    goals = (("issue 5 #1", GOAL_RESOLUTION, GOAL_SPEEDUP, GOAL_MEMORY, "peak memory"),
+             ("issue 14 #1", GOAL14_RESOLUTION, GOAL14_SPEEDUP, GOAL14_MEMORY,
+              "activation memory"))
+    for issue, res, speedup, memory, kind in goals:
+        found = [r for r in rows if r["resolution"] == res and r["rate"] == GOAL_RATE]
+        if not found or args.preset is not None:
+            lines.append(f"- Goal ({issue}: the default {res}² model, rate {GOAL_RATE}, "
+                         f"≥ {speedup:g}× faster and ≥ {memory:g}× less {kind}): not evaluated "
+                         "by this configuration.")
+            continue
+        head = f"- Goal ({issue}) at {res}², rate {GOAL_RATE}: "
+        lines.append(head + goal_line("speed-up", found[0]["speedup"], speedup))
+        if has_mem:
+            lines.append(head + goal_line(f"{kind.replace(' ', '-')} reduction",
+                                          found[0]["memory_reduction"], memory))
+    return lines
+
+
+def parts_table(parts: dict[tuple[int, float], dict[str, float]]) -> list[str]:
+    r"""Where the time goes, per resolution and rate, with the Amdahl bound: the speed-up over
+    rate 1 if everything that scales with the nodes took no time at all."""
+    headers = ["resolution", "rate", "step (s)", *[f"{p} (s, %)" for p in PARTS],
+               "Amdahl bound"]
+    table = []
+    for (res, rate), t in parts.items():
+        first = parts[res, min(r for q, r in parts if q == res)]
+        fixed = first["dense U-Net"] + first["optimiser"]
+        table.append([f"{res}²", rate, f"{t['step']:.3g}",
+                      *[f"{t[p]:.3g} ({100 * t[p] / t['step']:.0f}%)" for p in PARTS],
+                      f"{first['step'] / fixed:.2f}×"])
+    return ["### Where the time goes", "", markdown_table(headers, table), "",
+            "- " + " ".join(STEP_PARTS_DOC.split()),
+            "- Amdahl bound: the step of the lowest rate divided by its dense U-Net and optimiser "
+            "time, the parts that do not shrink with the nodes: no rate can be faster."]
+
+
+STEP_PARTS_DOC = (
+    "Parts timed one by one on the inputs they get in the step (`bench/_step_parts.py`): pool + "
+    "unpool, the dense U-Net (forward and backward), the noise draw, the optimiser (clipping, "
+    "AdamW, zero_grad); 'point levels and loss (rest)' is the step less those parts: the lift, "
+    "the operator blocks on the nodes, the projection and the loss arithmetic (an estimate).")
+
+
+def gpu_batch_note(rows: list[dict], batch_size: int) -> str:
+    r"""The peak memory at the batch size a GPU user would pick, on paper: activations scale
+    with the batch (the measurement excludes the model and the optimiser state)."""
+    scale = GPU_BATCH / batch_size
+    cells = ", ".join(f"{r['resolution']}² rate {r['rate']}: {format_bytes(r['peak'] * scale)}"
+                      for r in rows if r["rate"] in (1, GOAL_RATE))
+    return (f"- On paper, at batch {GPU_BATCH} (a GPU user's batch; not run here): the "
+            f"activation memory above scales with the batch, ×{scale:g}: {cells}.")
 
 
 def plot(rows: list[dict], path: Path) -> Path:
@@ -293,8 +350,11 @@ def plot(rows: list[dict], path: Path) -> Path:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = bench_parser(__doc__)
-    p.add_argument("--resolutions", default="64,128", help="comma list of image sides")
-    p.add_argument("--rates", default="1,2,4,8", help="comma list of subsampling rates")
+    p.add_argument("--resolutions", default="64,128,256", help="comma list of image sides")
+    p.add_argument("--rates", default="1,2,4,8,16", help="comma list of subsampling rates")
+    p.add_argument("--parts", default=None,
+                   help="comma list of the resolutions whose step is split into its parts "
+                   "('where the time goes'; default: the largest; 'none' for none)")
     p.add_argument("--preset", type=parse_preset, default=None,
                    help="UNetConfig.preset to use at every resolution (default: the preset of "
                    "each resolution; 'tiny' for tests)")
@@ -313,6 +373,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.preset, args.resolutions, args.rates = "tiny", "16", "1,4"
         args.repeats, args.warmup, args.batch_size = 1, 1, args.batch_size or 2
     args.resolutions = [int(r) for r in str(args.resolutions).split(",")]
+    if args.parts is None:
+        args.parts = [max(args.resolutions)]
+    else:
+        args.parts = [] if args.parts == "none" else [int(r) for r in args.parts.split(",")]
+    if not set(args.parts) <= set(args.resolutions):
+        p.error("--parts must be among --resolutions")
     args.rates = [float(r) if "." in r else int(r) for r in str(args.rates).split(",")]
     if args.batch_size is None:
         args.batch_size = 16 if resolve_device(args.device).type == "cuda" else 2

@@ -37,6 +37,15 @@ def test_subsampling_smoke(tmp_path):
     _common_lines(body)
     assert "| 16² | 4 | 64 |" in body
     assert "not evaluated by this configuration" in body  # the goal needs the 128² preset
+    # where the time goes, at the largest resolution: every part timed, the rest by difference
+    parts = result["parts"]
+    assert sorted(parts) == [(16, 1), (16, 4)]
+    for times in parts.values():
+        assert set(times) == {"step", *subsampling.PARTS}
+        assert all(times[p] > 0 for p in subsampling.PARTS[1:])
+        assert abs(sum(times[p] for p in subsampling.PARTS) - times["step"]) < 1e-9
+    assert "### Where the time goes" in body and "Amdahl bound" in body
+    assert "On paper, at batch 16" in body
     assert (figures / "bench_subsampling.png").stat().st_size > 0
 
 
