@@ -156,7 +156,8 @@ def report(args: argparse.Namespace, result: dict) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = bench_parser(__doc__)
+    p = bench_parser(__doc__, epilog="CPU only: the chunked sum is the layer's CPU path (off the "
+                     "CPU it runs in one chunk), so there is no --device.")
     p.add_argument("--preset", default="32", help="UNetConfig preset ('tiny' for the smoke run)")
     p.add_argument("--base", type=int, default=32, help="side of (i)'s lattice")
     p.add_argument("--high", type=int, default=128, help="side of (iii)'s renders")

@@ -1,8 +1,8 @@
 """Smoke tests of the micro-benchmarks (bench/data.py, noise.py, kernel_conv.py,
-sparse_backends.py): each runs its ``--smoke`` configuration (the rows of the published table on
-tiny inputs, seconds) end to end and writes its section into a temporary copy of the docs. No
-timings are asserted: only that the scripts run, report what they promise and that the numbers
-are sane (positive, finite; paths that compute the same thing agree)."""
+sparse_backends.py, edge_sum.py): each runs its ``--smoke`` configuration (the rows of the
+published table on tiny inputs, seconds) end to end and writes its section into a temporary copy
+of the docs. No timings are asserted: only that the scripts run, report what they promise and
+that the numbers are sane (positive, finite; paths that compute the same thing agree)."""
 import importlib.util
 import math
 import sys
@@ -30,8 +30,9 @@ data = _script("data")
 noise = _script("noise")
 kernel_conv = _script("kernel_conv")
 sparse_backends = _script("sparse_backends")
+edge_sum = _script("edge_sum")
 SCRIPTS = {"data": data, "noise": noise, "kernel_conv": kernel_conv,
-           "sparse_backends": sparse_backends}
+           "sparse_backends": sparse_backends, "edge_sum": edge_sum}
 
 
 def _run(script: str, tmp_path: Path, *extra: str) -> tuple[dict, Path, str]:
@@ -60,7 +61,7 @@ def test_cli(script, capsys):
     for option in ("--smoke", "--threads", "--repeats", "--write", "--doc"):
         assert option in text, option
     assert "--device" in text
-    if script in ("data", "sparse_backends"):
+    if script in ("data", "sparse_backends", "edge_sum"):
         assert "CPU only" in text and "no --device" in text
 
 
@@ -180,3 +181,30 @@ def test_sparse_backends_without_torch_sparse(tmp_path, monkeypatch):
     rows = _check_sparse(result, body)
     assert rows["torch_sparse.SparseTensor"] == ["unavailable"] * 2 * len(result["threads"])
     assert "torch_sparse: unavailable: torch_sparse is not installed" in body
+
+
+def test_edge_sum_smoke(tmp_path):
+    result, doc, command = _run("edge_sum", tmp_path)
+    assert set(result["sums"]) == {8}
+    _positive(*result["sums"][8].values(), *result["steps"].values(), *result["collate"].values())
+    assert set(result["steps"]) == {"(i)", "(iii) fused", "(iii) composition"}
+    assert result["nodes"] == 256 and result["edges_per_graph"] > 0  # 32² renders, 4x
+    body = read_section("edge_sum", doc)
+    _common_lines(body, command)
+    assert body.startswith(edge_sum.TITLE)
+    assert "| channels | composition | fused | speed-up |" in body
+    assert "Goal (issue 13): a step of (iii)" in body
+
+
+def test_edge_sum_cases_compute_the_same_sum():
+    import torch
+
+    args = edge_sum.parse_args(["--smoke"])
+    gen = torch.Generator().manual_seed(0)
+    x, table = torch.randn(40, 3, generator=gen), torch.randn(6, 3, generator=gen)
+    src, dst = torch.randint(0, 40, (300,), generator=gen), torch.randint(0, 30, (300,),
+                                                                           generator=gen)
+    tap = torch.randint(0, 6, (300,), generator=gen)
+    torch.testing.assert_close(edge_sum.composition(x, table, src, dst, 30, tap=tap),
+                               edge_sum.edge_sum(x, table, src, dst, 30, tap=tap))
+    assert args.rate == 4.0 and args.preset == "tiny"
