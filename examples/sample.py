@@ -14,7 +14,7 @@ samples, average-pooled, agree with the first (PSNR per seed).
 By default (--context auto) the model reads every lattice with at least its training nodes
 through a context of its training density (pyg_infdiff.diffusion.ContextNodes): as many random
 pixels of its training lattice as it had nodes per image in training, or its training lattice
-if it saw every pixel.
+if it saw every pixel (then on lattices larger than it: its own lattice is read plainly).
 Its integrals then have the statistics they had in training at any resolution, and the same
 seed gives the same function at every such resolution. --context none samples the plain
 lattice (faster: the dense path); --context N reads through N random points.

@@ -108,6 +108,8 @@ def test_context_for_denser_point_sets_only():
     assert sparse.context_for(32 * 32).num == 256
     full = run({"resolution": 28})
     assert full.context_for(28 * 28 - 1) is None
-    assert full.context_for(28 * 28).shape == (784, 2)  # through itself: the plain call
+    # its own lattice plainly: the same numbers as through itself, without twice the nodes
+    assert full.context_for(28 * 28) is None
+    assert full.context_for(28 * 28 + 1).shape == (784, 2)
     assert full.context_for(56 * 56).shape == (784, 2)
     assert run({}).context_for(10**6) is None
