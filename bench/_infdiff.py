@@ -52,6 +52,7 @@ from pyg_infdiff.training import Trainer, TrainerConfig
 
 __all__ = [
     "FIGURES",
+    "LossBudget",
     "Recipe",
     "draw_samples",
     "inception_metrics",
@@ -121,9 +122,13 @@ class Recipe:
     parametrization: str = "mollified_eps"
 
 
-class _Budget:
-    r"""Wraps the loss: records the time spent before each step and, once the budget is spent,
-    makes the current step the last one (``trainer.config.max_steps``)."""
+class LossBudget:
+    r"""A time budget for :class:`~pyg_infdiff.training.Trainer`, as the loss function it calls:
+    records the time spent before each step (:obj:`clock`, offset by what :obj:`spent_at`
+    records for the step the trainer resumed from) and, once :obj:`seconds` are spent, makes
+    the current step the last one (``trainer.config.max_steps``). Set ``budget.trainer`` before
+    training. :func:`train_infdiff` uses it; so does ``bench/two_stage.py`` for its latent
+    stage."""
 
     def __init__(self, loss_fn: Callable, seconds: float, spent_at: dict[int, float],
                  clock: Callable[[], float] = time.perf_counter) -> None:
@@ -252,7 +257,7 @@ def train_infdiff(
         sample_every=0, checkpoint_every=recipe.checkpoint_every, keep_last=2,
         out_dir=str(out), seed=seed, device=device, progress=False, verbose=False,
     )
-    budget = _Budget(loss_fn, 60.0 * minutes, spent_at, clocks[clock])
+    budget = LossBudget(loss_fn, 60.0 * minutes, spent_at, clocks[clock])
     trainer = Trainer(model, budget, trainer_config, model_config=model_config,
                       pass_generator=True)
     budget.trainer = trainer

@@ -41,8 +41,8 @@ import torch
 from _common import ROOT, machine_description, relative_to_root
 from _infdiff import (
     FIGURES,
+    LossBudget,
     Recipe,
-    _Budget,
     draw_samples,
     resolve_device,
     train_infdiff,
@@ -160,7 +160,7 @@ def latent_stage(args: argparse.Namespace, ae: dict, run) -> dict:
         log_every=ex.log_every, sample_every=0, checkpoint_every=ex.checkpoint_every,
         keep_last=ex.keep_last, out_dir=str(out), seed=ex.seed, device=str(device),
         progress=False, verbose=False)
-    budget = _Budget(partial(diffusion.training_loss), 60 * args.latent_minutes, {},
+    budget = LossBudget(partial(diffusion.training_loss), 60 * args.latent_minutes, {},
                      time.process_time)
     model_config = {"latent": config.to_dict(), "latent_diffusion": diffusion.to_dict(),
                     "latent_stats": stats.to_dict(), "stage1_checkpoint": ae["checkpoint"],
