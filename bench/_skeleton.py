@@ -91,8 +91,8 @@ def add_threads_arg(parser: argparse.ArgumentParser, help: str = THREADS_HELP) -
 def apply_allocator(args: argparse.Namespace) -> bool:
     r"""Makes glibc keep freed memory in this process (:func:`keep_freed_memory`, the regime of
     the examples, where loops over large tensors do not pay for fresh pages at every step),
-    unless ``--smoke`` or ``--default-allocator``. :func:`bench_main` calls it; a worker
-    process of a benchmark calls it first thing. Returns whether the memory is kept."""
+    unless ``--smoke`` or ``--default-allocator``. :func:`bench_main` calls it, in worker
+    processes too. Returns whether the memory is kept."""
     if getattr(args, "smoke", False) or getattr(args, "default_allocator", False):
         return False
     return keep_freed_memory()
@@ -110,6 +110,7 @@ def bench_main(
     figure: Callable[[argparse.Namespace, Any], Path | None] | None = None,
     stamp: bool = False,
     threads: bool = True,
+    worker: Callable[[argparse.Namespace], Any] | None = None,
 ) -> Any:
     r"""The ``main`` of a benchmark script.
 
@@ -137,15 +138,22 @@ def bench_main(
             (default: :obj:`False`)
         threads (bool, optional): Set torch's thread count from ``args.threads`` (off for a
             script that compares thread counts itself). (default: :obj:`True`)
+        worker (Callable, optional): ``worker(args) -> result``, the job of a worker process
+            of the script: when the arguments hold ``--worker``, the process parses them, sets
+            the allocator and the threads as above and returns ``worker(args)`` instead of
+            measuring and publishing. (default: :obj:`None`, no worker processes)
 
     Returns:
-        The result of :obj:`run`.
+        The result of :obj:`run` (of :obj:`worker` in a worker process).
     """
+    argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     args.command = command_line(script, argv)
     apply_allocator(args)
     if threads:
         torch.set_num_threads(args.threads)
+    if worker is not None and "--worker" in argv:
+        return worker(args)
     result = run(args)
     if stamp:
         result["machine"] = machine_description(result.get("device"))

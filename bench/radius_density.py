@@ -57,7 +57,7 @@ from _infdiff import (
     unet_config,
 )
 from _publish import add_publish_args, markdown_table
-from _skeleton import add_threads_arg, apply_allocator, bench_main, bench_parser, report_footer
+from _skeleton import add_threads_arg, bench_main, bench_parser, report_footer
 from consistency import OUT as CLASSIFIER_OUT
 from consistency import SCALES, compare, fit_classifier, predict, targets
 from spectral_grid import REAL_CACHE, median_step_seconds, score
@@ -330,12 +330,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def worker(argv: list[str]) -> dict:
+def worker(args: argparse.Namespace) -> dict:
     r"""One arm in this process (``--worker K``), locked against another run of the same arm:
     its result goes to ``arm_k<K>.json``."""
-    args = parse_args(argv)
-    apply_allocator(args)
-    torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / f"arm_k{args.worker:g}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another run's worker may hold it: wait for it
@@ -347,10 +344,7 @@ def worker(argv: list[str]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    argv = sys.argv[1:] if argv is None else argv
-    if "--worker" in argv:
-        return worker(argv)
-    return bench_main(__file__, "radius_density", parse_args, run, report, argv)
+    return bench_main(__file__, "radius_density", parse_args, run, report, argv, worker=worker)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 from _common import ROOT, machine_description, relative_to_root
 from _infdiff import (
     Recipe,
@@ -59,7 +58,6 @@ from _publish import add_publish_args, markdown_table
 from _skeleton import (
     add_device_arg,
     add_threads_arg,
-    apply_allocator,
     bench_main,
     bench_parser,
 )
@@ -285,21 +283,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def worker(argv: list[str]) -> dict:
+def worker(args: argparse.Namespace) -> dict:
     r"""One arm in this process (``--worker ARM``): its result goes to ``arm_<ARM>.json``."""
-    args = parse_args(argv)
-    apply_allocator(args)
-    torch.set_num_threads(args.threads)
     result = run_arm(args, args.worker)
     (args.out / f"arm_{args.worker}.json").write_text(json.dumps(result, indent=2))
     return result
 
 
 def main(argv: list[str] | None = None) -> dict:
-    argv = sys.argv[1:] if argv is None else argv
-    if "--worker" in argv:
-        return worker(argv)
-    return bench_main(__file__, "spectral", parse_args, run, report, argv)
+    return bench_main(__file__, "spectral", parse_args, run, report, argv, worker=worker)
 
 
 if __name__ == "__main__":

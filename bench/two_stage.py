@@ -52,7 +52,6 @@ from _publish import add_publish_args, compact_figure, markdown_table
 from _skeleton import (
     add_device_arg,
     add_threads_arg,
-    apply_allocator,
     bench_main,
     bench_parser,
     report_footer,
@@ -391,13 +390,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    argv = sys.argv[1:] if argv is None else argv
-    if "--worker" in argv:
-        args = parse_args(argv)
-        apply_allocator(args)
-        torch.set_num_threads(args.threads)
-        return single_stage_arm(args)
-    return bench_main(__file__, "two_stage", parse_args, run, report, argv, figure=draw_figure)
+    return bench_main(__file__, "two_stage", parse_args, run, report, argv, figure=draw_figure,
+                      worker=single_stage_arm)
 
 
 if __name__ == "__main__":
