@@ -3,34 +3,19 @@ sparse_backends.py, edge_sum.py): each runs its ``--smoke`` configuration (the r
 published table on tiny inputs, seconds) end to end and writes its section into a temporary copy
 of the docs. No timings are asserted: only that the scripts run, report what they promise and
 that the numbers are sane (positive, finite; paths that compute the same thing agree)."""
-import importlib.util
 import math
 import sys
 from pathlib import Path
 
 import pytest
+from _publish import read_section
+from bench_scripts import load_script
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-sys.path.append(str(BENCH))  # appended (as in test_bench_smoke.py): the scripts import _common
-
-from _publish import read_section  # noqa: E402
-
-
-def _script(name: str):
-    # Loaded from its file under a name of its own: "data" and "noise" are generic module names
-    # (tests/data and tests/noise are folders too), and bench/ may sit anywhere on sys.path.
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-data = _script("data")
-noise = _script("noise")
-kernel_conv = _script("kernel_conv")
-sparse_backends = _script("sparse_backends")
-edge_sum = _script("edge_sum")
+data = load_script("data")
+noise = load_script("noise")
+kernel_conv = load_script("kernel_conv")
+sparse_backends = load_script("sparse_backends")
+edge_sum = load_script("edge_sum")
 SCRIPTS = {"data": data, "noise": noise, "kernel_conv": kernel_conv,
            "sparse_backends": sparse_backends, "edge_sum": edge_sum}
 

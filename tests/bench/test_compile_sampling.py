@@ -2,23 +2,14 @@
 tiny model at 16², ``torch.compile`` with the ``eager`` backend) runs end to end and writes its
 section into a temporary copy of the docs. No timings are asserted: only that both cases run,
 that the compiled full-lattice forward has no graph break and computes what eager does."""
-import importlib.util
 import math
 import re
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from bench_scripts import load_script
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-sys.path.append(str(BENCH))  # appended (as in test_bench_smoke.py): the scripts import _common
-
-spec = importlib.util.spec_from_file_location("bench_compile_sampling",
-                                              BENCH / "compile_sampling.py")
-compile_sampling = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = compile_sampling
-spec.loader.exec_module(compile_sampling)
+compile_sampling = load_script("compile_sampling")
 
 
 @pytest.fixture(autouse=True)

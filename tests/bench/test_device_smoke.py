@@ -2,24 +2,15 @@
 model at 16², one repeat, ``torch.compile`` with the ``eager`` backend) runs end to end on this
 machine's device and writes its section into a temporary copy of the docs. No timings are
 asserted: only that every case runs and the report says what it measured."""
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import pytest
+from _publish import read_section
+from bench_scripts import load_script
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-sys.path.append(str(BENCH))  # appended (as in test_bench_smoke.py): the scripts import _common
+from pyg_infdiff.nn import KernelIntegralConv
 
-spec = importlib.util.spec_from_file_location("bench_device_smoke", BENCH / "device_smoke.py")
-device_smoke = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = device_smoke
-spec.loader.exec_module(device_smoke)
-
-from _publish import read_section  # noqa: E402
-
-from pyg_infdiff.nn import KernelIntegralConv  # noqa: E402
+device_smoke = load_script("device_smoke")
 
 
 def test_cli(capsys):

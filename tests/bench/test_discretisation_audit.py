@@ -1,23 +1,13 @@
 """Smoke test of bench/discretisation_audit.py (issue 12, item 2): the ``--smoke`` configuration
 (2 noise fields, 8 images, seconds) writes its table into a temporary copy of the concepts page,
 and the measurements say what the audit claims of them."""
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from _publish import read_section
+from bench_scripts import load_script
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-sys.path.append(str(BENCH))  # appended (as in test_bench_smoke.py): the scripts import _common
-
-from _publish import read_section  # noqa: E402
-
-spec = importlib.util.spec_from_file_location("bench_discretisation_audit",
-                                              BENCH / "discretisation_audit.py")
-audit = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = audit
-spec.loader.exec_module(audit)
+audit = load_script("discretisation_audit")
 
 
 @pytest.fixture(scope="module")

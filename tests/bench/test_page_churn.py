@@ -1,20 +1,11 @@
 """Smoke test of bench/page_churn.py: both tasks in fresh children, with and without
 keep_freed_memory(), and the section it writes."""
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
+from _publish import read_section
+from bench_scripts import load_script
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-sys.path.append(str(BENCH))
-
-from _publish import read_section  # noqa: E402
-
-spec = importlib.util.spec_from_file_location("bench_page_churn", BENCH / "page_churn.py")
-page_churn = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = page_churn
-spec.loader.exec_module(page_churn)
+page_churn = load_script("page_churn")
 
 
 def test_page_churn_smoke(tmp_path):

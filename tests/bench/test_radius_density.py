@@ -2,22 +2,13 @@
 the recommendation rule, and its ``--smoke`` configuration (the tiny model, 2 arms of a 3 s
 budget as worker processes, 8 samples of 2 DDIM steps, 4 consistency seeds, SWD) end to end,
 written into a temporary doc. No timings or scores are asserted."""
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import pytest
+from _publish import read_section
+from bench_scripts import load_script
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-sys.path.append(str(BENCH))  # appended (as in test_bench_smoke.py): the scripts import _common
-
-from _publish import read_section  # noqa: E402
-
-spec = importlib.util.spec_from_file_location("bench_radius_density", BENCH / "radius_density.py")
-radius_density = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = radius_density
-spec.loader.exec_module(radius_density)
+radius_density = load_script("radius_density")
 
 
 def test_radius_for():

@@ -3,22 +3,13 @@ tiny model, a 3 s budget per arm, the two arms as two worker processes side by s
 of 2 DDIM steps, SWD) runs end to end, caches its arms and writes its section into a temporary
 copy of the docs. No timings or scores are asserted: only that both arms ran and report what
 the section promises."""
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import pytest
+from _publish import read_section
+from bench_scripts import load_script
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-sys.path.append(str(BENCH))  # appended (as in test_bench_smoke.py): the scripts import _common
-
-from _publish import read_section  # noqa: E402
-
-spec = importlib.util.spec_from_file_location("bench_spectral_grid", BENCH / "spectral_grid.py")
-spectral_grid = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = spectral_grid
-spec.loader.exec_module(spectral_grid)
+spectral_grid = load_script("spectral_grid")
 
 
 def test_cli(capsys):

@@ -3,22 +3,13 @@ trained for seconds, the latent model of examples/latent_train.py for 20 steps, 
 single-stage model in a worker process for the same CPU time, 8 samples of 2 DDIM steps, SWD)
 runs end to end, caches its arms and writes its section and figure into temporary copies. No
 scores are asserted: only that both arms ran and the section reports them and the goal."""
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import pytest
+from _publish import read_section
+from bench_scripts import load_script
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-sys.path.append(str(BENCH))  # appended (as in test_bench_smoke.py): the scripts import _common
-
-from _publish import read_section  # noqa: E402
-
-spec = importlib.util.spec_from_file_location("bench_two_stage", BENCH / "two_stage.py")
-two_stage = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = two_stage
-spec.loader.exec_module(two_stage)
+two_stage = load_script("two_stage")
 
 
 def test_cli():
