@@ -10,7 +10,12 @@ from pyg_infdiff.diffusion.autoencoding import (
     slerp,
 )
 from pyg_infdiff.diffusion.conditioning import Observation, renoise, repaint_levels
-from pyg_infdiff.diffusion.context import ContextNodes, LatticeSubset
+from pyg_infdiff.diffusion.context import (
+    ContextNodes,
+    LatticeSubset,
+    context_for,
+    training_nodes,
+)
 from pyg_infdiff.diffusion.denoiser import Denoiser, accepts_lattice, call_denoiser
 from pyg_infdiff.diffusion.latent import (
     LatentDiffusion,
@@ -69,6 +74,7 @@ __all__ = [
     "call_denoiser",
     "canonical_parametrization",
     "constant_schedule",
+    "context_for",
     "cosine_schedule",
     "decode_latents",
     "encoder_inputs",
@@ -83,5 +89,6 @@ __all__ = [
     "sample_latents",
     "sample_two_stage",
     "slerp",
+    "training_nodes",
     "training_target",
 ]

@@ -15,14 +15,16 @@ the context and agree wherever their nodes meet.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from pyg_infdiff.graph.lattice import check_nodes, lattice
+from pyg_infdiff.graph.subsample import subsample_size
 
-__all__ = ["ContextNodes", "LatticeSubset"]
+__all__ = ["ContextNodes", "LatticeSubset", "context_for", "training_nodes"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,46 @@ class LatticeSubset:
         keys = torch.rand(num_graphs, math.prod(self.shape), generator=generator, device=device)
         index = keys.argsort(dim=1)[:, :self.num].sort(dim=1).values
         return lattice(self.shape, device=device)[index]
+
+
+def training_nodes(shape: Sequence[int], rate: float) -> LatticeSubset | Tensor:
+    r"""The nodes per function of a model trained on images of the lattice :obj:`shape` at
+    subsampling rate :obj:`rate` (``GraphCollator(rate=...)``), as a context: a
+    :class:`LatticeSubset` of :math:`\prod_k n_k / s` random pixels for :math:`s > 1`, the
+    pixel centres of the whole lattice, :math:`(\prod_k n_k, d)`, otherwise.
+
+    Args:
+        shape (Sequence[int]): The training lattice, :math:`(n_1, \dots, n_d)`.
+        rate (float): The subsampling rate :math:`s` of training.
+    """
+    shape = tuple(int(n) for n in shape)
+    if rate <= 1.0:
+        return lattice(shape)
+    return LatticeSubset(shape, subsample_size(math.prod(shape), rate=rate))
+
+
+def context_for(context: int | Tensor | LatticeSubset | None,
+                num_points: int) -> int | Tensor | LatticeSubset | None:
+    r""":obj:`context` where it helps a point set of :obj:`num_points` points per sample, else
+    :obj:`None` (the points are their own context): a number of points or a
+    :class:`LatticeSubset` on point sets with at least that many points (on fewer its integrals
+    would need the missing nodes; on as many, every lattice of a zoom shares it); given points,
+    such as the whole training lattice of a model that saw every pixel
+    (:func:`training_nodes`), on point sets with more points than it (its own lattice, read
+    through itself, gives the plain call's numbers with twice the nodes and a radius graph of
+    them instead of the dense path).
+
+    Args:
+        context (int, torch.Tensor or LatticeSubset, optional): A context of
+            :func:`~pyg_infdiff.diffusion.sample`.
+        num_points (int): Points per sample of the point set to read.
+    """
+    if context is None:
+        return None
+    if isinstance(context, Tensor):
+        return context if num_points > context.size(-2) else None
+    size = context.num if isinstance(context, LatticeSubset) else context
+    return context if num_points >= size else None
 
 
 @dataclass

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from pyg_infdiff.data.images import save_grid, save_rows
-from pyg_infdiff.diffusion import LatticeSubset, MollifiedDiffusion, sample
+from pyg_infdiff.diffusion import LatticeSubset, MollifiedDiffusion, context_for, sample
 
 __all__ = ["SampleGrid"]
 
@@ -85,12 +85,13 @@ class SampleGrid:
         save_tensors (bool, optional): Also write the images as a ``.pt`` file next to the PNG,
             a dict from ``"HxW"`` to :math:`(B, C, H, W)` tensors. (default: :obj:`False`)
         progress (bool, optional): Show the sampler's progress bar. (default: :obj:`False`)
-        context (int or LatticeSubset, optional): On lattices with at least as many pixels
-            as the context has points, read through it (``sample(..., context=...)``): that many
-            uniform random points, or random pixel centres of a lattice per sample. Pass the
-            training nodes (``LatticeSubset(training_shape, nodes_per_graph)``), so that a
-            model trained on sparse nodes is sampled at its training density.
-            (default: :obj:`None`)
+        context (int, LatticeSubset or torch.Tensor, optional): On lattices where it helps
+            (:func:`~pyg_infdiff.diffusion.context_for`: at least as many pixels as the context
+            has points; more, for given points), read through it (``sample(...,
+            context=...)``): that many uniform random points, random pixel centres of a lattice
+            per sample, or the points given. Pass the training nodes
+            (:func:`~pyg_infdiff.diffusion.training_nodes`), so that a model trained on sparse
+            nodes is sampled at its training density. (default: :obj:`None`)
     """
 
     def __init__(
@@ -110,7 +111,7 @@ class SampleGrid:
         filename: str = "samples_{step:08d}.png",
         save_tensors: bool = False,
         progress: bool = False,
-        context: int | LatticeSubset | None = None,
+        context: int | LatticeSubset | Tensor | None = None,
     ) -> None:
         if channels not in (1, 3):
             raise ValueError(f"'channels' must be 1 or 3 (PNG images), got {channels}")
@@ -138,13 +139,9 @@ class SampleGrid:
         self.save_tensors = save_tensors
         self.progress = progress
         self.context = context
-        if context is not None and self._context_points() < 1:
+        if isinstance(context, int) and context < 1:  # a LatticeSubset checks its own size
             raise ValueError(f"'context' must be a positive number of points, got {context}")
         self.seconds: dict[tuple[int, int], float] = {}
-
-    def _context_points(self) -> int:
-        # points per sample of the context: the pixels of a LatticeSubset, or the number given
-        return self.context.num if isinstance(self.context, LatticeSubset) else self.context
 
     @torch.no_grad()
     def draw(self, model: nn.Module, resolution: Resolution) -> Tensor:
@@ -163,8 +160,7 @@ class SampleGrid:
             channels=self.channels, steps=self.steps, sampler=self.sampler, eta=self.eta,
             generator=torch.Generator().manual_seed(self.seed), progress=self.progress,
             device=device,
-            context=(self.context if self.context is not None
-                     and math.prod(shape) >= self._context_points() else None),
+            context=context_for(self.context, math.prod(shape)),
         )
         images = out.images.float()
         if self.deblur is not None:

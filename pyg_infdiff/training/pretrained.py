@@ -16,7 +16,6 @@ A diffusion autoencoder's run has ``"autoencoder": DiffusionAutoencoder.to_dict(
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -28,10 +27,11 @@ from pyg_infdiff.diffusion import (
     LatticeSubset,
     MollifiedDiffusion,
     NoiseSchedule,
+    context_for,
     cosine_schedule,
     linear_schedule,
+    training_nodes,
 )
-from pyg_infdiff.graph import lattice, subsample_size
 from pyg_infdiff.models import DiffusionAutoencoder, MultiscaleOperatorUNet, UNetConfig
 from pyg_infdiff.noise import MollifiedNoise
 from pyg_infdiff.training.checkpoint import CheckpointManager, load_checkpoint
@@ -143,38 +143,30 @@ class Pretrained:
         for resolution :math:`n` and subsampling rate :math:`s > 1`
         (:class:`~pyg_infdiff.diffusion.LatticeSubset`, drawn as the training nodes were); the
         pixel centres of the training lattice when every pixel was a node (:math:`s = 1`);
-        :obj:`None` when the run did not record its resolution.
+        :obj:`None` when the run did not record its resolution
+        (:func:`~pyg_infdiff.diffusion.training_nodes`).
         """
-        data = self.info.get("data", {})
         if self.resolution is None:
             return None
-        shape = (int(self.resolution),) * self.config.ndim
-        rate = float(data.get("subsample") or 1.0)
-        if rate <= 1.0:
-            return lattice(shape)
-        return LatticeSubset(shape, subsample_size(math.prod(shape), rate=rate))
+        rate = float(self.info.get("data", {}).get("subsample") or 1.0)
+        return training_nodes((int(self.resolution),) * self.config.ndim, rate)
 
     def context_for(self, num_nodes: int) -> LatticeSubset | Tensor | None:
-        r""":meth:`training_context` where it helps: when the point set to sample holds at
-        least as many points as the model's training nodes per function (so that every
-        lattice of a zoom shares one context, the one as dense as training included), and
-        :obj:`None` (the nodes are their own context) otherwise: on fewer nodes than in
-        training a context cannot help (its integrals would need the missing nodes). A model
-        that saw every pixel of its lattice (a context of the full lattice) needs more points
-        than that lattice has: read through itself, its own lattice would give exactly the
-        plain call (each pixel reads its context twin as itself), at the price of twice the
-        nodes and a radius graph of them instead of the dense path (at 128², preset 32, 16
-        samples: 16 GiB instead of a few hundred MiB).
+        r""":meth:`training_context` where it helps a point set of :obj:`num_nodes` points per
+        sample (:func:`~pyg_infdiff.diffusion.context_for`): on at least as many points as the
+        model's training nodes per function (so that every lattice of a zoom shares one
+        context, the one as dense as training included), and :obj:`None` (the nodes are their
+        own context) otherwise: on fewer nodes than in training a context cannot help (its
+        integrals would need the missing nodes). A model that saw every pixel of its lattice
+        (a context of the full lattice) needs more points than that lattice has: read through
+        itself, its own lattice would give exactly the plain call (each pixel reads its context
+        twin as itself), at the price of twice the nodes and a radius graph of them instead of
+        the dense path (at 128², preset 32, 16 samples: 16 GiB instead of a few hundred MiB).
 
         Args:
             num_nodes (int): The number of points per sample.
         """
-        context = self.training_context()
-        if context is None:
-            return None
-        if isinstance(context, LatticeSubset):
-            return context if num_nodes >= context.num else None
-        return context if num_nodes > context.size(0) else None
+        return context_for(self.training_context(), num_nodes)
 
 
 def load_pretrained(

@@ -10,7 +10,9 @@ from pyg_infdiff.diffusion import (
     LatticeSubset,
     MollifiedDiffusion,
     Observation,
+    context_for,
     sample,
+    training_nodes,
 )
 from pyg_infdiff.graph import LatticeIndex, lattice
 from pyg_infdiff.models import MultiscaleOperatorUNet, UNetConfig
@@ -159,3 +161,16 @@ def test_lattice_subset_draws_distinct_pixel_centres():
     with pytest.raises(ValueError, match="not 2-D"):
         sample(recorder, DIFFUSION, shape=(6, 6), channels=1, steps=2, progress=False,
                context=LatticeSubset((8,), 4))
+
+
+def test_training_nodes_and_where_a_context_helps():
+    sparse = training_nodes((32, 32), 4)
+    assert isinstance(sparse, LatticeSubset) and sparse == LatticeSubset((32, 32), 256)
+    full = training_nodes((28, 28), 1)
+    assert torch.equal(full, lattice((28, 28)))
+    # a number of points or a LatticeSubset: on at least as many points
+    assert context_for(sparse, 255) is None and context_for(sparse, 256) is sparse
+    assert context_for(100, 99) is None and context_for(100, 100) == 100
+    # given points (a full training lattice): on more points only, its own lattice plainly
+    assert context_for(full, 28 * 28) is None and context_for(full, 28 * 28 + 1) is full
+    assert context_for(None, 10**6) is None
