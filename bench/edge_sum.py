@@ -73,7 +73,7 @@ def sum_cases(args: argparse.Namespace, channels: int) -> tuple[dict, int]:
     index = LatticeIndex.from_data(batch)
     stencil = LatticeStencil(index.shape, unet_config(args.preset, 3).radius, "cpu",
                              torch.float32)
-    tap = stencil.tap_index(index.pixel[src], index.pixel[dst])
+    tap = stencil.edge_taps(index.pixel, src, dst)
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(batch.num_nodes, channels, generator=gen, requires_grad=True)
     table = torch.randn(stencil.offset.size(0) + 1, channels, generator=gen, requires_grad=True)

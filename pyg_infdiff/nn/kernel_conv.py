@@ -95,10 +95,10 @@ class KernelIntegralConv(MessagePassing):
     target run only while :func:`pyg_infdiff.validation_enabled` (the default); without
     them the layer reads nothing back from the device and compiles without graph breaks.
     Depthwise kernels on a CPU are summed over edges in cache-sized chunks with a hand-written
-    backward that keeps nothing per edge (5-7× faster than message passing; see
-    ``docs/operator.md``). Otherwise edges sorted by target are summed by segments over CSR
-    offsets (deterministic on every device); unsorted edges, and all edges while validation is
-    off, by :meth:`index_add_` (atomic adds on CUDA).
+    backward that keeps nothing per edge (2-7× faster than message passing, depending on the
+    allocator; see ``docs/operator.md``). Otherwise edges sorted by target are summed by
+    segments over CSR offsets (deterministic on every device); unsorted edges, and all edges
+    while validation is off, by :meth:`index_add_` (atomic adds on CUDA).
     :class:`~pyg_infdiff.models.MultiscaleOperatorUNet` checks its inputs once and runs its
     layers with validation off.
 
@@ -315,7 +315,7 @@ class KernelIntegralConv(MessagePassing):
         # load: bench/sparse_backends.py, docs/operator.md). Knowing the order takes a read back
         # to the host, so only while validating; otherwise index_add_ (any order, no sync).
         # Depthwise kernels on a CPU: the fused sum (cache-sized chunks, no per-edge tensors
-        # kept for the backward; deterministic there), 5-7x faster than message passing.
+        # kept for the backward; deterministic there), 2-7x faster than message passing.
         fused = self.depthwise and x.device.type == "cpu"
         ptr = None
         if (not fused and validation_enabled() and dst.numel() > 0
@@ -330,14 +330,16 @@ class KernelIntegralConv(MessagePassing):
             st = self._stencil(lattice.shape, x)
             # the offset of every edge: once per forward pass for the layers that share the
             # edges and the stencil (divisions once per node, not per edge)
-            tap = lattice.memo(("tap", st.shape, st.half), edge_index, lambda: st.tap_of_steps(
-                _edge_steps(st.pixel_steps(lattice.pixel), src, dst)))
+            tap = lattice.memo(("tap", st.shape, st.half), edge_index,
+                               lambda: st.edge_taps(lattice.pixel, src, dst))
             table = F.pad(self.kernel(st.offset), (0, 0, 0, 1))
             if self.normalization == "window":
                 weight = F.pad(self.kernel.window(st.offset), (0, 1))[tap].unsqueeze(-1)
+        # without a lattice: the offset of every edge, for the kernel and the window
+        offset = pos_dst[dst] - pos_src[src] if lattice is None else None
         if self.depthwise and ptr is None:  # elsewhere one chunk: index_add_, memory-lean
             if table is None:
-                table = self.kernel(pos_dst[dst] - pos_src[src])
+                table = self.kernel(offset)
             out = edge_sum(x, table, src, dst, num_dst, tap=tap)
         else:
             out = self.propagate(
@@ -350,7 +352,7 @@ class KernelIntegralConv(MessagePassing):
             )
         if self.normalization == "window":
             if weight is None:
-                weight = self.kernel.window(pos_dst[dst] - pos_src[src]).unsqueeze(-1)
+                weight = self.kernel.window(offset).unsqueeze(-1)
             denom = self.aggregate(weight, dst, ptr, num_dst)
         elif ptr is not None:
             denom = (ptr[1:] - ptr[:-1]).to(x.dtype).unsqueeze(-1)
@@ -466,10 +468,3 @@ class KernelIntegralConv(MessagePassing):
             f"radius={self.radius:.4f}, depthwise={self.depthwise}, "
             f"normalization='{self.normalization}')"
         )
-
-
-def _edge_steps(steps: Tensor, src: Tensor, dst: Tensor) -> Tensor:
-    # The lattice offset p_dst - p_src of every edge, [E, d], from the coordinates of the
-    # nodes, [N, d]: gathered axis by axis (1-D gathers are far faster than of rows of d).
-    cols = steps.t().contiguous()
-    return torch.stack([c.index_select(0, dst) - c.index_select(0, src) for c in cols], dim=-1)

@@ -1,6 +1,7 @@
 """LatticeStencil's tap indices: the division-free route through node coordinates
-(pixel_steps, then tap_of_steps of the differences over edges) gives the box index of every
-offset, checked against a search of the stencil's own offset table."""
+(pixel_steps, then tap_of_steps of the differences over edges; edge_taps for the edges of a
+graph) gives the box index of every offset, checked against a search of the stencil's own
+offset table."""
 import math
 
 import torch
@@ -30,6 +31,7 @@ def test_taps_index_the_offset_table(dim, side, radius_px, seed):
     k = steps[dst] - steps[src]
     tap = stencil.tap_of_steps(k)
     assert torch.equal(tap, stencil.tap_index(src, dst))
+    assert torch.equal(tap, stencil.edge_taps(torch.arange(num), src, dst))
     table = stencil.steps.to(torch.int32)
     for e in range(k.size(0)):
         match = (table == k[e]).all(-1).nonzero().flatten()
