@@ -40,18 +40,11 @@ from subsampling import InfDiffStep, make_model
 from pyg_infdiff.data import ContinuousShapes, GraphCollator, ShapesConfig
 from pyg_infdiff.graph import LatticeIndex
 from pyg_infdiff.nn import kernel_conv
-from pyg_infdiff.nn._edge_sum import edge_sum
+from pyg_infdiff.nn._edge_sum import composed_edge_sum, edge_sum
 from pyg_infdiff.nn.kernel import LatticeStencil
 
 TITLE = "## The fused edge sum and the step of sparse high-resolution training"
 GOAL_RATIO = 1.3
-
-
-def composition(x, kernel, src, dst, num_dst, tap=None):
-    r"""The edge sum written with autograd from its parts (the layer's path before)."""
-    rows = kernel if tap is None else kernel.index_select(0, tap)
-    msg = rows * x.index_select(0, src)
-    return msg.new_zeros(num_dst, x.size(1)).index_add_(0, dst, msg)
 
 
 def collate(args: argparse.Namespace, side: int, rate: float, edges: bool):
@@ -85,7 +78,7 @@ def sum_cases(args: argparse.Namespace, channels: int) -> tuple[dict, int]:
             x.grad = table.grad = None
         return call
 
-    return {"composition": case(composition), "fused": case(edge_sum)}, src.numel()
+    return {"composition": case(composed_edge_sum), "fused": case(edge_sum)}, src.numel()
 
 
 def step_cases(args: argparse.Namespace) -> tuple[dict, dict]:
@@ -104,7 +97,7 @@ def step_cases(args: argparse.Namespace) -> tuple[dict, dict]:
     fused = steps["(iii)"]
 
     def unfused():
-        with mock.patch.object(kernel_conv, "edge_sum", composition):
+        with mock.patch.object(kernel_conv, "edge_sum", composed_edge_sum):
             fused()
 
     return {"(i)": steps["(i)"], "(iii) fused": fused, "(iii) composition": unfused}, collations

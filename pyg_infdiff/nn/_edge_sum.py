@@ -87,7 +87,15 @@ def edge_sum(x: Tensor, kernel: Tensor, src: Tensor, dst: Tensor, num_dst: int,
         torch.Tensor: :math:`(N_t, C)`, differentiable in :obj:`x` and :obj:`kernel`.
     """
     if torch.compiler.is_compiling():  # one traced expression: the compiler fuses it itself
-        rows = kernel if tap is None else kernel.index_select(0, tap)
-        msg = rows * x.index_select(0, src)
-        return msg.new_zeros(num_dst, x.size(1)).index_add_(0, dst, msg)
+        return composed_edge_sum(x, kernel, src, dst, num_dst, tap)
     return _EdgeSum.apply(x, kernel, src, dst, tap, num_dst)
+
+
+def composed_edge_sum(x: Tensor, kernel: Tensor, src: Tensor, dst: Tensor, num_dst: int,
+                      tap: Tensor | None = None) -> Tensor:
+    r""":func:`edge_sum` written with autograd from its parts: gather the kernel rows and the
+    sources per edge, multiply, add by target (what :func:`edge_sum` traces to under
+    :func:`torch.compile`, and the reference of ``bench/edge_sum.py``)."""
+    rows = kernel if tap is None else kernel.index_select(0, tap)
+    msg = rows * x.index_select(0, src)
+    return msg.new_zeros(num_dst, x.size(1)).index_add_(0, dst, msg)

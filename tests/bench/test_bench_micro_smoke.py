@@ -190,6 +190,6 @@ def test_edge_sum_cases_compute_the_same_sum():
     src, dst = torch.randint(0, 40, (300,), generator=gen), torch.randint(0, 30, (300,),
                                                                            generator=gen)
     tap = torch.randint(0, 6, (300,), generator=gen)
-    torch.testing.assert_close(edge_sum.composition(x, table, src, dst, 30, tap=tap),
+    torch.testing.assert_close(edge_sum.composed_edge_sum(x, table, src, dst, 30, tap=tap),
                                edge_sum.edge_sum(x, table, src, dst, 30, tap=tap))
     assert args.rate == 4.0 and args.preset == "tiny"
