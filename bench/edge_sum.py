@@ -41,7 +41,7 @@ from pyg_infdiff.data import ContinuousShapes, GraphCollator, ShapesConfig
 from pyg_infdiff.graph import LatticeIndex
 from pyg_infdiff.nn import kernel_conv
 from pyg_infdiff.nn._edge_sum import composed_edge_sum, edge_sum
-from pyg_infdiff.nn.kernel import LatticeStencil
+from pyg_infdiff.nn.stencil import LatticeStencil
 
 TITLE = "## The fused edge sum and the step of sparse high-resolution training"
 GOAL_RATIO = 1.3

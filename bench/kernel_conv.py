@@ -48,8 +48,8 @@ from _publish import add_publish_args
 from _skeleton import add_device_arg, add_threads_arg, bench_main, bench_parser, machine_note
 
 from pyg_infdiff.graph import LatticeIndex, lattice, radius, radius_graph, subsample
-from pyg_infdiff.nn.kernel import fast_fft_size
 from pyg_infdiff.nn.kernel_conv import KernelIntegralConv
+from pyg_infdiff.nn.stencil import fast_fft_size
 
 CHANNELS, RADIUS_PX = 64, 3.5
 CROSSOVER_RADII_PX = [1.5, 3.5, 6, 10, 16]

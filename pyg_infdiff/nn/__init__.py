@@ -12,11 +12,12 @@ r"""Neural-operator layers for graphs of function samples.
 """
 from pyg_infdiff.nn.dense import Downsample, ResBlock, SelfAttention, Upsample
 from pyg_infdiff.nn.embedding import SinusoidalTimeEmbedding, TimeEmbedding
-from pyg_infdiff.nn.kernel import ContinuousKernel, LatticeStencil
+from pyg_infdiff.nn.kernel import ContinuousKernel
 from pyg_infdiff.nn.kernel_conv import EdgeKernel, KernelIntegralConv
 from pyg_infdiff.nn.operator_block import OperatorBlock
 from pyg_infdiff.nn.pool import GridPool, GridUnpool
 from pyg_infdiff.nn.spectral import SpectralConv
+from pyg_infdiff.nn.stencil import LatticeStencil
 
 __all__ = [
     "ContinuousKernel",

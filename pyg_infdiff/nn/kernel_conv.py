@@ -14,12 +14,8 @@ from torch_geometric.utils import segment
 from pyg_infdiff._validation import validation_enabled
 from pyg_infdiff.graph.lattice import LatticeIndex, check_nodes
 from pyg_infdiff.nn._edge_sum import edge_sum
-from pyg_infdiff.nn.kernel import (
-    ContinuousKernel,
-    LatticeStencil,
-    bump_mean,
-    stencil_conv,
-)
+from pyg_infdiff.nn.kernel import ContinuousKernel, bump_mean
+from pyg_infdiff.nn.stencil import LatticeStencil, stencil_conv
 
 #: The quadrature weights of :class:`KernelIntegralConv` (its ``normalization`` argument).
 Normalization = Literal["window", "mean"]
@@ -30,7 +26,7 @@ DenseMethod = Literal["auto", "direct", "fft"]
 
 # Seconds per edge x channel of the graph path with the kernel tabulated per lattice offset (the
 # graph path that path="auto" weighs against the dense path), fused edge sum included; see
-# DIRECT_COST in pyg_infdiff.nn.kernel for the measurement (bench/kernel_conv.py: 4.7e-9 at
+# DIRECT_COST in pyg_infdiff.nn.stencil for the measurement (bench/kernel_conv.py: 4.7e-9 at
 # 128² / 4, 3.3e-9 over the radii of the crossover table, one thread).
 GRAPH_COST = 5e-9
 POS_TOL = 1e-6

@@ -6,13 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pyg_infdiff.graph.lattice import lattice
-from pyg_infdiff.nn.kernel import (
-    ContinuousKernel,
-    LatticeStencil,
-    bump,
-    bump_mean,
-    smooth_basis,
-)
+from pyg_infdiff.nn.kernel import ContinuousKernel, bump, bump_mean, smooth_basis
+from pyg_infdiff.nn.stencil import LatticeStencil
 
 
 def _directions(num, dim, generator):

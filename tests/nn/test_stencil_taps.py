@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyg_infdiff.nn.kernel import LatticeStencil
+from pyg_infdiff.nn.stencil import LatticeStencil
 
 
 @settings(max_examples=40, deadline=None)
