@@ -85,6 +85,41 @@ def training_target(x0: Tensor, noise: Tensor, a: Tensor | float, s: Tensor | fl
     return a * noise - s * x0
 
 
+def min_snr_weight(snr: Tensor, gamma: float, parametrization: Parametrization) -> Tensor:
+    r"""The Min-SNR-:math:`\gamma` loss weight of `"Efficient Diffusion Training via Min-SNR
+    Weighting Strategy" <https://arxiv.org/abs/2303.09556>`_ (Hang et al., ICCV 2023): the
+    weight that turns the squared error of a parametrisation into
+    :math:`\min(\mathrm{SNR}_t, \gamma)\, \lVert \hat x_0 - T x_0 \rVert^2`.
+
+    .. math::
+        w_t = \min(\mathrm{SNR}_t, \gamma), \qquad
+        w_t = \min\left(1, \frac{\gamma}{\mathrm{SNR}_t}\right), \qquad
+        w_t = \frac{\min(\mathrm{SNR}_t, \gamma)}{\mathrm{SNR}_t + 1}
+
+    for ``"x0"``, ``"mollified_eps"`` and ``"v"``, with
+    :math:`\mathrm{SNR}_t = \bar\alpha_t / (1 - \bar\alpha_t)`: the errors of the three
+    parametrisations are :math:`\lVert \hat x_0 - x_0 \rVert^2` times :math:`1`,
+    :math:`\mathrm{SNR}_t` and :math:`\mathrm{SNR}_t + 1`. Uniform weights put almost all of
+    an :math:`x_0`-model's loss on the noisiest steps, so it learns the near-clean steps, where
+    the edges of a sample are decided, last; :math:`\epsilon`- and :math:`v`-losses put
+    unbounded weight on them instead. Capping the SNR balances the two.
+
+    Args:
+        snr (torch.Tensor): :math:`\mathrm{SNR}_t`, any shape, positive.
+        gamma (float): The cap :math:`\gamma > 0` (5 in the paper).
+        parametrization (str): What the model predicts (:obj:`Parametrization`).
+    """
+    parametrization = canonical_parametrization(parametrization)
+    if not gamma > 0:
+        raise ValueError(f"'gamma' must be positive, got {gamma}")
+    capped = snr.clamp(max=gamma)
+    if parametrization == "x0":
+        return capped
+    if parametrization == "mollified_eps":
+        return (gamma / snr).clamp(max=1.0)
+    return capped / (snr + 1)
+
+
 @dataclass
 class TrainingLosses:
     r"""The outcome of :meth:`MollifiedDiffusion.training_losses`.
@@ -93,7 +128,8 @@ class TrainingLosses:
         loss (torch.Tensor): The scalar loss to minimise (importance-weighted node mean).
         per_graph (torch.Tensor): The unweighted mean squared error of each graph, :math:`(B,)`.
         t (torch.Tensor): The time step of each graph, :math:`(B,)`.
-        weights (torch.Tensor): The importance weight of each graph, :math:`(B,)`.
+        weights (torch.Tensor): The weight of each graph, :math:`(B,)`: its importance weight
+            times its loss weight (:meth:`MollifiedDiffusion.loss_weight`).
     """
 
     loss: Tensor
@@ -135,6 +171,10 @@ class MollifiedDiffusion:
             pipeline and to deblur samples; :obj:`None` means a
             :class:`~pyg_infdiff.noise.GaussianMollifier` of the noise's width.
             (default: :obj:`None`)
+        snr_gamma (float, optional): Weight the loss of each time step by Min-SNR-:math:`\gamma`
+            (:func:`min_snr_weight`), rescaled to mean 1 over the steps (so the loss keeps the
+            scale of the uniform one); training only, sampling is unchanged. :obj:`None`
+            weighs every step alike, the paper's loss. (default: :obj:`None`)
     """
 
     def __init__(
@@ -143,8 +183,12 @@ class MollifiedDiffusion:
         schedule: NoiseSchedule | None = None,
         parametrization: Parametrization = "mollified_eps",
         mollifier: GaussianMollifier | None = None,
+        snr_gamma: float | None = None,
     ) -> None:
+        if snr_gamma is not None and not snr_gamma > 0:
+            raise ValueError(f"'snr_gamma' must be positive or None, got {snr_gamma}")
         self.noise = noise
+        self.snr_gamma = None if snr_gamma is None else float(snr_gamma)
         self.schedule = cosine_schedule() if schedule is None else schedule
         self.parametrization = canonical_parametrization(parametrization)
         self.mollifier = GaussianMollifier(noise.sigma) if mollifier is None else mollifier
@@ -204,6 +248,23 @@ class MollifiedDiffusion:
                       self.schedule.noise_scale.to(device))
             self._cache[device] = cached
         return cached[1], cached[2]
+
+    def loss_weight(self, t: Tensor) -> Tensor:
+        r"""The loss weight of each time step :obj:`t`: :func:`min_snr_weight` of
+        :obj:`snr_gamma` divided by its mean over all :math:`T` steps, or ones without
+        :obj:`snr_gamma`.
+
+        Args:
+            t (torch.Tensor): Time steps, long, any shape.
+
+        Shapes:
+            - **output:** the shape of :obj:`t`, float32.
+        """
+        if self.snr_gamma is None:
+            return torch.ones(t.shape, device=t.device)
+        signal, noise = self._scales(t.device)
+        weight = min_snr_weight((signal / noise).pow(2), self.snr_gamma, self.parametrization)
+        return (weight / weight.mean())[t.long()].float()
 
     def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor, batch: Tensor | None = None
                  ) -> Tensor:
@@ -276,8 +337,9 @@ class MollifiedDiffusion:
             \mathcal{L} = \frac{1}{N C} \sum_{n, c} w_{b(n)}
             \left(f_\theta(x_t, t)_{n,c} - y_{n,c}\right)^2
 
-        where :math:`y` is the target of the parametrisation and :math:`w` the importance
-        weight of each graph's time step (1 for uniform sampling). The model is called through
+        where :math:`y` is the target of the parametrisation and :math:`w` the weight of each
+        graph's time step: its importance weight (1 for uniform sampling) times
+        :meth:`loss_weight` (1 without :obj:`snr_gamma`). The model is called through
         :func:`call_denoiser`: ``model(x_t, pos, t, batch, edge_index=...)``, plus
         ``lattice=...`` when the nodes are lattice pixels and the model takes it.
 
@@ -331,7 +393,7 @@ class MollifiedDiffusion:
         target = training_target(x0, noise, a, s, self.parametrization)
         per_node = (output - target).pow(2).mean(dim=-1)
         per_graph = scatter(per_node, batch_vec, dim=0, dim_size=num_graphs, reduce="mean")
-        weights = weights.to(per_node.dtype)
+        weights = (weights * self.loss_weight(t)).to(per_node.dtype)
         loss = (weights[batch_vec] * per_node).mean()
         if timestep_sampler is not None:
             timestep_sampler.update(t, per_graph.detach())
@@ -353,8 +415,9 @@ class MollifiedDiffusion:
                                     model_kwargs=model_kwargs).loss
 
     def __repr__(self) -> str:
+        gamma = "" if self.snr_gamma is None else f", snr_gamma={self.snr_gamma:g}"
         return (f"{self.__class__.__name__}(noise={self.noise!r}, schedule={self.schedule!r}, "
-                f"parametrization={self.parametrization!r})")
+                f"parametrization={self.parametrization!r}{gamma})")
 
 
 def _graph_inputs(batch) -> tuple[Tensor, Tensor, Tensor, int, LatticeIndex | None]:

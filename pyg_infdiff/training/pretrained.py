@@ -52,6 +52,8 @@ def diffusion_to_dict(diffusion: MollifiedDiffusion) -> dict[str, Any]:
         "num_steps": int(schedule.num_steps),
         "parametrization": diffusion.parametrization,
     }
+    if diffusion.snr_gamma is not None:
+        out["snr_gamma"] = diffusion.snr_gamma
     named = {"cosine": cosine_schedule, "linear": linear_schedule}.get(schedule.name)
     if named is None or not torch.equal(named(schedule.num_steps).betas, schedule.betas.cpu()):
         out["schedule"] = "custom"
@@ -80,7 +82,8 @@ def diffusion_from_dict(info: dict[str, Any], ndim: int | None = None) -> Mollif
         raise ValueError(f"Unknown schedule {name!r} in the diffusion description")
     noise = MollifiedNoise(float(info["sigma"]), ndim, cutoff=float(info.get("noise_cutoff", 1e-3)))
     return MollifiedDiffusion(noise, schedule,
-                              parametrization=info.get("parametrization", "mollified_eps"))
+                              parametrization=info.get("parametrization", "mollified_eps"),
+                              snr_gamma=info.get("snr_gamma"))
 
 
 def run_config(

@@ -11,6 +11,7 @@ from pyg_infdiff.diffusion import (
     MollifiedDiffusion,
     cosine_schedule,
     linear_schedule,
+    min_snr_weight,
 )
 from pyg_infdiff.graph import LatticeIndex, lattice
 from pyg_infdiff.noise import GaussianMollifier, MollifiedNoise
@@ -119,6 +120,61 @@ def test_perfect_model_has_zero_loss(parametrization):
 
     loss = diffusion.training_loss(knows_x0, data, generator=torch.Generator().manual_seed(0))
     assert loss.item() < 1e-8
+
+
+@settings(max_examples=25, deadline=None)
+@given(gamma=st.floats(0.1, 20.0), linear=st.booleans(), seed=st.integers(0, 2**16))
+def test_min_snr_weights_one_x0_error_in_every_parametrization(gamma, linear, seed):
+    # Oracle: for any model output, the Min-SNR-weighted squared error of each
+    # parametrisation is min(SNR_t, gamma) times the squared error of its x0 prediction.
+    schedule = linear_schedule() if linear else cosine_schedule()
+    abar = schedule.alphas_cumprod
+    snr = abar / (1 - abar)
+    g = torch.Generator().manual_seed(seed)
+    t = torch.randint(0, schedule.num_steps, (6,), generator=g)
+    a, s = abar[t].sqrt().unsqueeze(-1), (1 - abar[t]).sqrt().unsqueeze(-1)
+    x0, noise = torch.randn(6, 3, generator=g, dtype=torch.float64), torch.randn(
+        6, 3, generator=g, dtype=torch.float64)
+    x_t = a * x0 + s * noise
+    for parametrization in ["mollified_eps", "x0", "v"]:
+        diffusion = make_diffusion(parametrization, schedule=schedule)
+        output = torch.randn(6, 3, generator=g, dtype=torch.float64)
+        error = (output - diffusion.target(x0, noise, t, torch.arange(6))).pow(2).sum(-1)
+        x0_error = (diffusion.predict_x0(output, x_t, t, torch.arange(6)) - x0).pow(2).sum(-1)
+        weight = min_snr_weight(snr[t], gamma, parametrization)
+        torch.testing.assert_close(weight * error, snr[t].clamp(max=gamma) * x0_error)
+    assert (min_snr_weight(snr, gamma, "x0") <= gamma).all()
+
+
+@pytest.mark.parametrize("parametrization", ["mollified_eps", "x0", "v"])
+def test_loss_weight_scales_each_graph(parametrization):
+    diffusion = MollifiedDiffusion(MollifiedNoise(0.1, 2), parametrization=parametrization,
+                                   snr_gamma=5.0)
+    uniform = make_diffusion(parametrization)
+    every = torch.arange(diffusion.num_steps)
+    weight = diffusion.loss_weight(every)
+    assert weight.dtype == torch.float32 and weight.mean().item() == pytest.approx(1.0)
+    abar = diffusion.schedule.alphas_cumprod
+    raw = min_snr_weight(abar / (1 - abar), 5.0, parametrization)
+    torch.testing.assert_close(weight, (raw / raw.mean()).float())
+    assert torch.equal(uniform.loss_weight(every), torch.ones(diffusion.num_steps))
+    # The loss is the node mean of the per-graph weights times the squared errors.
+    data, t = lattice_batch(), torch.tensor([3, 400, 999])
+    noise = torch.randn_like(data.x)
+
+    def zero(x_t, pos, t, batch, edge_index=None, lattice=None):
+        return torch.zeros_like(x_t)
+
+    weighted = diffusion.training_losses(zero, data, t, noise)
+    plain = uniform.training_losses(zero, data, t, noise)
+    torch.testing.assert_close(weighted.per_graph, plain.per_graph)
+    torch.testing.assert_close(weighted.weights, diffusion.loss_weight(t))
+    torch.testing.assert_close(weighted.loss, (weighted.weights * plain.per_graph).mean())
+    assert "snr_gamma=5" in repr(diffusion) and "snr_gamma" not in repr(uniform)
+    with pytest.raises(ValueError, match="snr_gamma"):
+        MollifiedDiffusion(MollifiedNoise(0.1, 2), snr_gamma=0.0)
+    with pytest.raises(ValueError, match="gamma"):
+        min_snr_weight(abar, -1.0, "x0")
 
 
 def test_loss_value_reproducibility_and_model_arguments():

@@ -27,14 +27,17 @@ def test_diffusion_round_trip(schedule):
         from pyg_infdiff.diffusion import linear_schedule
         sched = cosine_schedule(200) if schedule == "cosine" else linear_schedule(200)
     diffusion = MollifiedDiffusion(MollifiedNoise(0.03, 2, cutoff=1e-2), sched,
-                                   parametrization="x0")
+                                   parametrization="x0", snr_gamma=5.0)
     info = diffusion_to_dict(diffusion)
     torch.save(info, "/dev/null")  # plain values only
     back = diffusion_from_dict(info)
     assert torch.equal(back.schedule.betas, diffusion.schedule.betas)
     assert back.noise.sigma == diffusion.noise.sigma and back.noise.ndim == 2
     assert back.noise.cutoff == diffusion.noise.cutoff
-    assert back.parametrization == "x0"
+    assert back.parametrization == "x0" and back.snr_gamma == 5.0
+    diffusion.snr_gamma = None  # the paper's uniform loss is recorded by leaving the key out
+    assert "snr_gamma" not in diffusion_to_dict(diffusion)
+    assert diffusion_from_dict(diffusion_to_dict(diffusion)).snr_gamma is None
 
 
 def test_load_pretrained_reproduces_the_model(tmp_path):
