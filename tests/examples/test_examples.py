@@ -121,7 +121,8 @@ def test_celebahq_train_on_shapes_then_resume(tmp_path):
     module = _load("celebahq_train")
     args = ["--dataset", "shapes", "--steps", "2", "--batch-size", "2", "--num-items", "8",
             "--sample-every", "0", "--checkpoint-every", "1", "--num-samples", "2",
-            "--sample-steps", "2", "--out", str(tmp_path), "--device", "cpu"]
+            "--sample-steps", "2", "--out", str(tmp_path), "--device", "cpu",
+            "--snr-gamma", "5"]
     module.main(args)
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
         "ckpt_00000001.pt", "ckpt_00000002.pt"]
@@ -129,6 +130,7 @@ def test_celebahq_train_on_shapes_then_resume(tmp_path):
     state = torch.load(tmp_path / "checkpoints" / "ckpt_00000002.pt", weights_only=True)
     info = state["model_config"]
     assert info["diffusion"]["sigma"] == pytest.approx(0.5 / 32)
+    assert info["diffusion"]["snr_gamma"] == 5.0
     assert info["data"] == {"dataset": "shapes", "resolution": 32, "channels": 3,
                             "subsample": 4.0, "seed": 0}
     module.main([*args[:3], "3", *args[4:], "--resume", "latest"])
