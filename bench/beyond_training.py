@@ -71,7 +71,8 @@ from pyg_infdiff.training import load_pretrained
 
 OUT = ROOT / "bench" / "_out" / "beyond_training"
 #: The recipe of ``examples/shapes_demo.py`` (the README's main job), predicting :math:`T x_0`
-#: as the CPU presets of ``examples/celebahq_train.py`` do.
+#: as the CPU presets of ``examples/celebahq_train.py`` do, with the uniform loss weights the
+#: demo had when these arms were measured (it now uses Min-SNR-5: ``bench/loss_weighting.py``).
 RECIPE = dict(batch_size=16, lr=1e-3, warmup=100, ema_decay=0.995, ema_start=100,
               parametrization="x0")
 FLOOR = "held-out renders (floor)"
@@ -267,7 +268,8 @@ def report(args: argparse.Namespace, result: dict, figure: Path | None) -> str:
         f"- Model: `--preset {args.preset}` in every arm ({result['params'] / 1e6:.2f} M "
         f"parameters), EMA weights, each trained for {args.minutes:g} min of "
         f"{'CPU' if args.clock == 'cpu' else 'wall-clock'} time, one torch thread "
-        "(data loading included) with the recipe of `examples/shapes_demo.py` (batch "
+        "(data loading included) with the recipe of `examples/shapes_demo.py` before its "
+        "Min-SNR weights (uniform loss weights; batch "
         f"{recipe['batch_size']}, lr {recipe['lr']:g}, {recipe['warmup']} warm-up steps, EMA "
         f"{recipe['ema_decay']}, predicting T x0; full lattices on the model's dense path, "
         f"without radius edges). Training data: the same {args.items:,} "
