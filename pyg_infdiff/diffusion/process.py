@@ -106,7 +106,7 @@ def min_snr_weight(snr: Tensor, gamma: float, parametrization: Parametrization) 
 
     Args:
         snr (torch.Tensor): :math:`\mathrm{SNR}_t`, any shape, positive.
-        gamma (float): The cap :math:`\gamma > 0` (5 in the paper).
+        gamma (float): The cap :math:`\gamma > 0` (5 in Hang et al.).
         parametrization (str): What the model predicts (:obj:`Parametrization`).
     """
     parametrization = canonical_parametrization(parametrization)
@@ -125,7 +125,8 @@ class TrainingLosses:
     r"""The outcome of :meth:`MollifiedDiffusion.training_losses`.
 
     Args:
-        loss (torch.Tensor): The scalar loss to minimise (importance-weighted node mean).
+        loss (torch.Tensor): The scalar loss to minimise (the node mean, each graph's
+            nodes times its :obj:`weights`).
         per_graph (torch.Tensor): The unweighted mean squared error of each graph, :math:`(B,)`.
         t (torch.Tensor): The time step of each graph, :math:`(B,)`.
         weights (torch.Tensor): The weight of each graph, :math:`(B,)`: its importance weight
