@@ -98,8 +98,8 @@ def denoiser_errors(pretrained, images: torch.Tensor, seed: int) -> dict[str, fl
     return out
 
 
-def score_arm(args: argparse.Namespace, gamma: float, real: torch.Tensor) -> dict:
-    r"""Samples and scores one trained arm."""
+def sample_arm(args: argparse.Namespace, gamma: float, real: torch.Tensor) -> dict:
+    r"""Samples one trained arm and measures its denoiser; its samples go to ``"samples"``."""
     folder = arm_dir(args, gamma)
     pretrained = load_pretrained(folder, weights="ema")
     log = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
@@ -108,15 +108,23 @@ def score_arm(args: argparse.Namespace, gamma: float, real: torch.Tensor) -> dic
                            args.sample_steps, args.sample_batch, args.seed + 1,
                            torch.device("cpu"))
     seconds = time.perf_counter() - start
-    metrics = swd_metrics({"samples": samples}, real)["samples"]
-    if args.metrics == "fid":
-        metrics.update(inception_metrics({"samples": samples}, real, real.size(0), None,
-                                         seed=args.seed)["samples"])
     torch.save(samples[:8].clone(), folder / "first_samples.pt")
     return {"gamma": gamma, "steps": pretrained.step,
             "train_seconds": max(entry.get("elapsed_s", 0.0) for entry in log),
             "denoiser_mse": denoiser_errors(pretrained, real[:args.denoise_items], args.seed),
-            "metrics": metrics, "sample_seconds": seconds, "settings": settings_of(args)}
+            "samples": samples, "sample_seconds": seconds, "settings": settings_of(args)}
+
+
+def score(args: argparse.Namespace, fakes: dict[str, torch.Tensor],
+          real: torch.Tensor) -> dict[str, dict]:
+    r"""SWD of every set of :obj:`fakes`, and KID and FID unless ``--metrics swd`` (the real
+    set's Inception features computed once for all of them)."""
+    metrics = swd_metrics(fakes, real)
+    if args.metrics == "fid" and fakes:
+        for name, values in inception_metrics(fakes, real, real.size(0), None,
+                                              seed=args.seed).items():
+            metrics[name].update(values)
+    return metrics
 
 
 def settings_of(args: argparse.Namespace) -> dict:
@@ -140,9 +148,11 @@ def run(args: argparse.Namespace) -> dict:
         if proc.wait() != 0:
             raise RuntimeError(f"the demo of arm snr_gamma={gamma:g} failed; see above")
     real = held_out(args.num_samples)
-    for gamma in todo:
-        result = score_arm(args, gamma, real)
-        (args.out / f"arm_g{gamma:g}.json").write_text(json.dumps(result, indent=2))
+    drawn = {f"{gamma:g}": sample_arm(args, gamma, real) for gamma in todo}
+    metrics = score(args, {name: arm.pop("samples") for name, arm in drawn.items()}, real)
+    for name, arm in drawn.items():
+        arm["metrics"] = metrics[name]
+        (args.out / f"arm_g{name}.json").write_text(json.dumps(arm, indent=2))
     arms = {g: cached(args, g) for g in args.gammas}
     return {"arms": arms, "device": "cpu", "machine": machine_description("cpu")}
 
