@@ -49,23 +49,20 @@ import torch
 import torch.nn.functional as F
 from _common import ROOT, machine_description, relative_to_root
 from _infdiff import (
-    Recipe,
     draw_samples,
     make_diffusion,
     resolve_device,
-    train_infdiff,
     unet_config,
 )
 from _publish import add_publish_args, markdown_table
 from _skeleton import add_threads_arg, bench_main, bench_parser, report_footer
 from consistency import OUT as CLASSIFIER_OUT
 from consistency import SCALES, compare, fit_classifier, predict, targets
-from spectral_grid import REAL_CACHE, median_step_seconds, score
+from spectral_grid import REAL_CACHE, median_step_seconds, score, train_and_sample
 
-from pyg_infdiff.data import FashionMNIST, GraphCollator
+from pyg_infdiff.data import GraphCollator
 from pyg_infdiff.graph import subsample_size
 from pyg_infdiff.models import UNetConfig
-from pyg_infdiff.training import load_pretrained
 
 OUT = ROOT / "bench" / "_out" / "radius_density"
 RESOLUTION = 28
@@ -125,31 +122,19 @@ def consistency(args: argparse.Namespace, pretrained, classifier) -> dict:
 def run_arm(args: argparse.Namespace, k: float) -> dict:
     r"""Trains one arm for the budget (resumably), samples and scores it: the worker's job."""
     out = args.out / f"arm_k{k:g}"
-    recipe = Recipe(parametrization="x0", log_every=10)
-    if args.batch_size:
-        recipe.batch_size = args.batch_size
-    if args.smoke:
-        recipe.checkpoint_every, recipe.warmup, recipe.log_every = 5, 5, 1
     config = arm_config(args, k)
-    data = FashionMNIST(train=True)
-    trained = train_infdiff(out, data, config, RESOLUTION, args.rate, args.minutes, recipe,
-                            data_name="fashion-mnist", seed=args.seed, clock="cpu")
     device = resolve_device("cpu")
-    pretrained = load_pretrained(trained["checkpoint"], weights="ema", device=device)
-    start = time.perf_counter()
-    images = draw_samples(pretrained.model, pretrained.diffusion, args.num_samples, RESOLUTION,
-                          1, args.sample_steps, args.sample_batch, args.seed + 1, device)
-    seconds = time.perf_counter() - start
-    deblurred = pretrained.diffusion.mollifier.undo(images, 2, inv_snr=0.05).clamp(-1, 1)
-    classifier = fit_classifier(classifier_folder(args), pretrained.diffusion.mollifier,
-                                smoke=args.smoke, seed=args.seed)
-    return {"k": k, "radius": config.radius, **trained,
-            "nodes_per_ball": measured_nodes_per_ball(data, config.radius, args.rate,
-                                                      recipe.batch_size, args.seed),
+    sampled = train_and_sample(args, out, config, device, clock="cpu")
+    mollifier = sampled.pretrained.diffusion.mollifier
+    classifier = fit_classifier(classifier_folder(args), mollifier, smoke=args.smoke,
+                                seed=args.seed)
+    return {"k": k, "radius": config.radius, **sampled.trained,
+            "nodes_per_ball": measured_nodes_per_ball(sampled.data, config.radius, args.rate,
+                                                      sampled.recipe.batch_size, args.seed),
             "median_step_seconds": median_step_seconds(out),
-            "sample_seconds_per_image": seconds / images.size(0),
-            "metrics": score(args, {"deblurred": deblurred})["deblurred"],
-            "consistency": consistency(args, pretrained, classifier["model"]),
+            "sample_seconds_per_image": sampled.sample_seconds / sampled.images.size(0),
+            "metrics": score(args, {"deblurred": sampled.deblurred})["deblurred"],
+            "consistency": consistency(args, sampled.pretrained, classifier["model"]),
             "classifier_accuracy": classifier["accuracy"], "config": config.to_dict(),
             "machine": machine_description(device), "settings": settings_of(args)}
 

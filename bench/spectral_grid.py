@@ -42,8 +42,10 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from _common import ROOT, machine_description, relative_to_root
 from _infdiff import (
     Recipe,
@@ -66,7 +68,7 @@ from torch import Tensor
 from pyg_infdiff.data import FashionMNIST
 from pyg_infdiff.data.images import save_grid
 from pyg_infdiff.models import UNetConfig, num_parameters
-from pyg_infdiff.training import load_pretrained, read_log
+from pyg_infdiff.training import Pretrained, load_pretrained, read_log
 
 OUT = ROOT / "bench" / "_out" / "spectral_grid"
 RESOLUTION = 28
@@ -106,30 +108,54 @@ def median_step_seconds(run_dir: Path) -> float:
     return statistics.median(1.0 / r for r in rates)
 
 
-def run_arm(args: argparse.Namespace, arm: str) -> dict:
-    r"""Trains one arm for the budget (resumably), samples and scores it: the worker's job."""
-    out = args.out / f"arm_{arm}"
+@dataclass
+class SampledArm:
+    r"""A Fashion-MNIST arm trained for its budget, and its samples at 28²."""
+
+    trained: dict
+    pretrained: Pretrained
+    recipe: Recipe
+    data: FashionMNIST
+    images: Tensor
+    deblurred: Tensor
+    sample_seconds: float
+
+
+def train_and_sample(args: argparse.Namespace, out: Path, config: UNetConfig,
+                     device: torch.device, clock: str = "wall") -> SampledArm:
+    r"""Trains :obj:`config` on Fashion-MNIST for ``--minutes`` of :obj:`clock` time
+    (resumably, the x₀ recipe, ``--batch-size`` if given, short intervals with ``--smoke``) into
+    :obj:`out`, then draws ``--num-samples`` samples at 28² with its EMA weights, as drawn and
+    Wiener-deblurred (inverse SNR 0.05). Shared with ``bench/radius_density.py``."""
     recipe = Recipe(parametrization="x0", log_every=10)
     if args.batch_size:
         recipe.batch_size = args.batch_size
     if args.smoke:
         recipe.checkpoint_every, recipe.warmup, recipe.log_every = 5, 5, 1
-    config = arm_config(args, arm)
     data = FashionMNIST(train=True)
     trained = train_infdiff(out, data, config, RESOLUTION, args.rate, args.minutes, recipe,
-                            data_name="fashion-mnist", seed=args.seed)
-    device = resolve_device(args.device)
+                            data_name="fashion-mnist", seed=args.seed, clock=clock)
     pretrained = load_pretrained(trained["checkpoint"], weights="ema", device=device)
     start = time.perf_counter()
     images = draw_samples(pretrained.model, pretrained.diffusion, args.num_samples, RESOLUTION,
                           1, args.sample_steps, args.sample_batch, args.seed + 1, device)
     seconds = time.perf_counter() - start
     deblurred = pretrained.diffusion.mollifier.undo(images, 2, inv_snr=0.05).clamp(-1, 1)
+    return SampledArm(trained, pretrained, recipe, data, images, deblurred, seconds)
+
+
+def run_arm(args: argparse.Namespace, arm: str) -> dict:
+    r"""Trains one arm for the budget (resumably), samples and scores it: the worker's job."""
+    out = args.out / f"arm_{arm}"
+    config = arm_config(args, arm)
+    device = resolve_device(args.device)
+    sampled = train_and_sample(args, out, config, device)
+    images, deblurred = sampled.images, sampled.deblurred
     save_grid(deblurred[:64], out / "samples.png", nrow=8)
-    return {"arm": arm, "label": ARMS[arm], **trained,
-            "dense_parameters": num_parameters(pretrained.model.dense),
+    return {"arm": arm, "label": ARMS[arm], **sampled.trained,
+            "dense_parameters": num_parameters(sampled.pretrained.model.dense),
             "median_step_seconds": median_step_seconds(out),
-            "sample_seconds_per_image": seconds / images.size(0),
+            "sample_seconds_per_image": sampled.sample_seconds / images.size(0),
             "metrics": score(args, {"mollified": images, "deblurred": deblurred}),
             "config": config.to_dict(), "threads": args.threads,
             "machine": machine_description(device), "settings": settings_of(args)}
