@@ -45,13 +45,8 @@ def test_recommend():
     assert recommend(arms) == 10
 
 
+@pytest.mark.usefixtures("fashion_mnist")
 def test_smoke(tmp_path):
-    from pyg_infdiff.data import FashionMNIST
-
-    try:
-        FashionMNIST(train=False)
-    except FileNotFoundError as err:
-        pytest.skip(f"Fashion-MNIST is not installed: {err}")
     out, doc = tmp_path / "arms", tmp_path / "benchmarks.md"
     doc.write_text("<!-- bench:radius_density -->\n<!-- /bench:radius_density -->\n")
     result = radius_density.main(["--smoke", "--out", str(out), "--write", "--doc", str(doc)])

@@ -36,13 +36,8 @@ def test_arm_configs_differ_only_in_the_grid_convolutions():
     assert conv == spectral and conv["grid_shape"] == [14, 14]
 
 
+@pytest.mark.usefixtures("fashion_mnist")
 def test_smoke(tmp_path):
-    from pyg_infdiff.data import FashionMNIST
-
-    try:
-        FashionMNIST(train=False)
-    except FileNotFoundError as err:
-        pytest.skip(f"Fashion-MNIST is not installed: {err}")
     out, doc = tmp_path / "arms", tmp_path / "benchmarks.md"
     results = spectral_grid.main(["--smoke", "--out", str(out), "--write", "--doc", str(doc)])
     assert list(results) == ["conv", "spectral"]

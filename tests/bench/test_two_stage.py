@@ -21,13 +21,8 @@ def test_cli():
     assert smoke.metrics == "swd" and smoke.autoencoder is None
 
 
+@pytest.mark.usefixtures("fashion_mnist")
 def test_smoke(tmp_path):
-    from pyg_infdiff.data import FashionMNIST
-
-    try:
-        FashionMNIST(train=False)
-    except FileNotFoundError as err:
-        pytest.skip(f"Fashion-MNIST is not installed: {err}")
     out, doc, figures = tmp_path / "out", tmp_path / "benchmarks.md", tmp_path / "figures"
     argv = ["--smoke", "--out", str(out)]
     result = two_stage.main([*argv, "--write", "--doc", str(doc), "--figures", str(figures)])
