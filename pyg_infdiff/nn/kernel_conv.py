@@ -225,8 +225,8 @@ class KernelIntegralConv(MessagePassing):
                                pos_dst.size(0))
             else:
                 out = self.propagate(
-                    edge_index, x=(x_src, None), pos=(pos_src, pos_dst), kappa=edge_kernel.kappa,
-                    segment_ptr=None, size=(x_src.size(0), pos_dst.size(0)))
+                    edge_index, x=(x_src, None), kappa=edge_kernel.kappa, segment_ptr=None,
+                    size=(x_src.size(0), pos_dst.size(0)))
             out = self._normalize(out, edge_kernel.denom)
         elif plan == "graph":
             out = self._graph(x_src, pos_src, pos_dst, edge_index, lattice)
@@ -318,7 +318,7 @@ class KernelIntegralConv(MessagePassing):
                 and bool((dst[1:] >= dst[:-1]).all())):
             bounds = torch.arange(num_dst + 1, device=dst.device, dtype=dst.dtype)
             ptr = torch.searchsorted(dst, bounds)  # CSR offsets without bincount (a CUDA sync)
-        weight = table = tap = None
+        weight = tap = offset = None
         if lattice is not None:
             # Nodes on a lattice: offsets take few values, so tabulate the kernel once per
             # offset and gather per edge instead of evaluating the MLP on every edge.
@@ -331,18 +331,16 @@ class KernelIntegralConv(MessagePassing):
             table = F.pad(self.kernel(st.offset), (0, 0, 0, 1))
             if self.normalization == "window":
                 weight = F.pad(self.kernel.window(st.offset), (0, 1))[tap].unsqueeze(-1)
-        # without a lattice: the offset of every edge, for the kernel and the window
-        offset = pos_dst[dst] - pos_src[src] if lattice is None else None
+        else:  # the offset of every edge, once, for the kernel and the window
+            offset = pos_dst[dst] - pos_src[src]
+            table = self.kernel(offset)
         if self.depthwise and ptr is None:  # elsewhere one chunk: index_add_, memory-lean
-            if table is None:
-                table = self.kernel(offset)
             out = edge_sum(x, table, src, dst, num_dst, tap=tap)
         else:
             out = self.propagate(
                 edge_index,
                 x=(x, None),
-                pos=(pos_src, pos_dst),
-                kappa=None if table is None else table.index_select(0, tap),
+                kappa=table if tap is None else table.index_select(0, tap),
                 segment_ptr=ptr,
                 size=(x.size(0), num_dst),
             )
@@ -357,9 +355,9 @@ class KernelIntegralConv(MessagePassing):
             denom = self.aggregate(ones, dst, None, num_dst)
         return self._normalize(out, denom)
 
-    def message(self, x_j: Tensor, pos_i: Tensor, pos_j: Tensor, kappa: OptTensor) -> Tensor:
-        if kappa is None:
-            kappa = self.kernel(pos_i - pos_j)
+    def message(self, x_j: Tensor, kappa: Tensor) -> Tensor:
+        # kappa: the kernel of every edge, from the caller (tabulated per lattice offset, or
+        # evaluated once on the edges' offsets), so the node positions are never gathered here
         if self.depthwise:
             return kappa * x_j
         kappa = kappa.view(-1, self.out_channels, self.in_channels)
