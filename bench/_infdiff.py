@@ -319,10 +319,16 @@ def context_label(context: int | Tensor | LatticeSubset | None) -> str:
     return f"the {int(round(context.size(0) ** 0.5))}² training lattice"
 
 
-def renders(num: int, side: int, channels: int, seed: int) -> Tensor:
-    r"""The first :obj:`num` items of :class:`ContinuousShapes` (dataset seed :obj:`seed`)
-    rendered at :obj:`side`², a stacked batch: the ground truth at any resolution."""
-    data = ContinuousShapes(num, side, ShapesConfig(channels=channels), seed=seed)
+def renders(num: int, side: int, channels: int, seed: int,
+            config: ShapesConfig | None = None) -> Tensor:
+    r"""The first :obj:`num` items of :class:`ContinuousShapes` (dataset seed :obj:`seed`,
+    :obj:`config` or the default :class:`ShapesConfig`) rendered at :obj:`side`², a stacked
+    batch: the ground truth at any resolution."""
+    if config is None:
+        config = ShapesConfig(channels=channels)
+    elif config.channels != channels:
+        raise ValueError(f"'config' has {config.channels} channels, expected {channels}")
+    data = ContinuousShapes(num, side, config, seed=seed)
     return torch.stack([data[i] for i in range(num)])
 
 

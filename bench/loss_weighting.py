@@ -39,11 +39,11 @@ from pathlib import Path
 
 import torch
 from _common import ROOT, machine_description, relative_to_root
-from _infdiff import FIGURES, draw_samples, inception_metrics, swd_metrics
+from _infdiff import FIGURES, draw_samples, inception_metrics, renders, swd_metrics
 from _publish import add_publish_args, markdown_table
 from _skeleton import add_threads_arg, bench_main, bench_parser, report_footer
 
-from pyg_infdiff.data import ContinuousShapes, ShapesConfig
+from pyg_infdiff.data import ShapesConfig
 from pyg_infdiff.data.images import save_rows
 from pyg_infdiff.diffusion import call_denoiser
 from pyg_infdiff.graph import LatticeIndex, lattice
@@ -60,8 +60,7 @@ STEPS = (10, 50, 150, 300, 500, 800)
 def held_out(num: int, side: int = SIDE) -> torch.Tensor:
     r"""The first :obj:`num` items of ``ShapesConfig.simple()`` with the held-out seed, rendered
     at :obj:`side`²."""
-    data = ContinuousShapes(num, side, ShapesConfig.simple(), seed=HELD_OUT_SEED)
-    return torch.stack([data[i] for i in range(num)])
+    return renders(num, side, 3, HELD_OUT_SEED, ShapesConfig.simple())
 
 
 def train_arm(args: argparse.Namespace, gamma: float) -> subprocess.Popen:
