@@ -118,6 +118,24 @@ def test_extensions_leave_the_edge_of_the_grid():
         pytest.approx(1e-3 * 10 ** 0.5)
 
 
+def test_goal_lines():
+    args = dense_tuning.parse_args([])
+
+    def row(fid, seconds):
+        return {"fid": fid, "cpu_seconds_per_image": seconds}
+
+    scores = {"infdiff/10/deblurred": row(130.0, 0.03), "infdiff/100/deblurred": row(100.0, 0.3),
+              "infdiff/100/mollified": row(120.0, 0.3), "dense/10/as sampled": row(90.0, 0.1),
+              "dense/100/as sampled": row(130.0, 1.0)}
+    goal, best = dense_tuning.goal_lines(args, {"scores": scores})
+    assert "FID 100.0 vs 130.0 (0.77×)" in goal and goal.endswith("**met**")
+    assert "FID 100.0 (100 DDIM steps, deblurred" in best and "FID 90.0 (10 DDIM steps" in best
+    scores["infdiff/100/deblurred"] = row(110.0, 0.3)  # only 15% lower
+    assert dense_tuning.goal_lines(args, {"scores": scores})[0].endswith("**NOT met**")
+    assert dense_tuning.goal_lines(dense_tuning.parse_args(["--smoke"]),
+                                   {"scores": scores}) == []
+
+
 def test_lr_factor():
     assert train_dense_ddpm.lr_factor(0, 0.0, 10.0, 4) == 0.25
     assert train_dense_ddpm.lr_factor(10, 5.0, 10.0, 4) == pytest.approx(0.5)
