@@ -13,6 +13,7 @@ from bench_scripts import load_script
 from pyg_infdiff.diffusion import MollifiedDiffusion
 from pyg_infdiff.noise import MollifiedNoise
 
+pytest.importorskip("diffusers")  # the dense baseline (the "bench" extra)
 dense_tuning = load_script("dense_tuning")
 train_dense_ddpm = load_script("train_dense_ddpm")
 
