@@ -32,12 +32,15 @@ The protocol; the rule of step 1 was written down before any FID of these runs w
    drawn (mollified).
 4. **Scores.** FID and KID on the FID Inception features against the first ``--num-real``
    Fashion-MNIST test images (default 2,000, whose statistics ``bench/quality.py`` caches;
-   10,000 would take about 45 more minutes of Inception features on this machine).
+   10,000 would take about 25 more minutes of Inception features on this machine, at 6.5
+   images/s on one thread). ∞-Diff's sets are scored in its worker, on one thread, while the
+   slower dense sampler runs.
 
 Every part is cached in ``--out`` (default ``bench/_out/dense_tuning``): probe and final runs
 resume from their checkpoints (∞-Diff every 250 steps, dense every 2 minutes), finished runs,
 samples and scores are reused, so an interrupted benchmark continues where it stopped. On this
-machine the default run takes about 1.5 hours of wall time (both cores)::
+machine the default run took about 2 hours of wall time on both cores (the probe about one,
+with the two extra learning rates of the dense family)::
 
     python bench/dense_tuning.py --write
     python bench/dense_tuning.py --smoke --out /tmp/dt     # seconds per part, SWD (tests)
