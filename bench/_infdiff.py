@@ -48,7 +48,7 @@ from pyg_infdiff.models import (
     UNetConfig,
 )
 from pyg_infdiff.noise import MollifiedNoise
-from pyg_infdiff.training import Trainer, TrainerConfig
+from pyg_infdiff.training import Trainer, TrainerConfig, diffusion_to_dict
 
 __all__ = [
     "FIGURES",
@@ -245,9 +245,7 @@ def train_infdiff(
         architecture, loss_fn = {"unet": config.to_dict()}, partial(diffusion.training_loss)
     model_config = {
         **architecture,
-        "diffusion": {"sigma": sigma, "schedule": "cosine", "num_steps": diffusion.num_steps,
-                      "parametrization": diffusion.parametrization,
-                      "noise_cutoff": diffusion.noise.cutoff},
+        "diffusion": diffusion_to_dict(diffusion),
         "data": {"dataset": data_name, "resolution": resolution,
                  "channels": config.in_channels, "subsample": rate, "seed": seed},
     }
