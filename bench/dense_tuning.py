@@ -139,11 +139,11 @@ def run_name(lr: float, batch: int) -> str:
 
 def train_one(args: argparse.Namespace, family: str, folder: Path, lr: float, batch: int,
               minutes: float):
-    r"""Trains one run of a family; returns ``(sampler, result)``: a function drawing samples
-    with ``(num, steps, seed)`` (float :math:`[-1, 1]`: ``{"images": ...}``, deblurred for
-    ∞-Diff, which also returns them as drawn as ``"mollified"``) and the training result, with
-    the held-out loss."""
-    images = held_out_images(args.smoke)
+    r"""Trains one run of a family; returns ``(sampler, result, held_out_loss)``: a function
+    drawing samples with ``(num, steps, seed)`` (float :math:`[-1, 1]`: ``{"images": ...}``,
+    deblurred for ∞-Diff, which also returns them as drawn as ``"mollified"``), the training
+    result, and a function computing the run's held-out loss (the probe's rule; the final runs
+    do not need it)."""
     if family == "infdiff":
         recipe = Recipe(parametrization="x0", lr=lr, batch_size=batch)
         if args.smoke:
@@ -160,8 +160,9 @@ def train_one(args: argparse.Namespace, family: str, folder: Path, lr: float, ba
                                  steps, 50, seed, torch.device("cpu"))
             return {"images": undo(drawn, 2, inv_snr=0.05).clamp(-1, 1), "mollified": drawn}
 
-        loss = infdiff_held_out_loss(pretrained.model.eval(), pretrained.diffusion,
-                                     config.radius, images, args.seed)
+        def held_out_loss() -> float:
+            return infdiff_held_out_loss(pretrained.model.eval(), pretrained.diffusion,
+                                         config.radius, held_out_images(args.smoke), args.seed)
     else:
         recipe = DenseRecipe(batch_size=batch, lr=lr, warmup=5 if args.smoke else 200,
                              schedule="cosine", ema="warmup", ema_decay=0.999)
@@ -173,9 +174,11 @@ def train_one(args: argparse.Namespace, family: str, folder: Path, lr: float, ba
                                            steps, torch.Generator().manual_seed(seed),
                                            batch_size=50)}
 
-        loss = dense_held_out_loss(model, images, args.seed)
+        def held_out_loss() -> float:
+            return dense_held_out_loss(model, held_out_images(args.smoke), args.seed)
+
         result = {k: v for k, v in result.items() if k != "loss_log"}
-    return sampler, {**result, "lr": lr, "batch_size": batch, "held_out_loss": loss}
+    return sampler, {**result, "lr": lr, "batch_size": batch}, held_out_loss
 
 
 def held_out(run: dict) -> float:
@@ -229,8 +232,13 @@ def worker(args: argparse.Namespace) -> dict:
 
         def probe(lr: float, batch: int) -> dict:
             folder = root / "probe" / run_name(lr, batch)
-            result = cached(folder / "result.json", lambda: train_one(
-                args, family, folder, lr, batch, args.probe_minutes)[1])
+
+            def trained() -> dict:
+                _, result, held_out_loss = train_one(args, family, folder, lr, batch,
+                                                     args.probe_minutes)
+                return {**result, "held_out_loss": held_out_loss()}
+
+            result = cached(folder / "result.json", trained)
             print(f"{family} {run_name(lr, batch)}: held-out loss "
                   f"{result['held_out_loss']:.5f}", flush=True)
             return result
@@ -241,8 +249,8 @@ def worker(args: argparse.Namespace) -> dict:
         return {}
     chosen = json.loads((root / "chosen.json").read_text())
     folder = root / "final"
-    sampler, result = train_one(args, family, folder, chosen["lr"], chosen["batch_size"],
-                                args.minutes)
+    sampler, result, _ = train_one(args, family, folder, chosen["lr"], chosen["batch_size"],
+                                   args.minutes)
     (folder / "result.json").write_text(json.dumps(result, indent=2))
     for steps in args.steps:
         path = folder / f"samples_{steps}.pt"
