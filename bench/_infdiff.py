@@ -117,6 +117,7 @@ class Recipe:
     ema_start: int = 0
     grad_clip: float = 1.0
     checkpoint_every: int = 250
+    keep_last: int | None = 2  # None keeps every checkpoint (for scores at equal steps)
     log_every: int = 50
     sigma_pixels: float = 0.5
     parametrization: str = "mollified_eps"
@@ -252,7 +253,7 @@ def train_infdiff(
     trainer_config = TrainerConfig(
         lr=recipe.lr, warmup_steps=recipe.warmup, max_steps=10**9, grad_clip=recipe.grad_clip,
         ema_decay=recipe.ema_decay, ema_start=recipe.ema_start, log_every=recipe.log_every,
-        sample_every=0, checkpoint_every=recipe.checkpoint_every, keep_last=2,
+        sample_every=0, checkpoint_every=recipe.checkpoint_every, keep_last=recipe.keep_last,
         out_dir=str(out), seed=seed, device=device, progress=False, verbose=False,
     )
     budget = LossBudget(loss_fn, 60.0 * minutes, spent_at, clocks[clock])

@@ -1,0 +1,378 @@
+r"""Benchmark (issue 14 #2; opt-in and slow): what subsampling costs in sample quality, beside
+what it saves in step time and memory, on Fashion-MNIST 28².
+
+One ∞-Diff model per subsampling rate of ``--rates`` (1, 2, 4, 8, 16 and 32 by default: 784 to
+25 nodes per image), all with the same recipe and seed: the library's Fashion-MNIST recipe
+(arm (a) of ``bench/quality.py``, :meth:`UNetConfig.preset` ``(28)``, :math:`x_0`
+prediction, AdamW, 200 warm-up steps then constant, clip 1, EMA 0.999) at the learning rate
+and batch that ``bench/dense_tuning.py``'s probe kept for it (5e-4, 32). Each rate trains for
+``--minutes`` of CPU time on one torch thread (:func:`time.process_time`), two runs at a time
+side by side, one per core; every checkpoint is kept until the scores are in. Two models per
+rate are scored:
+
+* **equal CPU time**: the last checkpoint of each run;
+* **equal optimiser steps**: each run's checkpoint at the largest multiple of the checkpoint
+  interval that every run reached (the slowest rate sets it).
+
+Each model draws ``--num-samples`` samples (EMA weights, DDIM :math:`\eta = 0` with
+``--sample-steps`` steps, the same seeds for every model), Wiener-deblurred (inverse SNR 0.05)
+as the quality benchmark's best rows, scored by FID and KID on the FID Inception features
+against the first ``--num-real`` test images (the statistics ``bench/quality.py`` caches), in
+the worker, on its one thread. Beside the scores:
+
+* **step time**: CPU seconds per optimiser step of each run, data collation included;
+* **peak memory**: the activation memory of one training step at the run's batch (resident-set
+  high-water mark above the step's start, in a fresh subprocess: ``bench/subsampling.py``'s
+  method and step);
+* **Monte-Carlo density**: expected nodes per kernel ball of the operator blocks, and per cell
+  of the pooling grid (:func:`pyg_infdiff.models.monte_carlo_density`).
+
+Everything is cached in ``--out`` (default ``bench/_out/rate_quality``): runs resume from their
+checkpoints, finished runs, samples and scores are reused, so an interrupted benchmark continues
+where it stopped. On this machine the default run takes about an hour on both cores::
+
+    python bench/rate_quality.py --write
+    python bench/rate_quality.py --smoke --out /tmp/rq     # seconds per part, SWD (tests)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from _common import ROOT, format_bytes, peak_memory, relative_to_root
+from _infdiff import (
+    FIGURES,
+    Recipe,
+    draw_samples,
+    inception_metrics,
+    swd_metrics,
+    train_infdiff,
+    unet_config,
+)
+from _publish import add_publish_args, markdown_table, save_figure
+from _skeleton import add_threads_arg, bench_main, bench_parser, machine_note
+from torch import Tensor
+
+from pyg_infdiff.data import FashionMNIST
+from pyg_infdiff.data.images import save_rows
+from pyg_infdiff.models import UNetConfig, monte_carlo_density
+from pyg_infdiff.training import load_pretrained
+
+OUT = ROOT / "bench" / "_out" / "rate_quality"
+RESOLUTION = 28
+LR, BATCH = 5e-4, 32  # what bench/dense_tuning.py's probe kept for ∞-Diff
+# issue 14 #2: FID at rate 4 within 15% of rate 1 at equal optimiser steps
+GOAL_RATE, GOAL_RATIO = 4.0, 1.15
+MODELS = {"steps": "equal steps", "time": "equal CPU time"}
+
+
+# --------------------------------------------------------------------------- runs
+def run_folder(args: argparse.Namespace, rate: float) -> Path:
+    return args.out / f"rate{rate:g}"
+
+
+def model_config(args: argparse.Namespace) -> UNetConfig:
+    return unet_config("tiny", channels=1) if args.smoke else UNetConfig.preset(RESOLUTION)
+
+
+def recipe(args: argparse.Namespace) -> Recipe:
+    r"""The recipe of every rate; every checkpoint kept (the equal-step models need them)."""
+    out = Recipe(parametrization="x0", lr=LR, batch_size=BATCH, keep_last=None)
+    if args.smoke:
+        out.checkpoint_every, out.warmup, out.batch_size = 5, 5, 8
+    return out
+
+
+def train(args: argparse.Namespace, rate: float) -> dict:
+    return train_infdiff(run_folder(args, rate), FashionMNIST(train=True), model_config(args),
+                         RESOLUTION, rate, args.minutes, recipe(args),
+                         data_name="fashion-mnist", seed=args.seed, clock="cpu")
+
+
+def checkpoints(folder: Path) -> dict[int, Path]:
+    r"""The checkpoints of a run folder by step."""
+    return {int(path.stem.split("_")[-1]): path
+            for path in sorted((folder / "checkpoints").glob("ckpt_*.pt"))}
+
+
+def equal_steps(results: dict[float, dict], interval: int) -> int:
+    r"""The step of the equal-step models: the largest multiple of the checkpoint
+    :obj:`interval` that every run of :obj:`results` (``{rate: {"steps": ...}}``) reached."""
+    fewest = min(r["steps"] for r in results.values())
+    if fewest < interval:
+        raise ValueError(f"a run made {fewest} steps, fewer than one checkpoint interval "
+                         f"({interval}): train longer")
+    return fewest // interval * interval
+
+
+def scored_checkpoints(args: argparse.Namespace, rate: float, step: int) -> dict[str, Path]:
+    r"""The two models of a rate: ``"steps"`` (its checkpoint at :obj:`step`) and ``"time"``
+    (its last checkpoint)."""
+    found = checkpoints(run_folder(args, rate))
+    if step not in found:
+        raise FileNotFoundError(f"{run_folder(args, rate)} has no checkpoint at step {step} "
+                                f"(it has {sorted(found)})")
+    return {"steps": found[step], "time": found[max(found)]}
+
+
+def prune(args: argparse.Namespace, rate: float, step: int) -> None:
+    r"""Deletes the checkpoints that neither model of a rate uses (after its scores)."""
+    keep = set(scored_checkpoints(args, rate, step).values())
+    for path in checkpoints(run_folder(args, rate)).values():
+        if path not in keep:
+            path.unlink()
+
+
+def cached(path: Path, compute):
+    r"""The JSON at :obj:`path`, or :obj:`compute()` written there."""
+    if path.exists():
+        return json.loads(path.read_text())
+    value = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value, indent=2))
+    return value
+
+
+def metrics_of(args: argparse.Namespace, images: Tensor) -> dict:
+    if args.smoke:
+        test = FashionMNIST(train=False).images[: args.num_real]
+        return swd_metrics({"x": images}, (test.float() / 127.5 - 1.0).unsqueeze(1),
+                           args.seed)["x"]
+    return inception_metrics({"x": images}, FashionMNIST(train=False), args.num_real,
+                             "fashion-mnist-test", seed=args.seed)["x"]
+
+
+def score_rate(args: argparse.Namespace, rate: float, step: int) -> dict[str, dict]:
+    r"""Samples and scores of both models of a rate, cached in its run folder."""
+    folder, scores = run_folder(args, rate), {}
+    for model, path in scored_checkpoints(args, rate, step).items():
+        samples = folder / f"samples_{model}.pt"
+
+        def compute(path=path, samples=samples) -> dict:
+            pretrained = load_pretrained(path, weights="ema", device="cpu")
+            start = time.process_time()
+            drawn = draw_samples(pretrained.model, pretrained.diffusion, args.num_samples,
+                                 RESOLUTION, 1, args.sample_steps, 50, args.seed + 1,
+                                 torch.device("cpu"))
+            seconds = time.process_time() - start
+            images = pretrained.diffusion.mollifier.undo(drawn, 2, inv_snr=0.05).clamp(-1, 1)
+            torch.save(images, samples)
+            step_of = int(path.stem.split("_")[-1])
+            return {**metrics_of(args, images), "step": step_of,
+                    "cpu_seconds_per_image": seconds / args.num_samples}
+
+        scores[model] = cached(folder / f"score_{model}.json", compute)
+    return scores
+
+
+def worker(args: argparse.Namespace) -> dict:
+    r"""One rate's job in this process (one thread): its training run, or its scores."""
+    if args.phase == "train":
+        return train(args, args.rate)
+    return score_rate(args, args.rate, args.step)
+
+
+def launch(args: argparse.Namespace, phase: str, extra: list[str] | None = None) -> None:
+    r"""Runs :func:`worker` for every rate, ``--jobs`` processes (one thread each) at a time."""
+    queue = list(args.rates)
+    running, failed = [], []
+    while queue or running:
+        while queue and len(running) < args.jobs:
+            rate = queue.pop(0)
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--phase", phase,
+                   "--rate", f"{rate:g}", *(extra or []), *args.passthrough]
+            log = open(args.out / f"rate{rate:g}_{phase}.log", "a")  # noqa: SIM115 - closed below
+            running.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                             cwd=ROOT), log, rate))
+        time.sleep(0.2 if args.smoke else 2.0)
+        for item in [r for r in running if r[0].poll() is not None]:
+            proc, log, rate = item
+            log.close()
+            running.remove(item)
+            if proc.returncode:
+                failed.append(rate)
+    if failed:
+        raise RuntimeError(f"the {phase} of rates {', '.join(f'{r:g}' for r in failed)} "
+                           f"failed: see {relative_to_root(args.out)}/rate<rate>_{phase}.log")
+
+
+def memory(args: argparse.Namespace, rate: float) -> int:
+    r"""Peak activation memory of one training step at :obj:`rate` (bytes), cached."""
+    def compute() -> dict:
+        preset = "tiny" if args.smoke else RESOLUTION
+        factory = f"{ROOT / 'bench' / 'subsampling.py'}:build_step"
+        peak = peak_memory(factory, kwargs=dict(preset=preset, resolution=RESOLUTION,
+                                                rate=rate, batch_size=recipe(args).batch_size,
+                                                seed=args.seed),
+                           warmup=1, threads=1)
+        return {"peak_bytes": peak.peak_bytes, "method": peak.method}
+
+    return cached(args.out / "memory" / f"rate{rate:g}.json", compute)["peak_bytes"]
+
+
+# --------------------------------------------------------------------------- run, report
+def run(args: argparse.Namespace) -> dict:
+    args.out.mkdir(parents=True, exist_ok=True)
+    launch(args, "train")
+    results = {rate: json.loads((run_folder(args, rate) / "budget.json").read_text())["result"]
+               for rate in args.rates}
+    step = equal_steps(results, recipe(args).checkpoint_every)
+    print(f"equal-step models at step {step:,}", flush=True)
+    launch(args, "score", ["--step", str(step)])
+    config = model_config(args)
+    rows = []
+    for rate in args.rates:
+        scores = score_rate(args, rate, step)  # cached by the workers
+        prune(args, rate, step)
+        density = monte_carlo_density(config, RESOLUTION, rate)
+        run_ = results[rate]
+        rows.append({
+            "rate": rate, "nodes": round(RESOLUTION * RESOLUTION / rate),
+            "ball": density.levels[0].expected if density.levels else 0.0,
+            "cell": density.nodes_per_cell,
+            "steps": run_["steps"], "seconds_per_step": run_["train_seconds"] / run_["steps"],
+            "peak_bytes": memory(args, rate), "scores": scores,
+        })
+    return {"rows": rows, "equal_steps": step}
+
+
+def quality(args: argparse.Namespace, score: dict) -> str:
+    return f"{score['swd']:.1f}" if args.smoke else f"{score['fid']:.1f}"
+
+
+def kid(args: argparse.Namespace, score: dict) -> str:
+    return "—" if args.smoke else f"{score['kid'] * 1e3:.1f} ± {score['kid_std'] * 1e3:.1f}"
+
+
+def report(args: argparse.Namespace, result: dict, picture: Path | None = None) -> str:
+    metric = "SWD ×10³" if args.smoke else "FID"
+    rows, base = [], result["rows"][0]
+    for row in result["rows"]:
+        s, t = row["scores"]["steps"], row["scores"]["time"]
+        rows.append([
+            f"{row['rate']:g}", row["nodes"], f"{row['ball']:.1f} / {row['cell']:.2f}",
+            f"{row['seconds_per_step']:.3f}",
+            f"{base['seconds_per_step'] / row['seconds_per_step']:.2f}×",
+            format_bytes(row["peak_bytes"]), f"{base['peak_bytes'] / row['peak_bytes']:.2f}×",
+            quality(args, s), kid(args, s), f"{row['steps']:,}", quality(args, t), kid(args, t),
+        ])
+    step = result["equal_steps"]
+    lines = [
+        "## Quality against the subsampling rate: Fashion-MNIST 28²", "",
+        f"One model per rate, the same recipe and seed (lr {LR:g}, batch "
+        f"{recipe(args).batch_size}), {args.minutes:g} CPU minutes each on one thread, two "
+        f"side by side. Equal steps: every model at step {step:,}, the most every run reached; "
+        f"equal time: every model at the end of its run. {args.num_samples:,} samples each "
+        f"(DDIM {args.sample_steps} steps, deblurred) against {args.num_real:,} test images.",
+        "",
+        markdown_table(["rate", "nodes / image", "nodes per ball / per grid cell",
+                        "CPU s / step", "speed-up", "peak memory", "memory ÷",
+                        f"{metric}, {step:,} steps", "KID ×10³", "steps in the time",
+                        f"{metric}, equal time", "KID ×10³"], rows),
+        "", *goal_lines(args, result),
+    ]
+    if picture is not None:
+        lines += ["", f"![{metric} against the rate at equal steps and equal CPU time, with step "
+                  f"time and peak memory](_static/figures/{picture.name})", "",
+                  "![The first samples of each equal-time model, one row per rate]"
+                  "(_static/figures/bench_rate_quality_samples.png)"]
+    lines += ["", "- CPU s / step: the run's CPU time over its steps, data collation included "
+              "(one thread). Peak memory: one training step's activations in a fresh "
+              "subprocess (`bench/subsampling.py`'s method), model, optimiser state and batch "
+              "excluded. Nodes per ball: expected nodes in an operator block's kernel ball "
+              "away from the border; per grid cell: nodes per cell of the pooling grid.",
+              "- " + machine_note(result)]
+    return "\n".join(lines)
+
+
+def goal_lines(args: argparse.Namespace, result: dict) -> list[str]:
+    r"""Issue 14 #2's target: FID at rate 4 within 15% of rate 1 at equal optimiser steps."""
+    by_rate = {row["rate"]: row["scores"]["steps"] for row in result["rows"]}
+    if args.smoke or 1.0 not in by_rate or GOAL_RATE not in by_rate:
+        return []
+    ratio = by_rate[GOAL_RATE]["fid"] / by_rate[1.0]["fid"]
+    verdict = "**met**" if ratio <= GOAL_RATIO else "**NOT met**"
+    return [f"- Goal (issue 14 #2): FID at rate {GOAL_RATE:g} within "
+            f"{(GOAL_RATIO - 1) * 100:.0f}% of rate 1 at equal optimiser steps: "
+            f"{by_rate[GOAL_RATE]['fid']:.1f} vs {by_rate[1.0]['fid']:.1f} ({ratio:.2f}×) — "
+            f"{verdict}"]
+
+
+def figure(args: argparse.Namespace, result: dict) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["rows"]
+    rates = [row["rate"] for row in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    metric = "SWD ×10³" if args.smoke else "FID"
+    key = "swd" if args.smoke else "fid"
+    for model, label in MODELS.items():
+        axes[0].plot(rates, [row["scores"][model][key] for row in rows], "o-", label=label)
+    axes[0].set_title(f"{metric} (lower is better)", fontsize=10)
+    axes[0].legend(fontsize=8)
+    axes[1].plot(rates, [row["seconds_per_step"] for row in rows], "o-")
+    axes[1].set_title("CPU seconds per training step", fontsize=10)
+    axes[2].plot(rates, [row["peak_bytes"] / 2**20 for row in rows], "o-")
+    axes[2].set_title("peak activation memory of a step (MiB)", fontsize=10)
+    for ax in axes:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(rates, [f"{r:g}" for r in rates])
+        ax.set_xlabel("subsampling rate")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    samples = [(f"rate {row['rate']:g}",
+                torch.load(run_folder(args, row["rate"]) / "samples_time.pt",
+                           weights_only=True)[:12]) for row in rows]
+    save_rows(samples, args.figures / "bench_rate_quality_samples.png", cell_size=56)
+    return save_figure(fig, args.figures / "bench_rate_quality.png")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = bench_parser(__doc__)
+    p.add_argument("--rates", default="1,2,4,8,16,32", help="subsampling rates")
+    p.add_argument("--minutes", type=float, default=10.0, help="CPU minutes of each run")
+    p.add_argument("--sample-steps", type=int, default=50, help="DDIM steps of the samples")
+    p.add_argument("--num-samples", type=int, default=1000)
+    p.add_argument("--num-real", type=int, default=2000, help="test images to score against")
+    p.add_argument("--jobs", type=int, default=2, help="runs at a time (one thread each)")
+    p.add_argument("--out", type=Path, default=OUT, help="cache folder")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--phase", choices=["train", "score"], help=argparse.SUPPRESS)
+    p.add_argument("--rate", type=float, help=argparse.SUPPRESS)
+    p.add_argument("--step", type=int, help=argparse.SUPPRESS)
+    add_threads_arg(p)
+    add_publish_args(p, "seconds per part: tiny models, rates 1 and 4, 8 samples of 2 steps, "
+                     "SWD (the tests)", figures=FIGURES)
+    args = p.parse_args(argv)
+    # What the worker processes get: this command's own options.
+    args.passthrough = [a for a in (argv if argv is not None else sys.argv[1:])
+                        if a != "--write"]
+    args.rates = sorted(float(v) for v in args.rates.split(","))
+    if args.smoke:
+        args.rates, args.minutes, args.sample_steps = [1.0, 4.0], 0.05, 2
+        args.num_samples, args.num_real = 8, 64
+    if min(args.rates) < 1:
+        p.error("--rates must be >= 1")
+    if args.minutes <= 0 or min(args.sample_steps, args.num_samples, args.num_real,
+                                args.jobs) < 1:
+        p.error("--minutes, --sample-steps, --num-samples, --num-real and --jobs must be "
+                "positive")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return bench_main(__file__, "rate_quality", parse_args, run, report, argv, figure=figure,
+                      stamp=True, worker=worker)
+
+
+if __name__ == "__main__":
+    main()

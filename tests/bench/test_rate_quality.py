@@ -1,0 +1,73 @@
+"""Tests of bench/rate_quality.py (issue 14 #2): the defaults, the step of the equal-step models,
+the goal line, and ``--smoke`` end to end into a temporary doc (both models of each rate, the
+unused checkpoints pruned, a rerun reusing everything). No scores are asserted."""
+import pytest
+from _publish import read_section
+from bench_scripts import load_script
+
+rate_quality = load_script("rate_quality")
+
+
+def test_defaults_and_bad_arguments():
+    args = rate_quality.parse_args([])
+    assert args.rates == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0]
+    assert (args.minutes, args.sample_steps, args.num_samples, args.num_real) == (10.0, 50,
+                                                                                 1000, 2000)
+    assert (args.jobs, args.threads) == (2, 1)
+    assert rate_quality.parse_args(["--rates", "8,1,2"]).rates == [1.0, 2.0, 8.0]
+    for bad in (["--rates", "0.5,1"], ["--minutes", "0"], ["--sample-steps", "0"],
+                ["--num-samples", "0"], ["--jobs", "0"]):
+        with pytest.raises(SystemExit):
+            rate_quality.parse_args(bad)
+    # every rate keeps all its checkpoints until the scores are in
+    assert rate_quality.recipe(args).keep_last is None
+
+
+def test_equal_steps():
+    runs = {1.0: {"steps": 2130}, 4.0: {"steps": 2710}, 16.0: {"steps": 3002}}
+    assert rate_quality.equal_steps(runs, 250) == 2000
+    assert rate_quality.equal_steps({1.0: {"steps": 500}}, 250) == 500
+    with pytest.raises(ValueError, match="train longer"):
+        rate_quality.equal_steps({1.0: {"steps": 240}, 4.0: {"steps": 900}}, 250)
+
+
+def test_goal_line():
+    args = rate_quality.parse_args([])
+
+    def row(rate, fid):
+        return {"rate": rate, "scores": {"steps": {"fid": fid}, "time": {"fid": fid - 1}}}
+
+    line, = rate_quality.goal_lines(args, {"rows": [row(1.0, 100.0), row(4.0, 114.0)]})
+    assert "114.0 vs 100.0 (1.14×)" in line and line.endswith("**met**")
+    line, = rate_quality.goal_lines(args, {"rows": [row(1.0, 100.0), row(4.0, 116.0)]})
+    assert line.endswith("**NOT met**")
+    # without both rates, or with --smoke (SWD), there is no goal line
+    assert rate_quality.goal_lines(args, {"rows": [row(1.0, 100.0), row(2.0, 90.0)]}) == []
+    assert rate_quality.goal_lines(rate_quality.parse_args(["--smoke"]),
+                                   {"rows": [row(1.0, 100.0), row(4.0, 90.0)]}) == []
+
+
+def test_smoke(tmp_path, fashion_mnist):
+    out, doc, figures = tmp_path / "out", tmp_path / "benchmarks.md", tmp_path / "figures"
+    result = rate_quality.main(["--smoke", "--out", str(out), "--write", "--doc", str(doc),
+                                "--figures", str(figures)])
+    step = result["equal_steps"]
+    assert [row["rate"] for row in result["rows"]] == [1.0, 4.0]
+    for row in result["rows"]:
+        assert row["steps"] >= step and row["peak_bytes"] > 0 and row["seconds_per_step"] > 0
+        assert row["scores"]["steps"]["step"] == step
+        assert row["scores"]["time"]["step"] == row["steps"]
+        assert all(s["swd"] > 0 for s in row["scores"].values())
+        # only the checkpoints of the two scored models are left
+        kept = rate_quality.checkpoints(rate_quality.run_folder(
+            rate_quality.parse_args(["--smoke", "--out", str(out)]), row["rate"]))
+        assert set(kept) == {step, row["steps"]}
+    nodes = {row["rate"]: row["ball"] for row in result["rows"]}
+    assert nodes[1.0] == pytest.approx(4 * nodes[4.0])  # a quarter of the nodes per ball
+    body = read_section("rate_quality", doc)
+    assert "nodes per ball" in body and "--smoke" in body
+    assert (figures / "bench_rate_quality.png").stat().st_size > 0
+    assert (figures / "bench_rate_quality_samples.png").stat().st_size > 0
+    # a rerun reuses every finished part
+    again = rate_quality.main(["--smoke", "--out", str(out), "--doc", str(doc)])
+    assert again["rows"] == result["rows"]
