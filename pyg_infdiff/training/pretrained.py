@@ -33,7 +33,7 @@ from pyg_infdiff.diffusion import (
     training_nodes,
 )
 from pyg_infdiff.models import DiffusionAutoencoder, MultiscaleOperatorUNet, UNetConfig
-from pyg_infdiff.noise import MollifiedNoise
+from pyg_infdiff.noise import GaussianMollifier, MollifiedNoise
 from pyg_infdiff.training.checkpoint import CheckpointManager, load_checkpoint
 
 
@@ -41,7 +41,8 @@ def diffusion_to_dict(diffusion: MollifiedDiffusion) -> dict[str, Any]:
     r"""Describes a :class:`~pyg_infdiff.diffusion.MollifiedDiffusion` with plain values.
 
     The inverse is :func:`diffusion_from_dict`. Named schedules (cosine, linear, at their default
-    parameters) are stored by name; any other schedule by its :math:`\beta_t` as a list.
+    parameters) are stored by name; any other schedule by its :math:`\beta_t` as a list. A data
+    mollifier of another width than the noise is stored as ``data_sigma``.
     """
     schedule = diffusion.schedule
     out: dict[str, Any] = {
@@ -54,6 +55,9 @@ def diffusion_to_dict(diffusion: MollifiedDiffusion) -> dict[str, Any]:
     }
     if diffusion.snr_gamma is not None:
         out["snr_gamma"] = diffusion.snr_gamma
+    data_sigma = float(diffusion.mollifier.sigma)
+    if data_sigma != out["sigma"]:
+        out["data_sigma"] = data_sigma
     named = {"cosine": cosine_schedule, "linear": linear_schedule}.get(schedule.name)
     if named is None or not torch.equal(named(schedule.num_steps).betas, schedule.betas.cpu()):
         out["schedule"] = "custom"
@@ -81,9 +85,10 @@ def diffusion_from_dict(info: dict[str, Any], ndim: int | None = None) -> Mollif
     else:
         raise ValueError(f"Unknown schedule {name!r} in the diffusion description")
     noise = MollifiedNoise(float(info["sigma"]), ndim, cutoff=float(info.get("noise_cutoff", 1e-3)))
+    mollifier = GaussianMollifier(float(info["data_sigma"])) if "data_sigma" in info else None
     return MollifiedDiffusion(noise, schedule,
                               parametrization=info.get("parametrization", "mollified_eps"),
-                              snr_gamma=info.get("snr_gamma"))
+                              mollifier=mollifier, snr_gamma=info.get("snr_gamma"))
 
 
 def run_config(

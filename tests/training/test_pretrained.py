@@ -3,7 +3,7 @@ import torch
 
 from pyg_infdiff.diffusion import MollifiedDiffusion, NoiseSchedule, cosine_schedule, sample
 from pyg_infdiff.models import MultiscaleOperatorUNet, UNetConfig
-from pyg_infdiff.noise import MollifiedNoise
+from pyg_infdiff.noise import GaussianMollifier, MollifiedNoise
 from pyg_infdiff.training import CheckpointManager, create_ema
 from pyg_infdiff.training.pretrained import (
     diffusion_from_dict,
@@ -38,6 +38,12 @@ def test_diffusion_round_trip(schedule):
     diffusion.snr_gamma = None  # the paper's uniform loss is recorded by leaving the key out
     assert "snr_gamma" not in diffusion_to_dict(diffusion)
     assert diffusion_from_dict(diffusion_to_dict(diffusion)).snr_gamma is None
+    # a data mollifier of another width than the noise is recorded, the same one is not
+    assert "data_sigma" not in info and back.mollifier.sigma == 0.03
+    sharp = MollifiedDiffusion(MollifiedNoise(0.03, 2), sched, mollifier=GaussianMollifier(0.01))
+    assert diffusion_to_dict(sharp)["data_sigma"] == 0.01
+    again = diffusion_from_dict(diffusion_to_dict(sharp))
+    assert again.mollifier.sigma == 0.01 and again.noise.sigma == 0.03
 
 
 def test_load_pretrained_reproduces_the_model(tmp_path):
