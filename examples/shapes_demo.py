@@ -50,7 +50,7 @@ from pyg_infdiff.data.images import save_rows
 from pyg_infdiff.diffusion import LatticeSubset, MollifiedDiffusion
 from pyg_infdiff.graph import subsample_size
 from pyg_infdiff.models import MultiscaleOperatorUNet, UNetConfig
-from pyg_infdiff.noise import MollifiedNoise
+from pyg_infdiff.noise import GaussianMollifier, MollifiedNoise
 from pyg_infdiff.training import Trainer, TrainerConfig, diffusion_to_dict
 from pyg_infdiff.training.allocator import keep_freed_memory
 from pyg_infdiff.training.callbacks import SampleGrid
@@ -77,6 +77,8 @@ def parse_args(argv=None):
     p.add_argument("--sigma", type=float, default=None,
                    help="mollifier width in domain units (default: half a pixel of "
                    "--data-resolution, 1/256)")
+    p.add_argument("--noise-sigma", type=float, default=None,
+                   help="width of the noise's mollifier in domain units (default: --sigma)")
     p.add_argument("--resolutions", default="32,64,128",
                    help="comma-separated sampling resolutions")
     p.add_argument("--data-resolution", type=int, default=128,
@@ -125,6 +127,10 @@ def parse_args(argv=None):
     args.resolutions = [int(r) for r in args.resolutions.split(",")]
     if not args.snr_gamma >= 0:
         p.error(f"--snr-gamma must be >= 0 (0: uniform weights), got {args.snr_gamma}")
+    for name in ("sigma", "noise_sigma"):
+        value = getattr(args, name)
+        if value is not None and not value > 0:
+            p.error(f"--{name.replace('_', '-')} must be positive, got {value}")
     if args.smoke:
         args.cache_items = min(args.cache_items, 8)
     if args.threads is None:
@@ -199,7 +205,10 @@ def main(argv=None):
     shapes = ShapesConfig.simple() if args.shapes == "simple" else ShapesConfig()
     dataset = ContinuousShapes(args.num_items, resolution=res, seed=args.seed, config=shapes)
     sigma = args.sigma if args.sigma is not None else 0.5 / res
-    diffusion = MollifiedDiffusion(MollifiedNoise(sigma, 2), parametrization=args.parametrization,
+    noise_sigma = args.noise_sigma if args.noise_sigma is not None else sigma
+    diffusion = MollifiedDiffusion(MollifiedNoise(noise_sigma, 2),
+                                   parametrization=args.parametrization,
+                                   mollifier=GaussianMollifier(sigma),
                                    snr_gamma=args.snr_gamma or None)
     config = UNetConfig.preset(32, in_channels=3, out_channels=3)
     mollifier, train_set = diffusion.mollifier, dataset

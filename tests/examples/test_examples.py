@@ -206,3 +206,8 @@ def test_shapes_demo_arguments():
     assert (a.minutes, a.parametrization, a.deblur) == (10.0, "x0", None)
     a = module.parse_args(["--smoke", "--threads", "3", "--deblur"])
     assert (a.threads, a.steps, a.sample_steps, a.deblur) == (3, 3, 2, 0.05)
+    assert a.noise_sigma is None  # the noise as wide as the data's mollifier
+    assert module.parse_args(["--noise-sigma", "0.015625"]).noise_sigma == 0.015625
+    for bad in (["--noise-sigma", "0"], ["--sigma", "-1"]):
+        with pytest.raises(SystemExit):
+            module.parse_args(bad)
