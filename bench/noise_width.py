@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from _common import ROOT, machine_description, relative_to_root
 from _infdiff import FIGURES, draw_samples, renders, swd_metrics
-from _publish import add_publish_args, markdown_table
+from _publish import add_publish_args, compact_figure, markdown_table
 from _skeleton import add_threads_arg, bench_main, bench_parser, report_footer
 
 from pyg_infdiff.data import ShapesConfig
@@ -153,7 +153,7 @@ def figure(args: argparse.Namespace, result: dict) -> Path:
         first = torch.load(arm_dir(args, pixels) / "first_samples.pt", weights_only=True)
         rows += [(f"{label(pixels)}, {reading}", first[reading]) for reading in READINGS]
     rows.append(("held-out renders", held_out(8, DATA)))
-    return save_rows(rows, args.figures / FIGURE, cell_size=96)
+    return compact_figure(save_rows(rows, args.figures / FIGURE, cell_size=96))
 
 
 def report(args: argparse.Namespace, result: dict, picture: Path | None = None) -> str:

@@ -52,6 +52,6 @@ def test_smoke(tmp_path):
             assert math.isfinite(arm[reading]["psnr_128"]["mean"]) and arm[reading]["swd_128"] > 0
     body = read_section("noise_width", doc)
     assert "spread at 128²" in body and "--smoke" in body
-    assert (figures / noise_width.FIGURE).stat().st_size > 0
+    assert len(list(figures.glob("bench_noise_width.*"))) == 1  # a PNG, or a JPEG if large
     again = noise_width.main(["--smoke", "--out", str(out), "--doc", str(doc)])
     assert again["arms"] == result["arms"]
