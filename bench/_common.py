@@ -305,6 +305,26 @@ def machine_description(device: torch.device | str | None = None) -> str:
     return "; ".join(parts)
 
 
+def cached_json(path: str | os.PathLike, compute: Callable[[], Any]) -> Any:
+    r"""The JSON at :obj:`path`, or :obj:`compute()` written there (folders made as needed):
+    the cache of a benchmark's finished parts."""
+    path = Path(path)
+    if path.exists():
+        return json.loads(path.read_text())
+    value = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value, indent=2))
+    return value
+
+
+def cached_with_settings(path: str | os.PathLike, settings: dict) -> dict | None:
+    r"""The JSON result at :obj:`path` if it exists and was measured with :obj:`settings`
+    (its ``"settings"`` entry), else :obj:`None`: a finished arm that a rerun may reuse."""
+    path = Path(path)
+    result = json.loads(path.read_text()) if path.exists() else None
+    return result if result is not None and result.get("settings") == settings else None
+
+
 def relative_to_root(path: str | os.PathLike) -> str:
     r""":obj:`path` relative to the repository root when it lies below it, else as given."""
     try:

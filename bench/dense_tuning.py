@@ -56,7 +56,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import ROOT, relative_to_root
+from _common import ROOT, cached_json, relative_to_root
 from _infdiff import (
     FIGURES,
     Recipe,
@@ -214,16 +214,6 @@ def probe_runs(args: argparse.Namespace, family: str) -> list[dict]:
     return runs
 
 
-def cached(path: Path, compute):
-    r"""The JSON at :obj:`path`, or :obj:`compute()` written there."""
-    if path.exists():
-        return json.loads(path.read_text())
-    value = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(value, indent=2))
-    return value
-
-
 def worker(args: argparse.Namespace) -> dict:
     r"""The jobs of one family in this process (one thread): the probe, or the final run with
     its samples."""
@@ -238,7 +228,7 @@ def worker(args: argparse.Namespace) -> dict:
                                                      args.probe_minutes)
                 return {**result, "held_out_loss": held_out_loss()}
 
-            result = cached(folder / "result.json", trained)
+            result = cached_json(folder / "result.json", trained)
             print(f"{family} {run_name(lr, batch)}: held-out loss "
                   f"{result['held_out_loss']:.5f}", flush=True)
             return result
@@ -319,7 +309,7 @@ def score(args: argparse.Namespace, families=FAMILIES) -> dict[str, dict]:
                 key = f"{family}/{steps}/{name}"
                 path = args.out / "scores" / f"{key.replace('/', '_')}.json"
                 seconds = blob["cpu_seconds_per_image"]
-                rows[key] = cached(path, lambda images=images, name=name, seconds=seconds: {
+                rows[key] = cached_json(path, lambda images=images, name=name, seconds=seconds: {
                     **metrics_of(args, {name: images})[name], "cpu_seconds_per_image": seconds})
     return rows
 

@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import ROOT, machine_description, relative_to_root
+from _common import ROOT, cached_with_settings, machine_description, relative_to_root
 from _infdiff import FIGURES, draw_samples, inception_metrics, renders, swd_metrics
 from _publish import add_publish_args, markdown_table
 from _skeleton import add_threads_arg, bench_main, bench_parser, report_footer
@@ -133,9 +133,7 @@ def settings_of(args: argparse.Namespace) -> dict:
 
 
 def cached(args: argparse.Namespace, gamma: float) -> dict | None:
-    path = args.out / f"arm_g{gamma:g}.json"
-    result = json.loads(path.read_text()) if path.exists() else None
-    return result if result is not None and result["settings"] == settings_of(args) else None
+    return cached_with_settings(args.out / f"arm_g{gamma:g}.json", settings_of(args))
 
 
 def run(args: argparse.Namespace) -> dict:

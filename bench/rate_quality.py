@@ -44,7 +44,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import ROOT, format_bytes, peak_memory, relative_to_root
+from _common import ROOT, cached_json, format_bytes, peak_memory, relative_to_root
 from _infdiff import (
     FIGURES,
     Recipe,
@@ -128,16 +128,6 @@ def prune(args: argparse.Namespace, rate: float, step: int) -> None:
             path.unlink()
 
 
-def cached(path: Path, compute):
-    r"""The JSON at :obj:`path`, or :obj:`compute()` written there."""
-    if path.exists():
-        return json.loads(path.read_text())
-    value = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(value, indent=2))
-    return value
-
-
 def metrics_of(args: argparse.Namespace, images: Tensor) -> dict:
     if args.smoke:
         test = FashionMNIST(train=False).images[: args.num_real]
@@ -166,7 +156,7 @@ def score_rate(args: argparse.Namespace, rate: float, step: int) -> dict[str, di
             return {**metrics_of(args, images), "step": step_of,
                     "cpu_seconds_per_image": seconds / args.num_samples}
 
-        scores[model] = cached(folder / f"score_{model}.json", compute)
+        scores[model] = cached_json(folder / f"score_{model}.json", compute)
     return scores
 
 
@@ -212,7 +202,7 @@ def memory(args: argparse.Namespace, rate: float) -> int:
                            warmup=1, threads=1)
         return {"peak_bytes": peak.peak_bytes, "method": peak.method}
 
-    return cached(args.out / "memory" / f"rate{rate:g}.json", compute)["peak_bytes"]
+    return cached_json(args.out / "memory" / f"rate{rate:g}.json", compute)["peak_bytes"]
 
 
 # --------------------------------------------------------------------------- run, report
