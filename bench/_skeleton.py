@@ -15,6 +15,7 @@ A benchmark script is then its own parts only:
 
 :func:`bench_main` records the command line (:func:`command_line`), sets torch's CPU threads,
 runs, draws the figure with ``--write`` and publishes the section (:func:`_publish.publish`).
+A script whose arms run in worker processes starts them with :func:`run_jobs`.
 
 Import it as ``from _skeleton import bench_main, ...`` (``bench/`` is on ``sys.path`` when a
 script runs as ``python bench/<script>.py``).
@@ -23,13 +24,15 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import subprocess
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
-from _common import ROOT, machine_description
+from _common import ROOT, machine_description, relative_to_root
 from _publish import publish
 
 from pyg_infdiff.training.allocator import keep_freed_memory
@@ -38,6 +41,7 @@ __all__ = [
     "DEVICE_HELP",
     "apply_allocator",
     "THREADS_HELP",
+    "TERMINATE_GRACE",
     "add_device_arg",
     "add_threads_arg",
     "bench_main",
@@ -46,9 +50,12 @@ __all__ = [
     "device_line",
     "machine_note",
     "report_footer",
+    "run_jobs",
 ]
 
 DEVICE_HELP = "cpu or cuda (default: cuda when present)"
+#: Seconds a worker process gets to end after SIGTERM (trainers checkpoint on it) before SIGKILL.
+TERMINATE_GRACE = 30.0
 THREADS_HELP = "torch CPU threads (1 is the steadiest on a loaded, shared machine)"
 
 
@@ -166,6 +173,104 @@ def bench_main(
         body = report(args, result, path)
     publish(section, body, args.doc, args.write, path)
     return result
+
+
+# --------------------------------------------------------------------------- worker processes
+def run_jobs(
+    jobs: Mapping[str, Sequence[str]],
+    *,
+    slots: int | None = None,
+    logs: Path | None = None,
+    poll: float = 2.0,
+    what: str = "job",
+) -> None:
+    r"""Runs the commands of :obj:`jobs` as worker processes side by side, at most
+    :obj:`slots` at once, in the order given, each from the repository root, and waits for all
+    of them (a failed job does not stop the others).
+
+    If this process is interrupted or an exception is raised while it waits (or while it
+    starts a job), the jobs still running are terminated (SIGTERM, then SIGKILL after
+    :data:`TERMINATE_GRACE` seconds; the trainers checkpoint on SIGTERM, so a rerun resumes)
+    instead of being left orphaned. Every log file is closed.
+
+    Args:
+        jobs (Mapping[str, Sequence[str]]): The command line of each job, by its name.
+        slots (int, optional): Jobs running at once. (default: :obj:`None`, all of them)
+        logs (Path, optional): The folder of the jobs' logs: the output of a job (stdout and
+            stderr) is appended to ``logs/<name>.log``. (default: :obj:`None`, the jobs write
+            to this process's stdout and stderr)
+        poll (float, optional): Seconds between two looks at the running jobs.
+            (default: :obj:`2.0`)
+        what (str, optional): What a job is, in the error message (``"arm"``: ``"1 of 2 arms
+            failed: ..."``). (default: :obj:`"job"`)
+
+    Raises:
+        RuntimeError: When a job exits with a non-zero status, once all have ended: every
+            failed job, its exit status and where its output is.
+    """
+    slots = max(len(jobs), 1) if slots is None else slots
+    if slots < 1 or poll < 0:
+        raise ValueError(f"need slots >= 1 and poll >= 0, got {slots} and {poll}")
+    queue = list(jobs.items())
+    running: dict[str, tuple[subprocess.Popen, IO | None]] = {}
+    failed: dict[str, int] = {}
+    try:
+        while queue or running:
+            while queue and len(running) < slots:
+                name, cmd = queue.pop(0)
+                running[name] = _start_job(cmd, None if logs is None else logs / f"{name}.log")
+            time.sleep(poll)
+            for name, (proc, log) in list(running.items()):
+                if proc.poll() is not None:
+                    del running[name]
+                    if log is not None:
+                        log.close()
+                    if proc.returncode:
+                        failed[name] = proc.returncode
+    finally:  # running is empty unless this process was interrupted or an exception was raised
+        _terminate(running.values())
+    if failed:
+        where = {name: "its output above" if logs is None
+                 else relative_to_root(logs / f"{name}.log") for name in failed}
+        raise RuntimeError(f"{len(failed)} of {len(jobs)} {what}s failed: " + "; ".join(
+            f"{name} (exit status {code}; see {where[name]})" for name, code in failed.items()))
+
+
+def _start_job(cmd: Sequence[str], log_path: Path | None) -> tuple[subprocess.Popen, IO | None]:
+    r"""Starts one job of :func:`run_jobs`; its output appended to :obj:`log_path` if given."""
+    if log_path is None:
+        return subprocess.Popen(list(cmd), cwd=ROOT), None
+    log = open(log_path, "a")  # noqa: SIM115 - closed by run_jobs when the job ends
+    try:
+        return subprocess.Popen(list(cmd), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT), log
+    except BaseException:
+        log.close()
+        raise
+
+
+def _terminate(running: Iterable[tuple[subprocess.Popen, IO | None]]) -> None:
+    r"""Terminates the still running jobs of :func:`run_jobs` (killed when interrupted again
+    meanwhile) and closes their logs."""
+    running = list(running)
+    try:
+        for proc, _ in running:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc, _ in running:
+            try:
+                proc.wait(timeout=TERMINATE_GRACE)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    except BaseException:  # a second Ctrl-C: no more grace
+        for proc, _ in running:
+            if proc.poll() is None:
+                proc.kill()
+        raise
+    finally:
+        for _, log in running:
+            if log is not None:
+                log.close()
 
 
 # --------------------------------------------------------------------------- the report's end

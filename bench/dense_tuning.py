@@ -50,13 +50,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
-from _common import ROOT, cached_json, relative_to_root
+from _common import ROOT, cached_json
 from _infdiff import (
     FIGURES,
     Recipe,
@@ -67,7 +66,7 @@ from _infdiff import (
     unet_config,
 )
 from _publish import add_publish_args, markdown_table
-from _skeleton import add_threads_arg, bench_main, bench_parser, machine_note
+from _skeleton import add_threads_arg, bench_main, bench_parser, machine_note, run_jobs
 from baseline_ddpm import dense_sample, make_scheduler
 from torch import Tensor
 from train_dense_ddpm import DenseRecipe, train_dense
@@ -258,23 +257,13 @@ def worker(args: argparse.Namespace) -> dict:
 
 
 def launch(args: argparse.Namespace, phase: str) -> None:
-    r"""Runs :func:`worker` for both families at once, one process (one thread) each."""
-    procs = []
-    for family in FAMILIES:
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--phase", phase,
-               "--family", family, *args.passthrough]
-        log = open(args.out / f"{family}_{phase}.log", "a")  # noqa: SIM115 - closed below
-        procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT),
-                      log, family))
-    failed = []
-    for proc, log, family in procs:
-        proc.wait()
-        log.close()
-        if proc.returncode:
-            failed.append(family)
-    if failed:
-        raise RuntimeError(f"the {phase} of {', '.join(failed)} failed: see "
-                           f"{relative_to_root(args.out)}/<family>_{phase}.log")
+    r"""Runs :func:`worker` for both families at once, one process (one thread) each, each
+    logging to ``--out``/``<family>_<phase>.log``."""
+    script = str(Path(__file__).resolve())
+    jobs = {f"{family}_{phase}": [sys.executable, script, "--worker", "--phase", phase,
+                                  "--family", family, *args.passthrough]
+            for family in FAMILIES}
+    run_jobs(jobs, logs=args.out, poll=0.2 if args.smoke else 2.0, what=f"{phase} worker")
 
 
 def choose(args: argparse.Namespace) -> dict[str, list[dict]]:

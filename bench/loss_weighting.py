@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -41,7 +40,7 @@ import torch
 from _common import ROOT, cached_with_settings, machine_description, relative_to_root
 from _infdiff import FIGURES, draw_samples, inception_metrics, renders, swd_metrics
 from _publish import add_publish_args, markdown_table
-from _skeleton import add_threads_arg, bench_main, bench_parser, report_footer
+from _skeleton import add_threads_arg, bench_main, bench_parser, report_footer, run_jobs
 
 from pyg_infdiff.data import ShapesConfig
 from pyg_infdiff.data.images import save_rows
@@ -63,13 +62,14 @@ def held_out(num: int, side: int = SIDE) -> torch.Tensor:
     return renders(num, side, 3, HELD_OUT_SEED, ShapesConfig.simple())
 
 
-def train_arm(args: argparse.Namespace, gamma: float) -> subprocess.Popen:
-    r"""Starts the demo for one arm in its own process (one torch thread)."""
+def train_argv(args: argparse.Namespace, gamma: float) -> list[str]:
+    r"""The command line of the demo for one arm, run in its own process (one torch
+    thread)."""
     argv = [sys.executable, str(ROOT / "examples" / "shapes_demo.py"), "--out",
             str(arm_dir(args, gamma)), "--snr-gamma", f"{gamma:g}", "--threads",
             str(args.threads), "--seed", str(args.seed), "--num-samples", "8"]
     argv += ["--smoke"] if args.smoke else ["--minutes", f"{args.minutes:g}"]
-    return subprocess.Popen(argv, cwd=ROOT)
+    return argv
 
 
 def arm_dir(args: argparse.Namespace, gamma: float) -> Path:
@@ -140,10 +140,8 @@ def run(args: argparse.Namespace) -> dict:
     r"""Trains the unfinished arms side by side, then samples and scores them one by one."""
     args.out.mkdir(parents=True, exist_ok=True)
     todo = [g for g in args.gammas if cached(args, g) is None]
-    procs = {g: train_arm(args, g) for g in todo}
-    for gamma, proc in procs.items():
-        if proc.wait() != 0:
-            raise RuntimeError(f"the demo of arm snr_gamma={gamma:g} failed; see above")
+    run_jobs({arm_dir(args, g).name: train_argv(args, g) for g in todo},
+             poll=0.2 if args.smoke else 2.0, what="demo")
     real = held_out(args.num_samples)
     drawn = {f"{gamma:g}": sample_arm(args, gamma, real) for gamma in todo}
     metrics = score(args, {name: arm.pop("samples") for name, arm in drawn.items()}, real)

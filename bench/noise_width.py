@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -46,7 +45,7 @@ import torch.nn.functional as F
 from _common import ROOT, cached_with_settings, machine_description, relative_to_root
 from _infdiff import FIGURES, draw_samples, renders, swd_metrics
 from _publish import add_publish_args, compact_figure, markdown_table
-from _skeleton import add_threads_arg, bench_main, bench_parser, report_footer
+from _skeleton import add_threads_arg, bench_main, bench_parser, report_footer, run_jobs
 
 from pyg_infdiff.data import ShapesConfig
 from pyg_infdiff.data.images import save_rows
@@ -66,13 +65,14 @@ def arm_dir(args: argparse.Namespace, pixels: float) -> Path:
     return args.out / f"noise{pixels:g}px"
 
 
-def train_arm(args: argparse.Namespace, pixels: float) -> subprocess.Popen:
-    r"""Starts the main job for one arm in its own process (one torch thread)."""
+def train_argv(args: argparse.Namespace, pixels: float) -> list[str]:
+    r"""The command line of the main job for one arm, run in its own process (one torch
+    thread)."""
     argv = [sys.executable, str(ROOT / "examples" / "shapes_demo.py"), "--out",
             str(arm_dir(args, pixels)), "--noise-sigma", f"{pixels / DATA!r}", "--threads",
             str(args.threads), "--seed", str(args.seed), "--num-samples", "8"]
     argv += ["--smoke"] if args.smoke else ["--steps", str(args.steps)]
-    return subprocess.Popen(argv, cwd=ROOT)
+    return argv
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -122,10 +122,8 @@ def run(args: argparse.Namespace) -> dict:
     r"""Trains the unfinished arms side by side, then samples and scores them one by one."""
     args.out.mkdir(parents=True, exist_ok=True)
     todo = [p for p in args.noise_pixels if cached(args, p) is None]
-    procs = {p: train_arm(args, p) for p in todo}
-    for pixels, proc in procs.items():
-        if proc.wait() != 0:
-            raise RuntimeError(f"the main job of the arm with noise {pixels:g} px failed")
+    run_jobs({arm_dir(args, p).name: train_argv(args, p) for p in todo},
+             poll=0.2 if args.smoke else 2.0, what="main job")
     real = {side: held_out(args.num, side) for side in (SIDES[0], DATA)}
     torch.set_num_threads(args.sample_threads)
     for pixels in todo:

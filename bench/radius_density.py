@@ -40,7 +40,6 @@ import argparse
 import fcntl
 import json
 import math
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -55,7 +54,7 @@ from _infdiff import (
     unet_config,
 )
 from _publish import add_publish_args, markdown_table
-from _skeleton import add_threads_arg, bench_main, bench_parser, report_footer
+from _skeleton import add_threads_arg, bench_main, bench_parser, report_footer, run_jobs
 from consistency import OUT as CLASSIFIER_OUT
 from consistency import SCALES, compare, fit_classifier, predict, targets
 from spectral_grid import REAL_CACHE, median_step_seconds, score, train_and_sample
@@ -183,17 +182,8 @@ def run(args: argparse.Namespace) -> dict:
             score(args, {})
         fit_classifier(classifier_folder(args), make_diffusion(RESOLUTION).mollifier,
                        smoke=args.smoke, seed=args.seed)
-    running: dict[float, subprocess.Popen] = {}
-    while todo or running:
-        while todo and len(running) < args.parallel:
-            k = todo.pop(0)
-            running[k] = subprocess.Popen(worker_argv(args, k), cwd=ROOT)
-        time.sleep(0.5)
-        for k, proc in list(running.items()):
-            if proc.poll() is not None:
-                del running[k]
-                if proc.returncode != 0:
-                    raise RuntimeError(f"arm k={k:g} failed; see its output above")
+    run_jobs({f"arm_k{k:g}": worker_argv(args, k) for k in todo}, slots=args.parallel,
+             poll=0.5, what="arm")
     arms = {k: r for k in args.nodes_per_ball if (r := cached(args, k)) is not None}
     return {"arms": arms, "device": "cpu", "machine": machine_description("cpu")}
 

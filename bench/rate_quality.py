@@ -38,13 +38,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
-from _common import ROOT, cached_json, format_bytes, peak_memory, relative_to_root
+from _common import ROOT, cached_json, format_bytes, peak_memory
 from _infdiff import (
     FIGURES,
     Recipe,
@@ -55,7 +54,7 @@ from _infdiff import (
     unet_config,
 )
 from _publish import add_publish_args, markdown_table, save_figure
-from _skeleton import add_threads_arg, bench_main, bench_parser, machine_note
+from _skeleton import add_threads_arg, bench_main, bench_parser, machine_note, run_jobs
 from torch import Tensor
 
 from pyg_infdiff.data import FashionMNIST
@@ -168,27 +167,14 @@ def worker(args: argparse.Namespace) -> dict:
 
 
 def launch(args: argparse.Namespace, phase: str, extra: list[str] | None = None) -> None:
-    r"""Runs :func:`worker` for every rate, ``--jobs`` processes (one thread each) at a time."""
-    queue = list(args.rates)
-    running, failed = [], []
-    while queue or running:
-        while queue and len(running) < args.jobs:
-            rate = queue.pop(0)
-            cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--phase", phase,
-                   "--rate", f"{rate:g}", *(extra or []), *args.passthrough]
-            log = open(args.out / f"rate{rate:g}_{phase}.log", "a")  # noqa: SIM115 - closed below
-            running.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                             cwd=ROOT), log, rate))
-        time.sleep(0.2 if args.smoke else 2.0)
-        for item in [r for r in running if r[0].poll() is not None]:
-            proc, log, rate = item
-            log.close()
-            running.remove(item)
-            if proc.returncode:
-                failed.append(rate)
-    if failed:
-        raise RuntimeError(f"the {phase} of rates {', '.join(f'{r:g}' for r in failed)} "
-                           f"failed: see {relative_to_root(args.out)}/rate<rate>_{phase}.log")
+    r"""Runs :func:`worker` for every rate, ``--jobs`` processes (one thread each) at a time,
+    each logging to ``--out``/``rate<rate>_<phase>.log``."""
+    script = str(Path(__file__).resolve())
+    jobs = {f"rate{rate:g}_{phase}": [sys.executable, script, "--worker", "--phase", phase,
+                                      "--rate", f"{rate:g}", *(extra or []), *args.passthrough]
+            for rate in args.rates}
+    run_jobs(jobs, slots=args.jobs, logs=args.out, poll=0.2 if args.smoke else 2.0,
+             what=f"{phase} run")
 
 
 def memory(args: argparse.Namespace, rate: float) -> int:

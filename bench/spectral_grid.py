@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -62,6 +61,7 @@ from _skeleton import (
     add_threads_arg,
     bench_main,
     bench_parser,
+    run_jobs,
 )
 from torch import Tensor
 
@@ -197,10 +197,8 @@ def run(args: argparse.Namespace) -> dict[str, dict]:
             todo.append(arm)
     if todo and args.metrics == "fid":  # the test statistics once, before the arms share them
         score(args, {})
-    workers = {arm: subprocess.Popen(worker_argv(args, arm), cwd=ROOT) for arm in todo}
-    failed = [arm for arm, proc in workers.items() if proc.wait() != 0]
-    if failed:
-        raise RuntimeError(f"arm(s) {failed} failed; see their output above")
+    run_jobs({f"arm_{arm}": worker_argv(args, arm) for arm in todo},
+             poll=0.2 if args.smoke else 2.0, what="arm")
     for arm in todo:
         results[arm] = json.loads((args.out / f"arm_{arm}.json").read_text())
     return {arm: results[arm] for arm in ARMS if arm in results}

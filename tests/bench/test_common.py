@@ -1,6 +1,8 @@
 """Shared benchmark utilities (bench/_common.py, _publish.py, _skeleton.py): interleaved timing,
 peak memory in a fresh subprocess, markdown sections rewritten in place and read back, the
-skeleton of every script's ``main``."""
+skeleton of every script's ``main``, worker processes run side by side."""
+import json
+import os
 import sys
 import threading
 import time
@@ -12,6 +14,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
 from _common import (  # noqa: E402
+    ROOT,
     Timing,
     format_bytes,
     machine_description,
@@ -25,6 +28,7 @@ from _skeleton import (  # noqa: E402
     command_line,
     machine_note,
     report_footer,
+    run_jobs,
 )
 
 ALLOC = 48 * 2**20
@@ -160,3 +164,110 @@ def test_bench_main_runs_the_skeleton(tmp_path, capsys):
     bench_main(__file__, "toy", parse_args, lambda args: {"value": 9}, lambda a, r: "## Nine",
                ["--doc", str(doc)])
     assert read_section("toy", doc).startswith("## Toy 7")
+
+
+# --------------------------------------------------------------------------- run_jobs
+def python_job(code: str, *argv: object) -> list[str]:
+    """A job that runs :obj:`code` in a fresh interpreter, with :obj:`argv` as ``sys.argv[1:]``."""
+    return [sys.executable, "-c", code, *map(str, argv)]
+
+
+SPAN = ("import json, os, sys, time\nstart = time.time()\ntime.sleep(float(sys.argv[2]))\n"
+        "open(sys.argv[1], 'w').write(json.dumps([start, time.time(), os.getcwd()]))")
+SLEEPER = ("import os, sys, time\nopen(sys.argv[1] + '.tmp', 'w').write(str(os.getpid()))\n"
+           "os.replace(sys.argv[1] + '.tmp', sys.argv[1])\ntime.sleep(60)")
+
+
+def open_files() -> set[str]:
+    """The paths of this process's open file descriptors (empty without Linux's /proc)."""
+    paths = set()
+    folder = Path("/proc/self/fd")
+    for fd in os.listdir(folder) if folder.exists() else []:
+        try:
+            paths.add(os.readlink(folder / fd))
+        except OSError:  # the descriptor of the listing itself, closed by now
+            pass
+    return paths
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_run_jobs_runs_every_job_at_most_slots_at_once(tmp_path):
+    jobs = {f"j{i}": python_job(SPAN, tmp_path / f"j{i}.json", 0.3) for i in range(5)}
+    run_jobs(jobs, slots=2, poll=0.02)
+    spans = [json.loads((tmp_path / f"j{i}.json").read_text()) for i in range(5)]
+    assert all(cwd == str(ROOT) for _, _, cwd in spans)  # from the repository root
+    for start, _, _ in spans:  # the jobs running when each one started, itself included
+        assert sum(s <= start < e for s, e, _ in spans) <= 2
+    # slots=None: all at once; each job waits for the other two to have started
+    barrier = ("import pathlib, sys, time\nfolder = pathlib.Path(sys.argv[1])\n"
+               "(folder / sys.argv[2]).touch()\ndeadline = time.time() + 60\n"
+               "while len(list(folder.glob('b*'))) < 3:\n"
+               "    if time.time() > deadline: sys.exit(1)\n    time.sleep(0.02)")
+    run_jobs({f"b{i}": python_job(barrier, tmp_path, f"b{i}") for i in range(3)}, poll=0.02)
+    run_jobs({}, poll=0.02)  # nothing to run
+    with pytest.raises(ValueError, match="slots"):
+        run_jobs(jobs, slots=0)
+
+
+def test_run_jobs_logs_and_names_every_failed_job(tmp_path, capfd):
+    jobs = {"ok": python_job("print('fine')"),
+            "bad": python_job("import sys; print('oops'); sys.exit(3)"),
+            "worse": python_job("import sys; sys.stderr.write('boom\\n'); sys.exit(4)")}
+    (tmp_path / "ok.log").write_text("earlier\n")  # appended to
+    with pytest.raises(RuntimeError) as info:
+        run_jobs(jobs, slots=2, logs=tmp_path, poll=0.02, what="arm")
+    message = str(info.value)
+    assert message.startswith("2 of 3 arms failed: ") and "ok" not in message
+    assert f"bad (exit status 3; see {tmp_path / 'bad.log'})" in message
+    assert f"worse (exit status 4; see {tmp_path / 'worse.log'})" in message
+    assert (tmp_path / "ok.log").read_text() == "earlier\nfine\n"
+    assert (tmp_path / "bad.log").read_text() == "oops\n"
+    assert (tmp_path / "worse.log").read_text() == "boom\n"
+    assert not {str(tmp_path / f"{name}.log") for name in jobs} & open_files()
+    assert "fine" not in capfd.readouterr().out
+    # without logs the jobs write to this process's output
+    with pytest.raises(RuntimeError, match=r"^1 of 2 jobs failed: b \(exit status 1; see its "
+                       r"output above\)$"):
+        run_jobs({"a": python_job("print('from a')"),
+                  "b": python_job("import sys; print('from b'); sys.exit(1)")}, poll=0.02)
+    out = capfd.readouterr().out
+    assert "from a" in out and "from b" in out
+
+
+def test_run_jobs_terminates_the_running_jobs_on_an_interruption(tmp_path, monkeypatch):
+    jobs = {f"j{i}": python_job(SLEEPER, tmp_path / f"j{i}.pid") for i in range(3)}
+    sleep, deadline, pressed = time.sleep, time.monotonic() + 60, []
+
+    def interrupted(seconds: float) -> None:  # Ctrl-C once, when the first two jobs are up
+        sleep(seconds)  # (Popen.wait sleeps too while run_jobs terminates the jobs)
+        if not pressed and all((tmp_path / f"j{i}.pid").exists() for i in range(2)):
+            pressed.append(True)
+            raise KeyboardInterrupt
+        assert pressed or time.monotonic() < deadline, "the jobs did not start"
+
+    monkeypatch.setattr(time, "sleep", interrupted)
+    start = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        run_jobs(jobs, slots=2, logs=tmp_path, poll=0.05)
+    monkeypatch.undo()
+    assert time.monotonic() - start < 50  # not the jobs' 60 s
+    pids = [int((tmp_path / f"j{i}.pid").read_text()) for i in range(2)]
+    assert not any(alive(pid) for pid in pids)  # terminated and reaped
+    assert not (tmp_path / "j2.pid").exists() and not (tmp_path / "j2.log").exists()
+    assert not {str(tmp_path / f"{name}.log") for name in jobs} & open_files()
+    # a job that cannot start: the exception comes through, the started job is terminated
+    jobs = {"sleeper": python_job(SLEEPER, tmp_path / "sleeper.pid"),
+            "missing": [str(tmp_path / "no_such_program")]}
+    with pytest.raises(FileNotFoundError):
+        run_jobs(jobs, logs=tmp_path, poll=0.05)
+    time.sleep(1.0)  # a sleeper left running would have written its pid by now
+    pid = tmp_path / "sleeper.pid"
+    assert not pid.exists() or not alive(int(pid.read_text()))
+    assert not {str(tmp_path / f"{name}.log") for name in jobs} & open_files()
