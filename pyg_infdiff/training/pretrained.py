@@ -8,7 +8,9 @@ is a dictionary of plain values, so that checkpoints load with ``weights_only=Tr
 
     {"unet": UNetConfig.to_dict(),
      "diffusion": {"sigma": ..., "noise_cutoff": ..., "schedule": "cosine" | "linear" | "custom",
-                   "num_steps": ..., "parametrization": ..., "betas": [...] (custom only)},
+                   "num_steps": ..., "parametrization": ..., "betas": [...] (custom only),
+                   "data_sigma": ..., "data_cutoff": ... (a data mollifier other than the
+                   noise's only)},
      "data": {"resolution": ..., ...}}
 
 A diffusion autoencoder's run has ``"autoencoder": DiffusionAutoencoder.to_dict()`` in place of
@@ -42,7 +44,8 @@ def diffusion_to_dict(diffusion: MollifiedDiffusion) -> dict[str, Any]:
 
     The inverse is :func:`diffusion_from_dict`. Named schedules (cosine, linear, at their default
     parameters) are stored by name; any other schedule by its :math:`\beta_t` as a list. A data
-    mollifier of another width than the noise is stored as ``data_sigma``.
+    mollifier of another width than the noise is stored as ``data_sigma``, and one of another
+    truncation than :class:`~pyg_infdiff.noise.GaussianMollifier`'s default as ``data_cutoff``.
     """
     schedule = diffusion.schedule
     out: dict[str, Any] = {
@@ -58,6 +61,9 @@ def diffusion_to_dict(diffusion: MollifiedDiffusion) -> dict[str, Any]:
     data_sigma = float(diffusion.mollifier.sigma)
     if data_sigma != out["sigma"]:
         out["data_sigma"] = data_sigma
+    data_cutoff = float(diffusion.mollifier.cutoff)
+    if data_cutoff != GaussianMollifier(data_sigma).cutoff:
+        out["data_cutoff"] = data_cutoff
     named = {"cosine": cosine_schedule, "linear": linear_schedule}.get(schedule.name)
     if named is None or not torch.equal(named(schedule.num_steps).betas, schedule.betas.cpu()):
         out["schedule"] = "custom"
@@ -85,7 +91,10 @@ def diffusion_from_dict(info: dict[str, Any], ndim: int | None = None) -> Mollif
     else:
         raise ValueError(f"Unknown schedule {name!r} in the diffusion description")
     noise = MollifiedNoise(float(info["sigma"]), ndim, cutoff=float(info.get("noise_cutoff", 1e-3)))
-    mollifier = GaussianMollifier(float(info["data_sigma"])) if "data_sigma" in info else None
+    mollifier = None  # the default: the noise's width, GaussianMollifier's default truncation
+    if "data_sigma" in info or "data_cutoff" in info:
+        cutoff = {"cutoff": float(info["data_cutoff"])} if "data_cutoff" in info else {}
+        mollifier = GaussianMollifier(float(info.get("data_sigma", info["sigma"])), **cutoff)
     return MollifiedDiffusion(noise, schedule,
                               parametrization=info.get("parametrization", "mollified_eps"),
                               mollifier=mollifier, snr_gamma=info.get("snr_gamma"))

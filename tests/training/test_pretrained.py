@@ -44,6 +44,15 @@ def test_diffusion_round_trip(schedule):
     assert diffusion_to_dict(sharp)["data_sigma"] == 0.01
     again = diffusion_from_dict(diffusion_to_dict(sharp))
     assert again.mollifier.sigma == 0.01 and again.noise.sigma == 0.03
+    # so is a data mollifier truncated elsewhere than GaussianMollifier's default
+    assert "data_cutoff" not in info and back.mollifier.cutoff == GaussianMollifier(1).cutoff
+    for data_sigma in (0.03, 0.01):
+        cut = MollifiedDiffusion(MollifiedNoise(0.03, 2), sched,
+                                 mollifier=GaussianMollifier(data_sigma, cutoff=1e-4))
+        info_cut = diffusion_to_dict(cut)
+        assert info_cut["data_cutoff"] == 1e-4
+        again = diffusion_from_dict(info_cut)
+        assert again.mollifier.cutoff == 1e-4 and again.mollifier.sigma == data_sigma
 
 
 def test_load_pretrained_reproduces_the_model(tmp_path):
