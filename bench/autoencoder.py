@@ -55,7 +55,7 @@ from pyg_infdiff.data import FashionMNIST, GraphCollator
 from pyg_infdiff.data.images import save_rows
 from pyg_infdiff.diffusion import interpolate, reconstruct
 from pyg_infdiff.graph import LatticeIndex
-from pyg_infdiff.metrics import ssim
+from pyg_infdiff.metrics import band_energy, ssim
 from pyg_infdiff.models import EncoderConfig, UNetConfig
 from pyg_infdiff.training import load_pretrained
 
@@ -112,18 +112,6 @@ def scattered(images: Tensor, pixel: Tensor, batch: Tensor, method: str) -> Tens
             filled[holes] = griddata(points, values, grid[holes], method="nearest")
         out[b] = filled
     return torch.from_numpy(out).float().view(num, 1, side, side).clamp(-1, 1)
-
-
-def band_energy(images: Tensor, low: float, high: float) -> Tensor:
-    r"""Mean energy of each image in the frequency band :math:`low \le |k|_\infty < high`
-    (cycles per unit length of the domain), by Parseval on its 2-D DFT: comparable between
-    discretisations of one function at any resolution."""
-    side = images.size(-1)
-    spectrum = torch.fft.fft2(images.double()).abs().pow(2) / side**4
-    k = torch.fft.fftfreq(side, d=1 / side).abs()
-    kmax = torch.maximum(k.view(-1, 1), k.view(1, -1))
-    mask = (kmax >= low) & (kmax < high)
-    return (spectrum * mask).flatten(1).sum(1)
 
 
 def subset_batch(images: Tensor, fraction: float, seed: int):

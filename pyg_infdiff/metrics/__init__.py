@@ -8,6 +8,8 @@ r"""Sample-quality metrics, computed offline.
 * A weight-free multi-scale sliced Wasserstein distance on Laplacian-pyramid patches
   (:func:`sliced_wasserstein_distance`), for quick checks and CI.
 * The structural similarity index with a Gaussian window (:func:`ssim`), for reconstructions.
+* Detail by frequency band, in cycles per unit length (:func:`band_energy`,
+  :func:`detail_ratio`): how sharp samples are against data, at any resolution.
 * A command line: ``python -m pyg_infdiff.metrics --real ... --fake ...`` (see
   :mod:`pyg_infdiff.metrics.cli`).
 
@@ -33,6 +35,7 @@ from .inception import (
     preprocess_images,
     weights_sha1,
 )
+from .spectrum import band_energy, detail_ratio
 from .ssim import ssim
 from .swd import (
     SWDResult,
@@ -58,6 +61,8 @@ __all__ = [
     "fid_from_features",
     "frechet_distance",
     "kernel_inception_distance",
+    "band_energy",
+    "detail_ratio",
     "ssim",
     "SWDResult",
     "laplacian_pyramid",

@@ -39,16 +39,6 @@ def test_autoencoder_smoke(tmp_path):
     assert again["trained"] == result["trained"] and again["step"] == result["step"]
 
 
-def test_band_energy_is_the_same_at_every_discretisation():
-    # sin(2 pi 10 u) has mean square 1/2, all of it at 10 cycles per unit.
-    for side in (28, 56, 112):
-        u = (torch.arange(side, dtype=torch.float64) + 0.5) / side
-        image = torch.sin(2 * math.pi * 10 * u).view(1, 1, 1, side).expand(1, 1, side, side)
-        energy = autoencoder.band_energy(image, 7, 14)
-        torch.testing.assert_close(energy, torch.tensor([0.5], dtype=torch.float64))
-        assert float(autoencoder.band_energy(image, 0, 7)) < 1e-20
-
-
 def test_scattered_interpolation_of_a_plane_is_exact():
     side = 10
     rows, cols = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
