@@ -13,7 +13,7 @@ noise_width = load_script("noise_width")
 
 def test_defaults_and_bad_arguments():
     args = noise_width.parse_args([])
-    assert args.noise_pixels == [0.5, 2.0] and (args.steps, args.num, args.threads) == (2000, 16, 1)
+    assert args.noise_pixels == [0.5, 1.0, 2.0] and (args.steps, args.num, args.threads) == (2000, 16, 1)
     for bad in (["--noise-pixels", "0"], ["--steps", "0"], ["--num", "0"], ["--batch", "0"]):
         with pytest.raises(SystemExit):
             noise_width.parse_args(bad)
@@ -50,8 +50,9 @@ def test_smoke(tmp_path):
         assert arm["data_sigma"] == pytest.approx(0.5 / 128)
         for reading in noise_width.READINGS:
             assert math.isfinite(arm[reading]["psnr_128"]["mean"]) and arm[reading]["swd_128"] > 0
+            assert arm[reading]["detail"] >= 0
     body = read_section("noise_width", doc)
-    assert "spread at 128²" in body and "--smoke" in body
+    assert "spread at 128²" in body and "detail at 128²" in body and "--smoke" in body
     assert len(list(figures.glob("bench_noise_width.*"))) == 1  # a PNG, or a JPEG if large
     again = noise_width.main(["--smoke", "--out", str(out), "--doc", str(doc)])
     assert again["arms"] == result["arms"]
