@@ -27,9 +27,12 @@ def band_energy(images: Tensor, low: float, high: float) -> Tensor:
 
     .. code-block:: python
 
+        import torch
+
         from pyg_infdiff.metrics import band_energy
 
-        detail = band_energy(samples, 16, 64)  # above what a 32^2 lattice resolves, [N]
+        images = torch.rand(4, 3, 128, 128) * 2 - 1
+        detail = band_energy(images, 16, 65)  # finer than a 32^2 lattice resolves, [4]
 
     Args:
         images (Tensor): Square images, :math:`(N, C, n, n)`.
