@@ -17,14 +17,8 @@ from pyg_infdiff.diffusion.context import (
     training_nodes,
 )
 from pyg_infdiff.diffusion.denoiser import Denoiser, accepts_lattice, call_denoiser
-from pyg_infdiff.diffusion.latent import (
-    LatentDiffusion,
-    LatentStats,
-    LatentTrainingLosses,
-    decode_latents,
-    sample_latents,
-    sample_two_stage,
-)
+from pyg_infdiff.diffusion.latent import LatentDiffusion, LatentStats, LatentTrainingLosses
+from pyg_infdiff.diffusion.latent_sampling import decode_latents, sample_latents, sample_two_stage
 from pyg_infdiff.diffusion.process import (
     MollifiedDiffusion,
     Parametrization,
