@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .latent import LatentDenoiser, LatentDiffusion, LatentStats, _check_latents, _randn
+from .latent import LatentDenoiser, LatentDiffusion, LatentStats, _randn
 from .process import MollifiedDiffusion
 from .samplers import DDIMSampler, DDPMSampler
 from .sampling import SampleOutput, sample

@@ -13,7 +13,8 @@ noise_width = load_script("noise_width")
 
 def test_defaults_and_bad_arguments():
     args = noise_width.parse_args([])
-    assert args.noise_pixels == [0.5, 1.0, 2.0] and (args.steps, args.num, args.threads) == (2000, 16, 1)
+    assert args.noise_pixels == [0.5, 1.0, 2.0]
+    assert (args.steps, args.num, args.threads) == (2000, 16, 1)
     for bad in (["--noise-pixels", "0"], ["--steps", "0"], ["--num", "0"], ["--batch", "0"]):
         with pytest.raises(SystemExit):
             noise_width.parse_args(bad)
