@@ -366,6 +366,7 @@ def main(argv=None):
                          num_workers=workers, drop_last=True, pin_memory=cuda,
                          persistent_workers=False)
 
+    torch.manual_seed(args.seed)  # the initial weights: the same --seed gives the same model
     if args.autoencoder:
         config = UNetConfig.from_dict({**config.to_dict(), "cond_dim": args.latent_dim})
         model = DiffusionAutoencoder(encoder_config(args.preset, config, args.latent_dim),

@@ -223,6 +223,7 @@ def main(argv=None):
     loader = make_loader(train_set, collator, args.batch_size, seed=args.seed, drop_last=True)
     nodes = LatticeSubset((res, res), subsample_size(res * res, rate=args.subsample))
 
+    torch.manual_seed(args.seed)  # the initial weights: the same --seed gives the same model
     model = MultiscaleOperatorUNet(config)
     print(model.summary())
     model_config = {

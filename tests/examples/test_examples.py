@@ -82,6 +82,21 @@ def test_shapes_demo_smoke(demo_run):
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["ckpt_00000003.pt"]
 
 
+def _weights(checkpoint: Path) -> dict[str, torch.Tensor]:
+    return torch.load(checkpoint, weights_only=True)["model"]
+
+
+def test_shapes_demo_same_seed_same_model(demo_run, tmp_path):
+    # --seed seeds the initial weights too: a second run of the smoke demo (in this process)
+    # ends with the very weights of the first (a subprocess)
+    out, _ = demo_run
+    _load("shapes_demo").main(["--smoke", "--threads", "1", "--out", str(tmp_path)])
+    first = _weights(out / "checkpoints" / "ckpt_00000003.pt")
+    again = _weights(tmp_path / "checkpoints" / "ckpt_00000003.pt")
+    assert first.keys() == again.keys()
+    assert all(torch.equal(first[k], again[k]) for k in first)
+
+
 def test_sample_from_the_demo_checkpoint_at_twice_the_resolution(demo_run, capsys):
     out, _ = demo_run
     png = out / "s" / "x2.png"
@@ -135,6 +150,12 @@ def test_celebahq_train_on_shapes_then_resume(tmp_path):
                             "subsample": 4.0, "seed": 0}
     module.main([*args[:3], "3", *args[4:], "--resume", "latest"])
     assert (tmp_path / "checkpoints" / "ckpt_00000003.pt").is_file()
+    # the same --seed, the same model: weights, data and noise are all seeded
+    again = tmp_path / "again"
+    module.main([*args[:-5], str(again), *args[-4:]])
+    first = _weights(tmp_path / "checkpoints" / "ckpt_00000002.pt")
+    second = _weights(again / "checkpoints" / "ckpt_00000002.pt")
+    assert all(torch.equal(first[k], second[k]) for k in first)
 
 
 def test_sample_rejects_an_output_that_is_not_an_image_file():
