@@ -21,8 +21,9 @@ puts ``bench/`` on ``sys.path``).
 from __future__ import annotations
 
 import json
+import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -285,6 +286,16 @@ def train_infdiff(
             }
         ledger_path.write_text(json.dumps(ledger, indent=2))
     return ledger["result"]
+
+
+def main_job_argv(out: Path, args, *options: str, budget: Sequence[str]) -> list[str]:
+    r"""The command line of one arm that runs the README's main job (``examples/shapes_demo.py``)
+    in its own process: into :obj:`out`, with ``args.threads`` torch threads, ``args.seed``, 8
+    samples per resolution and the arm's :obj:`options`; ``--smoke`` when ``args.smoke``, else
+    :obj:`budget` (``["--steps", "2000"]``, ``["--minutes", "6"]``)."""
+    return [sys.executable, str(ROOT / "examples" / "shapes_demo.py"), "--out", str(out),
+            *options, "--threads", str(args.threads), "--seed", str(args.seed),
+            "--num-samples", "8", *(["--smoke"] if args.smoke else budget)]
 
 
 # --------------------------------------------------------------------------- sampling, metrics

@@ -32,13 +32,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 from _common import ROOT, cached_with_settings, machine_description, relative_to_root
-from _infdiff import FIGURES, draw_samples, inception_metrics, renders, swd_metrics
+from _infdiff import (
+    FIGURES,
+    draw_samples,
+    inception_metrics,
+    main_job_argv,
+    renders,
+    swd_metrics,
+)
 from _publish import add_publish_args, markdown_table
 from _skeleton import add_threads_arg, bench_main, bench_parser, report_footer, run_jobs
 
@@ -65,11 +71,8 @@ def held_out(num: int, side: int = SIDE) -> torch.Tensor:
 def train_argv(args: argparse.Namespace, gamma: float) -> list[str]:
     r"""The command line of the demo for one arm, run in its own process (one torch
     thread)."""
-    argv = [sys.executable, str(ROOT / "examples" / "shapes_demo.py"), "--out",
-            str(arm_dir(args, gamma)), "--snr-gamma", f"{gamma:g}", "--threads",
-            str(args.threads), "--seed", str(args.seed), "--num-samples", "8"]
-    argv += ["--smoke"] if args.smoke else ["--minutes", f"{args.minutes:g}"]
-    return argv
+    return main_job_argv(arm_dir(args, gamma), args, "--snr-gamma", f"{gamma:g}",
+                         budget=["--minutes", f"{args.minutes:g}"])
 
 
 def arm_dir(args: argparse.Namespace, gamma: float) -> Path:

@@ -40,13 +40,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from _common import ROOT, cached_with_settings, machine_description, relative_to_root
-from _infdiff import FIGURES, draw_samples, renders, swd_metrics
+from _infdiff import FIGURES, draw_samples, main_job_argv, renders, swd_metrics
 from _publish import add_publish_args, compact_figure, markdown_table
 from _skeleton import add_threads_arg, bench_main, bench_parser, report_footer, run_jobs
 
@@ -74,11 +73,8 @@ def arm_dir(args: argparse.Namespace, pixels: float) -> Path:
 def train_argv(args: argparse.Namespace, pixels: float) -> list[str]:
     r"""The command line of the main job for one arm, run in its own process (one torch
     thread)."""
-    argv = [sys.executable, str(ROOT / "examples" / "shapes_demo.py"), "--out",
-            str(arm_dir(args, pixels)), "--noise-sigma", f"{pixels / DATA!r}", "--threads",
-            str(args.threads), "--seed", str(args.seed), "--num-samples", "8"]
-    argv += ["--smoke"] if args.smoke else ["--steps", str(args.steps)]
-    return argv
+    return main_job_argv(arm_dir(args, pixels), args, "--noise-sigma", f"{pixels / DATA!r}",
+                         budget=["--steps", str(args.steps)])
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
