@@ -224,7 +224,7 @@ def test_run_jobs_logs_and_names_every_failed_job(tmp_path, capfd):
     with pytest.raises(RuntimeError) as info:
         run_jobs(jobs, slots=2, logs=tmp_path, poll=0.02, what="arm")
     message = str(info.value)
-    assert message.startswith("2 of 3 arms failed: ") and "ok" not in message
+    assert message.startswith("2 of 3 arms failed: ") and "ok (exit status" not in message
     assert f"bad (exit status 3; see {tmp_path / 'bad.log'})" in message
     assert f"worse (exit status 4; see {tmp_path / 'worse.log'})" in message
     assert (tmp_path / "ok.log").read_text() == "earlier\nfine\n"
