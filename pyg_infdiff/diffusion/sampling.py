@@ -104,6 +104,7 @@ def sample(
     model_kwargs: Mapping[str, Any] | None = None,
     noise: Tensor | None = None,
     context: int | Tensor | LatticeSubset | None = None,
+    context_until: int = -1,
 ) -> SampleOutput:
     r"""Samples functions from a denoiser and reads them at lattice pixels or at given points.
 
@@ -187,6 +188,13 @@ def sample(
             the same seed gives the same function at every resolution. Not with
             :obj:`observation`, :obj:`noise` or :obj:`edge_fn`.
             (default: :obj:`None`, the nodes are their own context)
+        context_until (int, optional): With a :obj:`context`, read through it only the steps
+            from timesteps above this one; the steps from this timestep down read the nodes
+            alone, as without a context. Near the data the state is mostly signal, which the
+            model's quadratures read alike at any density, and the nodes then shape the details
+            together (through the context, each node finishes on its own, and edges finer than
+            the context's spacing come out ragged). The context's values are then not returned.
+            (default: :obj:`-1`, the context to the end)
     """
     pos, batch, num_graphs, lattice = _nodes(pos, batch, shape, num_samples, device, dtype)
     if observation is not None:
@@ -266,6 +274,19 @@ def sample(
     check = validation_enabled()
     for level, next_level in tqdm(pairs, disable=not progress, desc="sampling"):
         t, t_next = timesteps[steps - level], timesteps[steps - next_level]
+        if ctx is not None and t <= context_until:  # the nodes alone from here on
+            x, ctx = x[ctx.query], None
+            nodes, node_batch, node_lattice = pos, batch, lattice
+            kwargs.pop("context")
+            kwargs.pop("kernels", None)
+            edge_index = None
+            graph, kernels = (getattr(model, name, None)
+                              for name in ("context_graph", "edge_kernels"))
+            if node_lattice is None and callable(graph):
+                edge_index = graph(nodes, torch.arange(nodes.size(0), device=nodes.device),
+                                   node_batch)
+                if callable(kernels):
+                    kwargs["kernels"] = kernels(nodes, edge_index)
         if next_level > level:  # RePaint: noise forward again
             x = renoise(x, schedule, t, t_next, draw())
             continue

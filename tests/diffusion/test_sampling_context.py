@@ -174,3 +174,40 @@ def test_training_nodes_and_where_a_context_helps():
     # given points (a full training lattice): on more points only, its own lattice plainly
     assert context_for(full, 28 * 28) is None and context_for(full, 28 * 28 + 1) is full
     assert context_for(None, 10**6) is None
+
+
+def test_context_until_reads_the_nodes_alone_from_that_timestep():
+    recorder = Recorder()
+    out = sample(recorder, DIFFUSION, shape=(6, 6), num_samples=2, channels=1, steps=4,
+                 context=10, context_until=500, progress=False)
+    with_context = [call[3] is not None for call in recorder.calls]
+    timesteps = DIFFUSION.schedule.num_steps - 1 - torch.arange(4) * 250  # 999, 749, ...
+    assert with_context == [bool(t > 500) for t in timesteps.tolist()]
+    for x_t, pos, batch, context in recorder.calls:
+        assert x_t.size(0) == pos.size(0) == batch.size(0) == (92 if context is not None
+                                                               else 72)
+    last = recorder.calls[-1]
+    torch.testing.assert_close(last[1], LatticeIndex.full((6, 6), 2).pos())
+    assert out.context_pos is None and out.context_values is None
+    assert out.images.shape == (2, 1, 6, 6)
+
+
+@pytest.mark.parametrize("where", ["lattice", "points"])
+def test_context_until_above_every_step_is_the_plain_sample(where):
+    # DDIM with eta = 0 draws only the initial field (the context points come after it), so
+    # a context dropped before the first step gives exactly the sample without a context
+    model = random_model()
+    nodes = (dict(shape=(9, 9)) if where == "lattice"
+             else dict(pos=torch.rand(70, 2, generator=torch.Generator().manual_seed(3))))
+    kwargs = dict(num_samples=2, channels=1, steps=5, progress=False, **nodes)
+    plain = sample(model, DIFFUSION, generator=torch.Generator().manual_seed(4), **kwargs)
+    dropped = sample(model, DIFFUSION, generator=torch.Generator().manual_seed(4), context=25,
+                     context_until=DIFFUSION.schedule.num_steps, **kwargs)
+    torch.testing.assert_close(dropped.values, plain.values, atol=1e-5, rtol=1e-4)
+    # and one dropped half-way lies between: it differs from both
+    half = sample(model, DIFFUSION, generator=torch.Generator().manual_seed(4), context=25,
+                  context_until=500, **kwargs)
+    full = sample(model, DIFFUSION, generator=torch.Generator().manual_seed(4), context=25,
+                  **kwargs)
+    assert not torch.allclose(half.values, plain.values, atol=1e-4)
+    assert not torch.allclose(half.values, full.values, atol=1e-4)
