@@ -122,6 +122,7 @@ class Recipe:
     log_every: int = 50
     sigma_pixels: float = 0.5
     parametrization: str = "mollified_eps"
+    snr_gamma: float | None = None  # Min-SNR-γ loss weights (examples/shapes_demo.py: 5)
 
 
 class LossBudget:
@@ -225,7 +226,8 @@ def train_infdiff(
     spent_at = {int(k): v for k, v in ledger.get("spent_at", {}).items()}
     sigma = recipe.sigma_pixels / resolution
     diffusion = MollifiedDiffusion(MollifiedNoise(sigma, config.ndim),
-                                   parametrization=recipe.parametrization)
+                                   parametrization=recipe.parametrization,
+                                   snr_gamma=recipe.snr_gamma)
     mollifier = diffusion.mollifier
     if isinstance(dataset, MollifiedCache) and dataset.mollifier is not None:
         if abs(getattr(dataset.mollifier, "sigma", -1.0) - sigma) > 1e-12 * sigma:
@@ -302,10 +304,10 @@ def main_job_argv(out: Path, args, *options: str, budget: Sequence[str]) -> list
 @torch.no_grad()
 def draw_samples(model, diffusion: MollifiedDiffusion, num: int, side: int, channels: int,
                  steps: int, batch: int, seed: int, device: torch.device,
-                 context: int | Tensor | None = None) -> Tensor:
+                 context: int | Tensor | None = None, context_until: int = -1) -> Tensor:
     r""":obj:`num` samples (DDIM, :math:`\eta = 0`) at one side, in batches; batch :math:`b`
     seeded ``seed + b`` (so the same seeds give the same initial noise fields at every side),
-    read through :obj:`context` if given (``sample(..., context=...)``).
+    read through :obj:`context` if given (``sample(..., context=..., context_until=...)``).
     Returns float32 CPU images in :math:`[-1, 1]`, as sampled (mollified)."""
     out = []
     for b, start in enumerate(range(0, num, batch)):
@@ -313,7 +315,8 @@ def draw_samples(model, diffusion: MollifiedDiffusion, num: int, side: int, chan
         images = sample(model, diffusion, shape=(side, side), num_samples=count,
                         channels=channels, steps=steps, sampler="ddim", eta=0.0,
                         generator=torch.Generator(device=device).manual_seed(seed + b),
-                        progress=False, device=device, context=context).images
+                        progress=False, device=device, context=context,
+                        context_until=context_until).images
         out.append(images.float().clamp(-1, 1).cpu())
     return torch.cat(out)
 
