@@ -1,5 +1,6 @@
 r"""Benchmark (issue 14 #2; opt-in and slow): what subsampling costs in sample quality, beside
-what it saves in step time and memory, on Fashion-MNIST 28².
+what it saves in step time and memory, on Fashion-MNIST 28² and on the built-in shapes at 64²
+(``--dataset shapes``).
 
 One ∞-Diff model per subsampling rate of ``--rates`` (1, 2, 4, 8, 16 and 32 by default: 784 to
 25 nodes per image), all with the same recipe and seed: the library's Fashion-MNIST recipe
@@ -27,11 +28,24 @@ the worker, on its one thread. Beside the scores:
 * **Monte-Carlo density**: expected nodes per kernel ball of the operator blocks, and per cell
   of the pooling grid (:func:`pyg_infdiff.models.monte_carlo_density`).
 
-Everything is cached in ``--out`` (default ``bench/_out/rate_quality``): runs resume from their
-checkpoints, finished runs, samples and scores are reused, so an interrupted benchmark continues
-where it stopped. On this machine the default run takes about an hour on both cores::
+``--dataset shapes`` runs the same protocol on :class:`~pyg_infdiff.data.ContinuousShapes`
+(the default :class:`~pyg_infdiff.data.ShapesConfig`) rendered at 64², 2,048 items rendered and
+mollified once (:class:`~pyg_infdiff.data.MollifiedCache`), with the main job's model and recipe
+(``examples/shapes_demo.py``: :meth:`UNetConfig.preset` ``(32)``, :math:`x_0` prediction with
+Min-SNR-5 weights, lr 1e-3, batch 16, EMA 0.995), rates 1 to 16 (4,096 to 256 nodes per
+image; rate 1 takes the model's dense path on its full lattices).
+Each model samples its own 64² lattice, read through its training density where it was trained
+on a subset (``context=``, as the main job reads it; :meth:`Pretrained.context_for`), and is
+scored by SWD and KID against held-out renders (dataset seed 1000): KID, not FID, because a few
+hundred samples bias FID far more than KID.
+
+Everything is cached in ``--out`` (default ``bench/_out/rate_quality`` and
+``bench/_out/rate_quality_shapes``): runs resume from their checkpoints, finished runs, samples
+and scores are reused, so an interrupted benchmark continues where it stopped. On this machine
+the default run takes about an hour on both cores, the shapes run about as long::
 
     python bench/rate_quality.py --write
+    python bench/rate_quality.py --dataset shapes --write
     python bench/rate_quality.py --smoke --out /tmp/rq     # seconds per part, SWD (tests)
 """
 from __future__ import annotations
@@ -49,6 +63,7 @@ from _infdiff import (
     Recipe,
     draw_samples,
     inception_metrics,
+    renders,
     swd_metrics,
     train_infdiff,
     unet_config,
@@ -57,14 +72,24 @@ from _publish import add_publish_args, markdown_table, save_figure
 from _skeleton import add_threads_arg, bench_main, bench_parser, machine_note, run_jobs
 from torch import Tensor
 
-from pyg_infdiff.data import FashionMNIST
+from pyg_infdiff.data import ContinuousShapes, FashionMNIST, MollifiedCache, ShapesConfig
 from pyg_infdiff.data.images import save_rows
 from pyg_infdiff.models import UNetConfig, monte_carlo_density
+from pyg_infdiff.noise import GaussianMollifier
 from pyg_infdiff.training import load_pretrained
 
-OUT = ROOT / "bench" / "_out" / "rate_quality"
-RESOLUTION = 28
-LR, BATCH = 5e-4, 32  # what bench/dense_tuning.py's probe kept for ∞-Diff
+OUT = ROOT / "bench" / "_out"
+#: Per dataset: its name in the docs, the resolution, the default rates, CPU minutes, samples
+#: and real images, and the model's preset.
+DATASETS = {
+    "fashion-mnist": dict(title="Fashion-MNIST", resolution=28, rates="1,2,4,8,16,32",
+                          minutes=10.0, num_samples=1000, num_real=2000, preset=28),
+    "shapes": dict(title="the built-in shapes", resolution=64, rates="1,2,4,8,16", minutes=8.0,
+                   num_samples=256, num_real=256, preset=32),
+}
+LR, BATCH = 5e-4, 32  # what bench/dense_tuning.py's probe kept for ∞-Diff on Fashion-MNIST
+SHAPES_CACHE = 2048  # shapes rendered and mollified once per run (as the main job does)
+HELD_OUT_SEED = 1000  # the dataset seed of the shapes' reference renders
 # issue 14 #2: FID at rate 4 within 15% of rate 1 at equal optimiser steps
 GOAL_RATE, GOAL_RATIO = 4.0, 1.15
 MODELS = {"steps": "equal steps", "time": "equal CPU time"}
@@ -75,22 +100,48 @@ def run_folder(args: argparse.Namespace, rate: float) -> Path:
     return args.out / f"rate{rate:g}"
 
 
+def channels(args: argparse.Namespace) -> int:
+    return 3 if args.dataset == "shapes" else 1
+
+
 def model_config(args: argparse.Namespace) -> UNetConfig:
-    return unet_config("tiny", channels=1) if args.smoke else UNetConfig.preset(RESOLUTION)
+    if args.smoke:
+        return unet_config("tiny", channels=channels(args))
+    return unet_config(DATASETS[args.dataset]["preset"], channels=channels(args))
 
 
 def recipe(args: argparse.Namespace) -> Recipe:
     r"""The recipe of every rate; every checkpoint kept (the equal-step models need them)."""
-    out = Recipe(parametrization="x0", lr=LR, batch_size=BATCH, keep_last=None)
+    if args.dataset == "shapes":  # the main job's (examples/shapes_demo.py)
+        out = Recipe(parametrization="x0", lr=1e-3, batch_size=16, warmup=100, ema_decay=0.995,
+                     ema_start=100, snr_gamma=5.0, keep_last=None)
+    else:
+        out = Recipe(parametrization="x0", lr=LR, batch_size=BATCH, keep_last=None)
     if args.smoke:
         out.checkpoint_every, out.warmup, out.batch_size = 5, 5, 8
     return out
 
 
+def radius_edges(args: argparse.Namespace, rate: float) -> bool:
+    r"""Whether a rate's graphs get radius edges: not the full 64² lattices of the shapes, which
+    take the model's dense path (78 edges per node there); Fashion-MNIST keeps the radius graph
+    at every rate, as its published run did."""
+    return args.dataset != "shapes" or rate > 1.0
+
+
+def training_set(args: argparse.Namespace):
+    if args.dataset == "fashion-mnist":
+        return FashionMNIST(train=True)
+    shapes = ContinuousShapes(100_000, args.resolution, ShapesConfig(), seed=args.seed)
+    sigma = recipe(args).sigma_pixels / args.resolution
+    return MollifiedCache(shapes, GaussianMollifier(sigma), 16 if args.smoke else SHAPES_CACHE)
+
+
 def train(args: argparse.Namespace, rate: float) -> dict:
-    return train_infdiff(run_folder(args, rate), FashionMNIST(train=True), model_config(args),
-                         RESOLUTION, rate, args.minutes, recipe(args),
-                         data_name="fashion-mnist", seed=args.seed, clock="cpu")
+    return train_infdiff(run_folder(args, rate), training_set(args), model_config(args),
+                         args.resolution, rate, args.minutes, recipe(args),
+                         data_name=args.dataset, seed=args.seed, clock="cpu",
+                         radius_edges=radius_edges(args, rate))
 
 
 def checkpoints(folder: Path) -> dict[int, Path]:
@@ -128,6 +179,14 @@ def prune(args: argparse.Namespace, rate: float, step: int) -> None:
 
 
 def metrics_of(args: argparse.Namespace, images: Tensor) -> dict:
+    r"""SWD with ``--smoke``; FID and KID on Fashion-MNIST; SWD, KID and FID on the shapes."""
+    if args.dataset == "shapes":
+        real = renders(args.num_real, args.resolution, 3, HELD_OUT_SEED)
+        out = swd_metrics({"x": images}, real, args.seed)["x"]
+        if not args.smoke:
+            out.update(inception_metrics({"x": images}, real, args.num_real, None,
+                                         seed=args.seed)["x"])
+        return out
     if args.smoke:
         test = FashionMNIST(train=False).images[: args.num_real]
         return swd_metrics({"x": images}, (test.float() / 127.5 - 1.0).unsqueeze(1),
@@ -144,10 +203,15 @@ def score_rate(args: argparse.Namespace, rate: float, step: int) -> dict[str, di
 
         def compute(path=path, samples=samples) -> dict:
             pretrained = load_pretrained(path, weights="ema", device="cpu")
+            side = args.resolution
+            # Fashion-MNIST: the plain lattice, as in bench/quality.py; the shapes: as the
+            # main job reads them, through the training density where that was a subset
+            context = (pretrained.context_for(side * side) if args.dataset == "shapes"
+                       else None)
             start = time.process_time()
             drawn = draw_samples(pretrained.model, pretrained.diffusion, args.num_samples,
-                                 RESOLUTION, 1, args.sample_steps, 50, args.seed + 1,
-                                 torch.device("cpu"))
+                                 side, channels(args), args.sample_steps, 50, args.seed + 1,
+                                 torch.device("cpu"), context=context)
             seconds = time.process_time() - start
             images = pretrained.diffusion.mollifier.undo(drawn, 2, inv_snr=0.05).clamp(-1, 1)
             torch.save(images, samples)
@@ -180,11 +244,12 @@ def launch(args: argparse.Namespace, phase: str, extra: list[str] | None = None)
 def memory(args: argparse.Namespace, rate: float) -> int:
     r"""Peak activation memory of one training step at :obj:`rate` (bytes), cached."""
     def compute() -> dict:
-        preset = "tiny" if args.smoke else RESOLUTION
+        preset = "tiny" if args.smoke else DATASETS[args.dataset]["preset"]
         factory = f"{ROOT / 'bench' / 'subsampling.py'}:build_step"
-        peak = peak_memory(factory, kwargs=dict(preset=preset, resolution=RESOLUTION,
+        peak = peak_memory(factory, kwargs=dict(preset=preset, resolution=args.resolution,
                                                 rate=rate, batch_size=recipe(args).batch_size,
-                                                seed=args.seed),
+                                                seed=args.seed,
+                                                radius_edges=radius_edges(args, rate)),
                            warmup=1, threads=1)
         return {"peak_bytes": peak.peak_bytes, "method": peak.method}
 
@@ -205,10 +270,10 @@ def run(args: argparse.Namespace) -> dict:
     for rate in args.rates:
         scores = score_rate(args, rate, step)  # cached by the workers
         prune(args, rate, step)
-        density = monte_carlo_density(config, RESOLUTION, rate)
+        density = monte_carlo_density(config, args.resolution, rate)
         run_ = results[rate]
         rows.append({
-            "rate": rate, "nodes": round(RESOLUTION * RESOLUTION / rate),
+            "rate": rate, "nodes": round(args.resolution ** 2 / rate),
             "ball": density.levels[0].expected if density.levels else 0.0,
             "cell": density.nodes_per_cell,
             "steps": run_["steps"], "seconds_per_step": run_["train_seconds"] / run_["steps"],
@@ -217,16 +282,23 @@ def run(args: argparse.Namespace) -> dict:
     return {"rows": rows, "equal_steps": step}
 
 
+def by_swd(args: argparse.Namespace) -> bool:
+    r"""Whether the table's first measure is SWD (``--smoke``, the shapes) rather than FID."""
+    return args.smoke or args.dataset == "shapes"
+
+
 def quality(args: argparse.Namespace, score: dict) -> str:
-    return f"{score['swd']:.1f}" if args.smoke else f"{score['fid']:.1f}"
+    return f"{score['swd']:.1f}" if by_swd(args) else f"{score['fid']:.1f}"
 
 
 def kid(args: argparse.Namespace, score: dict) -> str:
-    return "—" if args.smoke else f"{score['kid'] * 1e3:.1f} ± {score['kid_std'] * 1e3:.1f}"
+    if "kid" not in score:
+        return "—"
+    return f"{score['kid'] * 1e3:.1f} ± {score['kid_std'] * 1e3:.1f}"
 
 
 def report(args: argparse.Namespace, result: dict, picture: Path | None = None) -> str:
-    metric = "SWD ×10³" if args.smoke else "FID"
+    metric = "SWD ×10³" if by_swd(args) else "FID"
     rows, base = [], result["rows"][0]
     for row in result["rows"]:
         s, t = row["scores"]["steps"], row["scores"]["time"]
@@ -239,12 +311,15 @@ def report(args: argparse.Namespace, result: dict, picture: Path | None = None) 
         ])
     step = result["equal_steps"]
     lines = [
-        "## Quality against the subsampling rate: Fashion-MNIST 28²", "",
-        f"One model per rate, the same recipe and seed (lr {LR:g}, batch "
+        f"## Quality against the subsampling rate: {DATASETS[args.dataset]['title']} "
+        f"{args.resolution}²", "",
+        f"One model per rate, the same recipe and seed (lr {recipe(args).lr:g}, batch "
         f"{recipe(args).batch_size}), {args.minutes:g} CPU minutes each on one thread, two "
         f"side by side. Equal steps: every model at step {step:,}, the most every run reached; "
         f"equal time: every model at the end of its run. {args.num_samples:,} samples each "
-        f"(DDIM {args.sample_steps} steps, deblurred) against {args.num_real:,} test images.",
+        f"(DDIM {args.sample_steps} steps, deblurred) against {args.num_real:,} "
+        + ("held-out renders, each model read through its training density (`context=`)."
+           if args.dataset == "shapes" else "test images."),
         "",
         markdown_table(["rate", "nodes / image", "nodes per ball / per grid cell",
                         "CPU s / step", "speed-up", "peak memory", "memory ÷",
@@ -256,7 +331,7 @@ def report(args: argparse.Namespace, result: dict, picture: Path | None = None) 
         lines += ["", f"![{metric} against the rate at equal steps and equal CPU time, with step "
                   f"time and peak memory](_static/figures/{picture.name})", "",
                   "![The first samples of each equal-time model, one row per rate]"
-                  "(_static/figures/bench_rate_quality_samples.png)"]
+                  f"(_static/figures/{figure_name(args)}_samples.png)"]
     lines += ["", "- CPU s / step: the run's CPU time over its steps, data collation included "
               "(one thread). Peak memory: one training step's activations in a fresh "
               "subprocess (`bench/subsampling.py`'s method), model, optimiser state and batch "
@@ -269,7 +344,7 @@ def report(args: argparse.Namespace, result: dict, picture: Path | None = None) 
 def goal_lines(args: argparse.Namespace, result: dict) -> list[str]:
     r"""Issue 14 #2's target: FID at rate 4 within 15% of rate 1 at equal optimiser steps."""
     by_rate = {row["rate"]: row["scores"]["steps"] for row in result["rows"]}
-    if args.smoke or 1.0 not in by_rate or GOAL_RATE not in by_rate:
+    if by_swd(args) or 1.0 not in by_rate or GOAL_RATE not in by_rate:
         return []
     ratio = by_rate[GOAL_RATE]["fid"] / by_rate[1.0]["fid"]
     verdict = "**met**" if ratio <= GOAL_RATIO else "**NOT met**"
@@ -277,6 +352,10 @@ def goal_lines(args: argparse.Namespace, result: dict) -> list[str]:
             f"{(GOAL_RATIO - 1) * 100:.0f}% of rate 1 at equal optimiser steps: "
             f"{by_rate[GOAL_RATE]['fid']:.1f} vs {by_rate[1.0]['fid']:.1f} ({ratio:.2f}×) — "
             f"{verdict}"]
+
+
+def figure_name(args: argparse.Namespace) -> str:
+    return "bench_rate_quality" + ("_shapes" if args.dataset == "shapes" else "")
 
 
 def figure(args: argparse.Namespace, result: dict) -> Path:
@@ -288,8 +367,8 @@ def figure(args: argparse.Namespace, result: dict) -> Path:
     rows = result["rows"]
     rates = [row["rate"] for row in rows]
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
-    metric = "SWD ×10³" if args.smoke else "FID"
-    key = "swd" if args.smoke else "fid"
+    metric = "SWD ×10³" if by_swd(args) else "FID"
+    key = "swd" if by_swd(args) else "fid"
     for model, label in MODELS.items():
         axes[0].plot(rates, [row["scores"][model][key] for row in rows], "o-", label=label)
     axes[0].set_title(f"{metric} (lower is better)", fontsize=10)
@@ -307,19 +386,28 @@ def figure(args: argparse.Namespace, result: dict) -> Path:
     samples = [(f"rate {row['rate']:g}",
                 torch.load(run_folder(args, row["rate"]) / "samples_time.pt",
                            weights_only=True)[:12]) for row in rows]
-    save_rows(samples, args.figures / "bench_rate_quality_samples.png", cell_size=56)
-    return save_figure(fig, args.figures / "bench_rate_quality.png")
+    name = figure_name(args)
+    save_rows(samples, args.figures / f"{name}_samples.png", cell_size=56)
+    return save_figure(fig, args.figures / f"{name}.png")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = bench_parser(__doc__)
-    p.add_argument("--rates", default="1,2,4,8,16,32", help="subsampling rates")
-    p.add_argument("--minutes", type=float, default=10.0, help="CPU minutes of each run")
+    p.add_argument("--dataset", choices=sorted(DATASETS), default="fashion-mnist",
+                   help="Fashion-MNIST at 28² or the built-in shapes at 64²")
+    p.add_argument("--rates", default=None,
+                   help="subsampling rates (default: 1-32 on Fashion-MNIST, 1-16 on shapes)")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="CPU minutes of each run (default: 10 on Fashion-MNIST, 8 on shapes)")
     p.add_argument("--sample-steps", type=int, default=50, help="DDIM steps of the samples")
-    p.add_argument("--num-samples", type=int, default=1000)
-    p.add_argument("--num-real", type=int, default=2000, help="test images to score against")
+    p.add_argument("--num-samples", type=int, default=None,
+                   help="samples per model (default: 1,000 on Fashion-MNIST, 256 on shapes)")
+    p.add_argument("--num-real", type=int, default=None,
+                   help="real images to score against (default: 2,000 test images of "
+                   "Fashion-MNIST, 256 held-out renders of shapes)")
     p.add_argument("--jobs", type=int, default=2, help="runs at a time (one thread each)")
-    p.add_argument("--out", type=Path, default=OUT, help="cache folder")
+    p.add_argument("--out", type=Path, default=None,
+                   help="cache folder (default: bench/_out/rate_quality[_shapes])")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--phase", choices=["train", "score"], help=argparse.SUPPRESS)
@@ -332,6 +420,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # What the worker processes get: this command's own options.
     args.passthrough = [a for a in (argv if argv is not None else sys.argv[1:])
                         if a != "--write"]
+    defaults = DATASETS[args.dataset]
+    for name in ("rates", "minutes", "num_samples", "num_real"):
+        if getattr(args, name) is None:
+            setattr(args, name, defaults[name])
+    args.resolution = defaults["resolution"]
+    if args.out is None:
+        args.out = OUT / ("rate_quality" + ("_shapes" if args.dataset == "shapes" else ""))
     args.rates = sorted(float(v) for v in args.rates.split(","))
     if args.smoke:
         args.rates, args.minutes, args.sample_steps = [1.0, 4.0], 0.05, 2
@@ -346,8 +441,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    return bench_main(__file__, "rate_quality", parse_args, run, report, argv, figure=figure,
-                      stamp=True, worker=worker)
+    shapes = parse_args(argv).dataset == "shapes"
+    return bench_main(__file__, "rate_quality_shapes" if shapes else "rate_quality", parse_args,
+                      run, report, argv, figure=figure, stamp=True, worker=worker)
 
 
 if __name__ == "__main__":

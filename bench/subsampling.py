@@ -60,13 +60,14 @@ GPU_BATCH = 16
 
 # --------------------------------------------------------------------------- the step
 def make_batch(config: UNetConfig, diffusion: MollifiedDiffusion, resolution: int, rate: float,
-               batch_size: int, seed: int = 0) -> Batch:
+               batch_size: int, seed: int = 0, radius_edges: bool = True) -> Batch:
     r"""A training batch of :class:`ContinuousShapes` items (grey or RGB as the model) collated
     as in training: mollified, :obj:`rate`-subsampled (uniform), radius edges of the model's
-    radius."""
+    radius (without :obj:`radius_edges`, none: full lattices then take the dense path)."""
     data = ContinuousShapes(batch_size, resolution, ShapesConfig(channels=config.in_channels),
                             seed=seed)
-    collator = GraphCollator(diffusion.mollifier, rate=rate, radius=config.radius)
+    collator = GraphCollator(diffusion.mollifier, rate=rate,
+                             radius=config.radius if radius_edges else None)
     return collator([data[i] for i in range(batch_size)],
                     generator=torch.Generator().manual_seed(seed))
 
@@ -122,13 +123,14 @@ def make_model(config: UNetConfig, device: torch.device | str, seed: int = 0
 
 
 def build_step(preset: int | str, resolution: int, rate: float, batch_size: int,
-               seed: int = 0, device: str = "cpu") -> InfDiffStep:
+               seed: int = 0, device: str = "cpu", radius_edges: bool = True) -> InfDiffStep:
     r"""Builds everything for one case and returns its step (the factory of
-    :func:`_common.peak_memory`)."""
+    :func:`_common.peak_memory`; :obj:`radius_edges` as in :func:`make_batch`)."""
     config = unet_config(preset)
     diffusion = make_diffusion(resolution)
     model, optimizer = make_model(config, device, seed)
-    batch = make_batch(config, diffusion, resolution, rate, batch_size, seed).to(device)
+    batch = make_batch(config, diffusion, resolution, rate, batch_size, seed,
+                       radius_edges).to(device)
     generator = torch.Generator(device=device).manual_seed(seed)
     return InfDiffStep(model, diffusion, batch, optimizer, generator)
 

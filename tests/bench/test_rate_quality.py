@@ -23,6 +23,26 @@ def test_defaults_and_bad_arguments():
     assert rate_quality.recipe(args).keep_last is None
 
 
+def test_shapes_defaults():
+    args = rate_quality.parse_args(["--dataset", "shapes"])
+    assert args.rates == [1.0, 2.0, 4.0, 8.0, 16.0] and args.resolution == 64
+    assert (args.minutes, args.num_samples, args.num_real) == (8.0, 256, 256)
+    assert args.out.name == "rate_quality_shapes"
+    # the main job's model and recipe
+    assert rate_quality.model_config(args).in_channels == 3
+    assert rate_quality.model_config(args).grid_shape == (16, 16)
+    recipe = rate_quality.recipe(args)
+    assert (recipe.lr, recipe.batch_size, recipe.snr_gamma, recipe.parametrization) == (
+        1e-3, 16, 5.0, "x0")
+    assert recipe.keep_last is None
+    # the full lattice takes the dense path; Fashion-MNIST keeps its radius graph
+    assert not rate_quality.radius_edges(args, 1.0) and rate_quality.radius_edges(args, 2.0)
+    assert rate_quality.radius_edges(rate_quality.parse_args([]), 1.0)
+    fashion = rate_quality.parse_args([])
+    assert fashion.out.name == "rate_quality" and fashion.resolution == 28
+    assert rate_quality.recipe(fashion).snr_gamma is None
+
+
 def test_equal_steps():
     runs = {1.0: {"steps": 2130}, 4.0: {"steps": 2710}, 16.0: {"steps": 3002}}
     assert rate_quality.equal_steps(runs, 250) == 2000
@@ -71,3 +91,15 @@ def test_smoke(tmp_path, fashion_mnist):
     # a rerun reuses every finished part
     again = rate_quality.main(["--smoke", "--out", str(out), "--doc", str(doc)])
     assert again["rows"] == result["rows"]
+
+
+@pytest.mark.slow
+def test_smoke_shapes(tmp_path):
+    out, doc, figures = tmp_path / "out", tmp_path / "benchmarks.md", tmp_path / "figures"
+    result = rate_quality.main(["--dataset", "shapes", "--smoke", "--out", str(out), "--write",
+                                "--doc", str(doc), "--figures", str(figures)])
+    assert [row["rate"] for row in result["rows"]] == [1.0, 4.0]
+    assert all(s["swd"] > 0 for row in result["rows"] for s in row["scores"].values())
+    body = read_section("rate_quality_shapes", doc)
+    assert "shapes 64²" in body and "context=" in body
+    assert (figures / "bench_rate_quality_shapes_samples.png").stat().st_size > 0
