@@ -10,6 +10,7 @@ samples, average-pooled, agree with the first (PSNR per seed).
         --resolution 64 --zoom 1,2,4 --deblur
     python examples/sample.py --checkpoint runs/shapes_demo --sampler ddpm --steps 250
     python examples/sample.py --checkpoint runs/shapes_demo --context none   # plain lattices
+    python examples/sample.py --checkpoint runs/shapes_demo --context-until 60
 
 By default (--context auto) the model reads every lattice with at least its training nodes
 through a context of its training density (pyg_infdiff.diffusion.ContextNodes): as many random
@@ -17,7 +18,9 @@ pixels of its training lattice as it had nodes per image in training, or its tra
 if it saw every pixel (then on lattices larger than it: its own lattice is read plainly).
 Its integrals then have the statistics they had in training at any resolution, and the same
 seed gives the same function at every such resolution. --context none samples the plain
-lattice (faster: the dense path); --context N reads through N random points.
+lattice (faster: the dense path); --context N reads through N random points. --context-until T
+reads through the context only above timestep T and the lattice itself from T down
+(sample(..., context_until=T); bench/context_until.py measures what it changes).
 
 Writes a PNG (grid, or rows with --zoom) and the raw tensors (.pt: images in [-1, 1]).
 """
@@ -70,6 +73,9 @@ def parse_args(argv=None):
     p.add_argument("--context", default="auto",
                    help="'auto' (the training density, see above), 'none', or a number of "
                    "random context points per sample")
+    p.add_argument("--context-until", type=int, default=-1, metavar="T",
+                   help="with a context: read through it only above timestep T, the lattice "
+                   "itself from T down (-1: the context to the end)")
     args = p.parse_args(argv)
     if args.out is not None and Path(args.out).suffix.lower() not in (".png", ".jpg", ".jpeg",
                                                                        ".webp"):
@@ -132,7 +138,8 @@ def main(argv=None):
         out = sample(model, diffusion, shape=(n, n), num_samples=args.num,
                      channels=config.out_channels, steps=args.steps, sampler=args.sampler,
                      eta=args.eta, generator=torch.Generator(device).manual_seed(args.seed),
-                     progress=not args.no_progress, device=device, context=context)
+                     progress=not args.no_progress, device=device, context=context,
+                     context_until=args.context_until)
         images = out.images.float()
         if args.deblur is not None:
             images = diffusion.mollifier.undo(images, config.ndim, inv_snr=args.deblur,

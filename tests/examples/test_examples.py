@@ -130,6 +130,12 @@ def test_sample_from_the_demo_checkpoint_at_twice_the_resolution(demo_run, capsy
         assert (said in printed) if said else "context" not in printed.split("\n")[1]
     with pytest.raises(SystemExit):
         module.main([*args, "--context", "many"])
+    # --context-until above every step: the plain lattice's samples (DDIM draws nothing after
+    # the initial field, which comes before the context's points)
+    module.main([*args, "--context-until", "1000", "--out", str(out / "s" / "until.png")])
+    until, plain = (torch.load(out / "s" / f"{name}.pt", weights_only=True)["images"]["64x64"]
+                    for name in ("until", "none"))
+    torch.testing.assert_close(until, plain, atol=1e-5, rtol=1e-4)
 
 
 def test_celebahq_train_on_shapes_then_resume(tmp_path):
