@@ -57,6 +57,7 @@ __all__ = [
     "Recipe",
     "draw_samples",
     "inception_metrics",
+    "kid_cell",
     "make_diffusion",
     "parse_preset",
     "renders",
@@ -398,6 +399,18 @@ def inception_metrics(fakes: dict[str, Tensor], real: Tensor | Dataset, num_real
         results[name] = {"fid": fid_from_features(real_stats, stats), "kid": kid,
                          "kid_std": kid_std, "num_fake": images.size(0), "num_real": num_real}
     return results
+
+
+def kid_cell(metrics: dict, digits: int = 1) -> str:
+    r"""KID ×10³ of :func:`inception_metrics`'s entry as a table cell, with its spread over
+    subsets where there were several (a few hundred images make one subset: no spread shown);
+    ``"—"`` without KID."""
+    if "kid" not in metrics:
+        return "—"
+    kid, std = 1e3 * metrics["kid"], 1e3 * metrics["kid_std"]
+    if std < 0.5 * 10**-digits:
+        return f"{kid:.{digits}f}"
+    return f"{kid:.{digits}f} ± {std:.{digits}f}"
 
 
 def swd_metrics(fakes: dict[str, Tensor], real: Tensor, seed: int = 0) -> dict[str, dict]:

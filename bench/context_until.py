@@ -32,6 +32,7 @@ from _infdiff import (
     Recipe,
     draw_samples,
     inception_metrics,
+    kid_cell,
     renders,
     swd_metrics,
     train_infdiff,
@@ -110,8 +111,7 @@ def run(args: argparse.Namespace) -> dict:
 def report(args: argparse.Namespace, result: dict, figure: Path | None = None) -> str:
     rows = []
     for name, s in result["scores"].items():
-        kid = f"{s['kid'] * 1e3:.1f} ± {s['kid_std'] * 1e3:.1f}" if "kid" in s else "—"
-        rows.append([name, f"{s['swd']:.1f}", kid, f"{s['detail']:.2f}",
+        rows.append([name, f"{s['swd']:.1f}", kid_cell(s), f"{s['detail']:.2f}",
                      f"{s['cpu_seconds']:.1f}"])
     data, context, band = result["data"], result["context"], detail_band(args.side)
     lines = [

@@ -63,6 +63,7 @@ from _infdiff import (
     Recipe,
     draw_samples,
     inception_metrics,
+    kid_cell,
     renders,
     swd_metrics,
     train_infdiff,
@@ -85,7 +86,7 @@ DATASETS = {
     "fashion-mnist": dict(title="Fashion-MNIST", resolution=28, rates="1,2,4,8,16,32",
                           minutes=10.0, num_samples=1000, num_real=2000, preset=28),
     "shapes": dict(title="the built-in shapes", resolution=64, rates="1,2,4,8,16", minutes=8.0,
-                   num_samples=256, num_real=256, preset=32),
+                   num_samples=128, num_real=128, preset=32),
 }
 LR, BATCH = 5e-4, 32  # what bench/dense_tuning.py's probe kept for ∞-Diff on Fashion-MNIST
 SHAPES_CACHE = 2048  # shapes rendered and mollified once per run (as the main job does)
@@ -291,12 +292,6 @@ def quality(args: argparse.Namespace, score: dict) -> str:
     return f"{score['swd']:.1f}" if by_swd(args) else f"{score['fid']:.1f}"
 
 
-def kid(args: argparse.Namespace, score: dict) -> str:
-    if "kid" not in score:
-        return "—"
-    return f"{score['kid'] * 1e3:.1f} ± {score['kid_std'] * 1e3:.1f}"
-
-
 def report(args: argparse.Namespace, result: dict, picture: Path | None = None) -> str:
     metric = "SWD ×10³" if by_swd(args) else "FID"
     rows, base = [], result["rows"][0]
@@ -307,7 +302,7 @@ def report(args: argparse.Namespace, result: dict, picture: Path | None = None) 
             f"{row['seconds_per_step']:.3f}",
             f"{base['seconds_per_step'] / row['seconds_per_step']:.2f}×",
             format_bytes(row["peak_bytes"]), f"{base['peak_bytes'] / row['peak_bytes']:.2f}×",
-            quality(args, s), kid(args, s), f"{row['steps']:,}", quality(args, t), kid(args, t),
+            quality(args, s), kid_cell(s), f"{row['steps']:,}", quality(args, t), kid_cell(t),
         ])
     step = result["equal_steps"]
     lines = [
@@ -401,10 +396,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="CPU minutes of each run (default: 10 on Fashion-MNIST, 8 on shapes)")
     p.add_argument("--sample-steps", type=int, default=50, help="DDIM steps of the samples")
     p.add_argument("--num-samples", type=int, default=None,
-                   help="samples per model (default: 1,000 on Fashion-MNIST, 256 on shapes)")
+                   help="samples per model (default: 1,000 on Fashion-MNIST, 128 on shapes)")
     p.add_argument("--num-real", type=int, default=None,
                    help="real images to score against (default: 2,000 test images of "
-                   "Fashion-MNIST, 256 held-out renders of shapes)")
+                   "Fashion-MNIST, 128 held-out renders of shapes)")
     p.add_argument("--jobs", type=int, default=2, help="runs at a time (one thread each)")
     p.add_argument("--out", type=Path, default=None,
                    help="cache folder (default: bench/_out/rate_quality[_shapes])")

@@ -190,10 +190,10 @@ def sample(
             (default: :obj:`None`, the nodes are their own context)
         context_until (int, optional): With a :obj:`context`, read through it only the steps
             from timesteps above this one; the steps from this timestep down read the nodes
-            alone, as without a context. Near the data the state is mostly signal, which the
-            model's quadratures read alike at any density, and the nodes then shape the details
-            together (through the context, each node finishes on its own, and edges finer than
-            the context's spacing come out ragged). The context's values are then not returned.
+            alone, as without a context, when the state is mostly signal. Through a context
+            each node finishes on its own and edges between context points come out ragged;
+            read together, the nodes smooth them, at the price of softer edges
+            (``bench/context_until.py``). The context's values are then not returned.
             (default: :obj:`-1`, the context to the end)
     """
     pos, batch, num_graphs, lattice = _nodes(pos, batch, shape, num_samples, device, dtype)

@@ -21,6 +21,7 @@ from _common import (  # noqa: E402
     peak_memory,
     time_cases,
 )
+from _infdiff import kid_cell  # noqa: E402
 from _publish import compact_figure, markdown_table, read_section, write_section  # noqa: E402
 from _skeleton import (  # noqa: E402
     bench_main,
@@ -100,6 +101,11 @@ def test_formatting_helpers():
         markdown_table(["a", "b"], [[1]])
     desc = machine_description()
     assert "torch " + torch.__version__ in desc and "UTC" in desc
+    # KID: a spread only where there was one (one subset of a few hundred images has none)
+    assert kid_cell({"kid": 0.0123, "kid_std": 0.0011}) == "12.3 ± 1.1"
+    assert kid_cell({"kid": 0.0123, "kid_std": 4e-16}) == "12.3"
+    assert kid_cell({"kid": 0.0123, "kid_std": 4e-16}, digits=2) == "12.30"
+    assert kid_cell({"swd": 1.0}) == "—"
 
 
 def test_compact_figure_keeps_small_pngs_and_fits_large_ones(tmp_path):

@@ -26,7 +26,7 @@ def test_defaults_and_bad_arguments():
 def test_shapes_defaults():
     args = rate_quality.parse_args(["--dataset", "shapes"])
     assert args.rates == [1.0, 2.0, 4.0, 8.0, 16.0] and args.resolution == 64
-    assert (args.minutes, args.num_samples, args.num_real) == (8.0, 256, 256)
+    assert (args.minutes, args.num_samples, args.num_real) == (8.0, 128, 128)
     assert args.out.name == "rate_quality_shapes"
     # the main job's model and recipe
     assert rate_quality.model_config(args).in_channels == 3
