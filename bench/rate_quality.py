@@ -320,8 +320,9 @@ def report(args: argparse.Namespace, result: dict, picture: Path | None = None) 
                         "CPU s / step", "speed-up", "peak memory", "memory ÷",
                         f"{metric}, {step:,} steps", "KID ×10³", "steps in the time",
                         f"{metric}, equal time", "KID ×10³"], rows),
-        "", *goal_lines(args, result),
     ]
+    goals = goal_lines(args, result)
+    lines += ["", *goals] if goals else []
     if picture is not None:
         lines += ["", f"![{metric} against the rate at equal steps and equal CPU time, with step "
                   f"time and peak memory](_static/figures/{picture.name})", "",
