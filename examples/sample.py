@@ -139,7 +139,7 @@ def main(argv=None):
                      channels=config.out_channels, steps=args.steps, sampler=args.sampler,
                      eta=args.eta, generator=torch.Generator(device).manual_seed(args.seed),
                      progress=not args.no_progress, device=device, context=context,
-                     context_until=args.context_until)
+                     context_until=args.context_until if context is not None else -1)
         images = out.images.float()
         if args.deblur is not None:
             images = diffusion.mollifier.undo(images, config.ndim, inv_snr=args.deblur,

@@ -227,6 +227,8 @@ def sample(
     if context is not None and (observation is not None or noise is not None
                                 or edge_fn is not None):
         raise ValueError("'context' does not combine with 'observation', 'noise' or 'edge_fn'")
+    if context is None and context_until >= 0:
+        raise ValueError(f"'context_until'={context_until} needs a 'context' to stop reading")
     edge_index = edge_fn(pos, batch) if edge_fn is not None else None
     ctx: ContextNodes | None = None
 
@@ -260,7 +262,11 @@ def sample(
         kwargs["context"] = ctx.context
     else:
         x = draw() if noise is None else noise.to(device=pos.device, dtype=pos.dtype)
-    if node_lattice is None:  # points, not a lattice: the graph and its kernels, built once
+
+    def build_graph(edge_index: Tensor | None) -> Tensor | None:
+        # On points, not a lattice: the graph and its kernels, built once per point set.
+        if node_lattice is not None:
+            return edge_index
         graph, kernels = (getattr(model, name, None) for name in ("context_graph", "edge_kernels"))
         if edge_index is None and callable(graph):  # every node its own context, or the context
             sources = (ctx.context if ctx is not None
@@ -268,6 +274,9 @@ def sample(
             edge_index = graph(nodes, sources, node_batch)
         if edge_index is not None and callable(kernels):
             kwargs["kernels"] = kernels(nodes, edge_index)
+        return edge_index
+
+    edge_index = build_graph(edge_index)
     pairs = list(zip(levels[:-1], levels[1:], strict=True))
     # The model checks its inputs (nodes, batch, lattice: the same at every step) at its first
     # call; the later calls run without value checks, so a step reads nothing back to the host.
@@ -279,14 +288,7 @@ def sample(
             nodes, node_batch, node_lattice = pos, batch, lattice
             kwargs.pop("context")
             kwargs.pop("kernels", None)
-            edge_index = None
-            graph, kernels = (getattr(model, name, None)
-                              for name in ("context_graph", "edge_kernels"))
-            if node_lattice is None and callable(graph):
-                edge_index = graph(nodes, torch.arange(nodes.size(0), device=nodes.device),
-                                   node_batch)
-                if callable(kernels):
-                    kwargs["kernels"] = kernels(nodes, edge_index)
+            edge_index = build_graph(None)
         if next_level > level:  # RePaint: noise forward again
             x = renoise(x, schedule, t, t_next, draw())
             continue

@@ -114,6 +114,8 @@ def test_bad_context():
     observation = Observation(torch.zeros(72, dtype=torch.bool), torch.zeros(72, 1))
     with pytest.raises(ValueError, match="does not combine"):
         sample(recorder, DIFFUSION, context=5, observation=observation, **kwargs)
+    with pytest.raises(ValueError, match="needs a 'context'"):
+        sample(recorder, DIFFUSION, context_until=100, **kwargs)
 
 
 def test_merge_places_values():
