@@ -69,7 +69,7 @@ from _infdiff import (
     train_infdiff,
     unet_config,
 )
-from _publish import add_publish_args, markdown_table, save_figure
+from _publish import add_publish_args, compact_figure, markdown_table, save_figure
 from _skeleton import add_threads_arg, bench_main, bench_parser, machine_note, run_jobs
 from torch import Tensor
 
@@ -327,7 +327,7 @@ def report(args: argparse.Namespace, result: dict, picture: Path | None = None) 
         lines += ["", f"![{metric} against the rate at equal steps and equal CPU time, with step "
                   f"time and peak memory](_static/figures/{picture.name})", "",
                   "![The first samples of each equal-time model, one row per rate]"
-                  f"(_static/figures/{figure_name(args)}_samples.png)"]
+                  f"(_static/figures/{args.samples_figure})"]
     lines += ["", "- CPU s / step: the run's CPU time over its steps, data collation included "
               "(one thread). Peak memory: one training step's activations in a fresh "
               "subprocess (`bench/subsampling.py`'s method), model, optimiser state and batch "
@@ -383,7 +383,9 @@ def figure(args: argparse.Namespace, result: dict) -> Path:
                 torch.load(run_folder(args, row["rate"]) / "samples_time.pt",
                            weights_only=True)[:12]) for row in rows]
     name = figure_name(args)
-    save_rows(samples, args.figures / f"{name}_samples.png", cell_size=56)
+    # colour sample grids are photograph-like: a JPEG where a PNG would be too large
+    args.samples_figure = compact_figure(save_rows(samples, args.figures / f"{name}_samples.png",
+                                                   cell_size=56)).name
     return save_figure(fig, args.figures / f"{name}.png")
 
 

@@ -14,7 +14,7 @@ import autoencoder  # noqa: E402
 from _publish import read_section  # noqa: E402
 
 
-def test_autoencoder_smoke(tmp_path):
+def test_autoencoder_smoke(tmp_path, fashion_mnist):  # its smoke reads Fashion-MNIST
     doc, figures = tmp_path / "benchmarks.md", tmp_path / "figures"
     argv = ["--smoke", "--out", str(tmp_path / "ae"), "--write", "--doc", str(doc),
             "--figures", str(figures)]
