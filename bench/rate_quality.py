@@ -51,6 +51,7 @@ the default run takes about an hour on both cores, the shapes run about as long:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -80,13 +81,16 @@ from pyg_infdiff.noise import GaussianMollifier
 from pyg_infdiff.training import load_pretrained
 
 OUT = ROOT / "bench" / "_out"
-#: Per dataset: its name in the docs, the resolution, the default rates, CPU minutes, samples
+#: Per dataset: its name in the docs, its docs section (also the cache folder and, after
+#: ``bench_``, the figures), the resolution and channels, the default rates, CPU minutes, samples
 #: and real images, and the model's preset.
 DATASETS = {
-    "fashion-mnist": dict(title="Fashion-MNIST", resolution=28, rates="1,2,4,8,16,32",
-                          minutes=10.0, num_samples=1000, num_real=2000, preset=28),
-    "shapes": dict(title="the built-in shapes", resolution=64, rates="1,2,4,8,16", minutes=8.0,
-                   num_samples=128, num_real=128, preset=32),
+    "fashion-mnist": dict(title="Fashion-MNIST", section="rate_quality", resolution=28,
+                          channels=1, rates="1,2,4,8,16,32", minutes=10.0, num_samples=1000,
+                          num_real=2000, preset=28),
+    "shapes": dict(title="the built-in shapes", section="rate_quality_shapes", resolution=64,
+                   channels=3, rates="1,2,4,8,16", minutes=8.0, num_samples=128, num_real=128,
+                   preset=32),
 }
 LR, BATCH = 5e-4, 32  # what bench/dense_tuning.py's probe kept for ∞-Diff on Fashion-MNIST
 SHAPES_CACHE = 2048  # shapes rendered and mollified once per run (as the main job does)
@@ -101,14 +105,10 @@ def run_folder(args: argparse.Namespace, rate: float) -> Path:
     return args.out / f"rate{rate:g}"
 
 
-def channels(args: argparse.Namespace) -> int:
-    return 3 if args.dataset == "shapes" else 1
-
-
 def model_config(args: argparse.Namespace) -> UNetConfig:
     if args.smoke:
-        return unet_config("tiny", channels=channels(args))
-    return unet_config(DATASETS[args.dataset]["preset"], channels=channels(args))
+        return unet_config("tiny", channels=args.channels)
+    return unet_config(DATASETS[args.dataset]["preset"], channels=args.channels)
 
 
 def recipe(args: argparse.Namespace) -> Recipe:
@@ -179,14 +179,21 @@ def prune(args: argparse.Namespace, rate: float, step: int) -> None:
             path.unlink()
 
 
+def held_out_name() -> str:
+    r"""The name under which the held-out renders' Inception statistics are cached (computed
+    once, not by every scoring worker): their dataset seed and shapes."""
+    shapes = hashlib.sha1(repr(ShapesConfig()).encode()).hexdigest()[:8]
+    return f"shapes-seed{HELD_OUT_SEED}-{shapes}"
+
+
 def metrics_of(args: argparse.Namespace, images: Tensor) -> dict:
     r"""SWD with ``--smoke``; FID and KID on Fashion-MNIST; SWD, KID and FID on the shapes."""
     if args.dataset == "shapes":
         real = renders(args.num_real, args.resolution, 3, HELD_OUT_SEED)
         out = swd_metrics({"x": images}, real, args.seed)["x"]
         if not args.smoke:
-            out.update(inception_metrics({"x": images}, real, args.num_real, None,
-                                         seed=args.seed)["x"])
+            out.update(inception_metrics({"x": images}, real, args.num_real,
+                                         held_out_name(), seed=args.seed)["x"])
         return out
     if args.smoke:
         test = FashionMNIST(train=False).images[: args.num_real]
@@ -211,7 +218,7 @@ def score_rate(args: argparse.Namespace, rate: float, step: int) -> dict[str, di
                        else None)
             start = time.process_time()
             drawn = draw_samples(pretrained.model, pretrained.diffusion, args.num_samples,
-                                 side, channels(args), args.sample_steps, 50, args.seed + 1,
+                                 side, args.channels, args.sample_steps, 50, args.seed + 1,
                                  torch.device("cpu"), context=context)
             seconds = time.process_time() - start
             images = pretrained.diffusion.mollifier.undo(drawn, 2, inv_snr=0.05).clamp(-1, 1)
@@ -351,7 +358,7 @@ def goal_lines(args: argparse.Namespace, result: dict) -> list[str]:
 
 
 def figure_name(args: argparse.Namespace) -> str:
-    return "bench_rate_quality" + ("_shapes" if args.dataset == "shapes" else "")
+    return f"bench_{args.section}"
 
 
 def figure(args: argparse.Namespace, result: dict) -> Path:
@@ -422,9 +429,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("rates", "minutes", "num_samples", "num_real"):
         if getattr(args, name) is None:
             setattr(args, name, defaults[name])
-    args.resolution = defaults["resolution"]
+    args.resolution, args.channels = defaults["resolution"], defaults["channels"]
+    args.section = defaults["section"]
     if args.out is None:
-        args.out = OUT / ("rate_quality" + ("_shapes" if args.dataset == "shapes" else ""))
+        args.out = OUT / args.section
     args.rates = sorted(float(v) for v in args.rates.split(","))
     if args.smoke:
         args.rates, args.minutes, args.sample_steps = [1.0, 4.0], 0.05, 2
@@ -439,9 +447,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    shapes = parse_args(argv).dataset == "shapes"
-    return bench_main(__file__, "rate_quality_shapes" if shapes else "rate_quality", parse_args,
-                      run, report, argv, figure=figure, stamp=True, worker=worker)
+    return bench_main(__file__, parse_args(argv).section, parse_args, run, report, argv,
+                      figure=figure, stamp=True, worker=worker)
 
 
 if __name__ == "__main__":
