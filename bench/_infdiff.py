@@ -1,7 +1,7 @@
 r"""∞-Diff helpers shared by the benchmark scripts of issue 5 (``subsampling.py``,
 ``vs_dense.py``, ``resolution.py``, ``consistency.py``, ``quality.py``,
 ``beyond_resolution.py``): the models and diffusion process they build, the device they run
-on, time-budgeted resumable training, sampling and the sample metrics.
+on, time-budgeted resumable training.
 
 * :func:`unet_config`, :func:`parse_preset`, :func:`make_diffusion`: the model of a benchmark
   (a :meth:`UNetConfig.preset` or the ``"tiny"`` smoke-test model) and the library's default
@@ -11,9 +11,9 @@ on, time-budgeted resumable training, sampling and the sample metrics.
 * :func:`train_infdiff` (with :class:`Recipe`): trains an ∞-Diff model for a wall-clock budget
   with :class:`~pyg_infdiff.training.Trainer`, resumably; its checkpoints load with
   :func:`pyg_infdiff.training.load_pretrained`.
-* :func:`draw_samples`, :func:`inception_metrics`, :func:`swd_metrics`: DDIM samples from fixed
-  seeds and their FID/KID or SWD against real images; :func:`renders` and :func:`upsample`:
-  the ground truth of the built-in shapes at any resolution, and the bicubic baseline.
+* :func:`main_job_argv`: the command line of an arm that runs the README's main job.
+
+Sampling and the sample metrics are :mod:`_scoring`'s.
 
 Like :mod:`_common`, import it as ``from _infdiff import ...`` (``python bench/<script>.py``
 puts ``bench/`` on ``sys.path``).
@@ -23,25 +23,21 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from _common import ROOT
-from torch import Tensor
 from torch.utils.data import Dataset
 
 from pyg_infdiff.data import (
-    ContinuousShapes,
     GraphCollator,
     MollifiedCache,
-    ShapesConfig,
     make_loader,
 )
-from pyg_infdiff.diffusion import AutoencoderLoss, LatticeSubset, MollifiedDiffusion, sample
+from pyg_infdiff.diffusion import AutoencoderLoss, MollifiedDiffusion
 from pyg_infdiff.models import (
     DiffusionAutoencoder,
     EncoderConfig,
@@ -55,17 +51,12 @@ __all__ = [
     "FIGURES",
     "LossBudget",
     "Recipe",
-    "draw_samples",
-    "inception_metrics",
-    "kid_cell",
+    "main_job_argv",
     "make_diffusion",
     "parse_preset",
-    "renders",
     "resolve_device",
-    "swd_metrics",
     "train_infdiff",
     "unet_config",
-    "upsample",
 ]
 
 FIGURES = ROOT / "docs" / "_static" / "figures"
@@ -299,129 +290,3 @@ def main_job_argv(out: Path, args, *options: str, budget: Sequence[str]) -> list
     return [sys.executable, str(ROOT / "examples" / "shapes_demo.py"), "--out", str(out),
             *options, "--threads", str(args.threads), "--seed", str(args.seed),
             "--num-samples", "8", *(["--smoke"] if args.smoke else budget)]
-
-
-# --------------------------------------------------------------------------- sampling, metrics
-@torch.no_grad()
-def draw_samples(model, diffusion: MollifiedDiffusion, num: int, side: int, channels: int,
-                 steps: int, batch: int, seed: int, device: torch.device,
-                 context: int | Tensor | None = None, context_until: int = -1) -> Tensor:
-    r""":obj:`num` samples (DDIM, :math:`\eta = 0`) at one side, in batches; batch :math:`b`
-    seeded ``seed + b`` (so the same seeds give the same initial noise fields at every side),
-    read through :obj:`context` if given (``sample(..., context=..., context_until=...)``).
-    Returns float32 CPU images in :math:`[-1, 1]`, as sampled (mollified)."""
-    out = []
-    for b, start in enumerate(range(0, num, batch)):
-        count = min(batch, num - start)
-        images = sample(model, diffusion, shape=(side, side), num_samples=count,
-                        channels=channels, steps=steps, sampler="ddim", eta=0.0,
-                        generator=torch.Generator(device=device).manual_seed(seed + b),
-                        progress=False, device=device, context=context,
-                        context_until=context_until).images
-        out.append(images.float().clamp(-1, 1).cpu())
-    return torch.cat(out)
-
-
-def context_label(context: int | Tensor | LatticeSubset | None) -> str:
-    r"""How a set of samples read its lattice: plainly, or through which context."""
-    if context is None:
-        return "the lattice itself"
-    if isinstance(context, int):
-        return f"{context:,} random points"
-    if isinstance(context, LatticeSubset):
-        return f"{context.num:,} random pixels of the {context.shape[0]}² training lattice"
-    return f"the {int(round(context.size(0) ** 0.5))}² training lattice"
-
-
-def renders(num: int, side: int, channels: int, seed: int,
-            config: ShapesConfig | None = None) -> Tensor:
-    r"""The first :obj:`num` items of :class:`ContinuousShapes` (dataset seed :obj:`seed`,
-    :obj:`config` or the default :class:`ShapesConfig`) rendered at :obj:`side`², a stacked
-    batch: the ground truth at any resolution."""
-    if config is None:
-        config = ShapesConfig(channels=channels)
-    elif config.channels != channels:
-        raise ValueError(f"'config' has {config.channels} channels, expected {channels}")
-    data = ContinuousShapes(num, side, config, seed=seed)
-    return torch.stack([data[i] for i in range(num)])
-
-
-def upsample(images: Tensor, side: int) -> Tensor:
-    r"""Bicubic upsampling of a batch to :obj:`side`², clamped to :math:`[-1, 1]`."""
-    return F.interpolate(images, size=(side, side), mode="bicubic",
-                         align_corners=False).clamp(-1, 1)
-
-
-def _batches(images: Tensor | Dataset, num: int, batch: int) -> Iterable[Tensor]:
-    for start in range(0, num, batch):
-        items = [images[i] for i in range(start, min(num, start + batch))]
-        items = [it[0] if isinstance(it, tuple | list) else it for it in items]
-        yield torch.stack([it if it.dim() == 3 else it.unsqueeze(0) for it in items])
-
-
-def inception_metrics(fakes: dict[str, Tensor], real: Tensor | Dataset, num_real: int,
-                      cache_name: str | None, *, device: str = "cpu", seed: int = 0,
-                      batch: int = 50) -> dict[str, dict[str, float]]:
-    r"""FID and KID of each set of :obj:`fakes` (float :math:`[-1, 1]` images) against the
-    first :obj:`num_real` of :obj:`real` (images or ``(image, label)`` items, ``uint8`` or
-    float), on the standard FID Inception features. The real statistics are cached
-    (:class:`~pyg_infdiff.metrics.StatisticsCache`) under :obj:`cache_name` when given.
-    Raises :class:`FileNotFoundError` (saying how to get them) without the weights."""
-    from pyg_infdiff.metrics import (
-        StatisticsCache,
-        compute_statistics,
-        extract_features,
-        fid_from_features,
-        kernel_inception_distance,
-        load_inception,
-    )
-
-    net = load_inception(device=device)
-    first = next(iter(_batches(real, 1, 1)))
-    side = first.shape[-1]
-
-    def real_features() -> Tensor:
-        return extract_features(net, _batches(real, num_real, batch), num=num_real,
-                                desc="inception real")
-
-    if cache_name is not None:
-        variant = f"{net.resize_mode}-c{first.size(1)}-{side}x{side}"
-        real_stats = StatisticsCache().get_or_compute(real_features, cache_name, side, num_real,
-                                                      net.sha1, variant)
-    else:
-        real_stats = compute_statistics(real_features())
-    results = {}
-    for name, images in fakes.items():
-        stats = compute_statistics(extract_features(net, images, batch_size=batch,
-                                                    desc=f"inception {name}"))
-        kid, kid_std = kernel_inception_distance(real_stats.features, stats.features,
-                                                 generator=torch.Generator().manual_seed(seed))
-        results[name] = {"fid": fid_from_features(real_stats, stats), "kid": kid,
-                         "kid_std": kid_std, "num_fake": images.size(0), "num_real": num_real}
-    return results
-
-
-def kid_cell(metrics: dict, digits: int = 1) -> str:
-    r"""KID ×10³ of :func:`inception_metrics`'s entry as a table cell, with its spread over
-    subsets where there were several (a few hundred images make one subset: no spread shown);
-    ``"—"`` without KID."""
-    if "kid" not in metrics:
-        return "—"
-    kid, std = 1e3 * metrics["kid"], 1e3 * metrics["kid_std"]
-    if std < 0.5 * 10**-digits:
-        return f"{kid:.{digits}f}"
-    return f"{kid:.{digits}f} ± {std:.{digits}f}"
-
-
-def swd_metrics(fakes: dict[str, Tensor], real: Tensor, seed: int = 0) -> dict[str, dict]:
-    r"""The multi-scale SWD (mean over levels, ×10³) of each fake set against as many real
-    images (float :math:`[-1, 1]`)."""
-    from pyg_infdiff.metrics import sliced_wasserstein_distance
-
-    out = {}
-    for name, images in fakes.items():
-        n = min(images.size(0), real.size(0))
-        result = sliced_wasserstein_distance(real[:n], images[:n],
-                                             generator=torch.Generator().manual_seed(seed))
-        out[name] = {"swd": result.mean, "num_fake": n, "num_real": n}
-    return out

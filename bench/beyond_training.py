@@ -46,20 +46,9 @@ import time
 from pathlib import Path
 
 from _common import ROOT, machine_description, relative_to_root
-from _infdiff import (
-    FIGURES,
-    Recipe,
-    context_label,
-    draw_samples,
-    inception_metrics,
-    renders,
-    resolve_device,
-    swd_metrics,
-    train_infdiff,
-    unet_config,
-    upsample,
-)
+from _infdiff import FIGURES, Recipe, resolve_device, train_infdiff, unet_config
 from _publish import add_publish_args, compact_figure, markdown_table
+from _scoring import context_label, draw_samples, inception_metrics, renders, swd_metrics, upsample
 from _skeleton import add_device_arg, add_threads_arg, bench_main, bench_parser, report_footer
 from torch import Tensor
 

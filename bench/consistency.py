@@ -44,7 +44,7 @@ checkpoint of any run written by :class:`~pyg_infdiff.training.Trainer` with the
     python bench/consistency.py --smoke        # untrained tiny model, 2 steps (the tests)
 
 The checkpoint is loaded with :func:`pyg_infdiff.training.load_pretrained`; sampling is
-:func:`_infdiff.draw_samples` (``bench/_infdiff.py``).
+:func:`_scoring.draw_samples` (``bench/_scoring.py``).
 """
 from __future__ import annotations
 
@@ -58,15 +58,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from _common import ROOT, machine_description
-from _infdiff import (
-    FIGURES,
-    context_label,
-    draw_samples,
-    make_diffusion,
-    resolve_device,
-    unet_config,
-)
+from _infdiff import FIGURES, make_diffusion, resolve_device, unet_config
 from _publish import add_publish_args, compact_figure, markdown_table
+from _scoring import context_label, draw_samples
 from _skeleton import add_device_arg, add_threads_arg, bench_main, bench_parser, report_footer
 from torch import Tensor, nn
 

@@ -27,18 +27,9 @@ from pathlib import Path
 
 import torch
 from _common import ROOT, machine_description, relative_to_root
-from _infdiff import (
-    FIGURES,
-    Recipe,
-    draw_samples,
-    inception_metrics,
-    kid_cell,
-    renders,
-    swd_metrics,
-    train_infdiff,
-    unet_config,
-)
+from _infdiff import FIGURES, Recipe, train_infdiff, unet_config
 from _publish import add_publish_args, compact_figure, markdown_table
+from _scoring import draw_samples, inception_metrics, kid_cell, renders, swd_metrics
 from _skeleton import add_threads_arg, bench_main, bench_parser, report_footer
 
 from pyg_infdiff.data import ContinuousShapes, ShapesConfig

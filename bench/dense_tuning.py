@@ -56,16 +56,9 @@ from pathlib import Path
 
 import torch
 from _common import ROOT, cached_json
-from _infdiff import (
-    FIGURES,
-    Recipe,
-    draw_samples,
-    inception_metrics,
-    swd_metrics,
-    train_infdiff,
-    unet_config,
-)
+from _infdiff import FIGURES, Recipe, train_infdiff, unet_config
 from _publish import add_publish_args, markdown_table
+from _scoring import draw_samples, inception_metrics, swd_metrics
 from _skeleton import add_threads_arg, bench_main, bench_parser, machine_note, run_jobs
 from baseline_ddpm import dense_sample, make_scheduler
 from torch import Tensor

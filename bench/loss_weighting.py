@@ -37,15 +37,9 @@ from pathlib import Path
 
 import torch
 from _common import ROOT, cached_with_settings, machine_description, relative_to_root
-from _infdiff import (
-    FIGURES,
-    draw_samples,
-    inception_metrics,
-    main_job_argv,
-    renders,
-    swd_metrics,
-)
+from _infdiff import FIGURES, main_job_argv
 from _publish import add_publish_args, markdown_table
+from _scoring import draw_samples, inception_metrics, renders, swd_metrics
 from _skeleton import add_threads_arg, bench_main, bench_parser, report_footer, run_jobs
 
 from pyg_infdiff.data import ShapesConfig

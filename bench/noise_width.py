@@ -45,8 +45,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from _common import ROOT, cached_with_settings, machine_description, relative_to_root
-from _infdiff import FIGURES, draw_samples, main_job_argv, renders, swd_metrics
+from _infdiff import FIGURES, main_job_argv
 from _publish import add_publish_args, compact_figure, markdown_table
+from _scoring import draw_samples, renders, swd_metrics
 from _skeleton import add_threads_arg, bench_main, bench_parser, report_footer, run_jobs
 
 from pyg_infdiff.data import ShapesConfig

@@ -55,17 +55,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from _common import ROOT, machine_description, relative_to_root
-from _infdiff import (
-    FIGURES,
-    Recipe,
-    draw_samples,
-    inception_metrics,
-    resolve_device,
-    swd_metrics,
-    train_infdiff,
-    unet_config,
-)
+from _infdiff import FIGURES, Recipe, resolve_device, train_infdiff, unet_config
 from _publish import add_publish_args, compact_figure, markdown_table
+from _scoring import draw_samples, inception_metrics, swd_metrics
 from _skeleton import add_device_arg, add_threads_arg, bench_main, bench_parser
 from torch import Tensor
 

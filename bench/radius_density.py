@@ -47,13 +47,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from _common import ROOT, machine_description, relative_to_root
-from _infdiff import (
-    draw_samples,
-    make_diffusion,
-    resolve_device,
-    unet_config,
-)
+from _infdiff import make_diffusion, resolve_device, unet_config
 from _publish import add_publish_args, markdown_table
+from _scoring import draw_samples
 from _skeleton import add_threads_arg, bench_main, bench_parser, report_footer, run_jobs
 from consistency import OUT as CLASSIFIER_OUT
 from consistency import SCALES, compare, fit_classifier, predict, targets

@@ -46,16 +46,9 @@ from pathlib import Path
 
 import torch
 from _common import ROOT, machine_description, relative_to_root
-from _infdiff import (
-    Recipe,
-    draw_samples,
-    inception_metrics,
-    resolve_device,
-    swd_metrics,
-    train_infdiff,
-    unet_config,
-)
+from _infdiff import Recipe, resolve_device, train_infdiff, unet_config
 from _publish import add_publish_args, markdown_table
+from _scoring import draw_samples, inception_metrics, swd_metrics
 from _skeleton import (
     add_device_arg,
     add_threads_arg,

@@ -39,16 +39,9 @@ from pathlib import Path
 
 import torch
 from _common import ROOT, machine_description, relative_to_root
-from _infdiff import (
-    FIGURES,
-    LossBudget,
-    Recipe,
-    draw_samples,
-    resolve_device,
-    train_infdiff,
-    unet_config,
-)
+from _infdiff import FIGURES, LossBudget, Recipe, resolve_device, train_infdiff, unet_config
 from _publish import add_publish_args, compact_figure, markdown_table
+from _scoring import draw_samples
 from _skeleton import (
     add_device_arg,
     add_threads_arg,

@@ -21,8 +21,8 @@ from _common import (  # noqa: E402
     peak_memory,
     time_cases,
 )
-from _infdiff import kid_cell  # noqa: E402
 from _publish import compact_figure, markdown_table, read_section, write_section  # noqa: E402
+from _scoring import kid_cell  # noqa: E402
 from _skeleton import (  # noqa: E402
     bench_main,
     bench_parser,
