@@ -96,6 +96,11 @@ def parse_args(argv=None):
     p.add_argument("--cache-items", type=int, default=2048,
                    help="render and mollify this many items once and train on them "
                    "(MollifiedCache); 0 renders every item on the fly")
+    p.add_argument("--checkpoint-every", type=int, default=250,
+                   help="save a checkpoint every this many steps (and at the end)")
+    p.add_argument("--keep-checkpoints", type=int, default=2,
+                   help="keep the newest this many checkpoints; 0 keeps them all (to sample "
+                   "the model at several points of its training)")
     p.add_argument("--num-samples", type=int, default=8, help="seeds sampled per resolution")
     p.add_argument("--sample-steps", type=int, default=50, help="DDIM steps")
     p.add_argument("--deblur", type=float, nargs="?", const=0.05, default=None,
@@ -125,6 +130,10 @@ def parse_args(argv=None):
         args.batch_size, args.num_samples, args.sample_steps = 4, 2, 2
         args.num_items = min(args.num_items, 64)
     args.resolutions = [int(r) for r in args.resolutions.split(",")]
+    if args.checkpoint_every < 1:
+        p.error(f"--checkpoint-every must be >= 1, got {args.checkpoint_every}")
+    if args.keep_checkpoints < 0:
+        p.error(f"--keep-checkpoints must be >= 0 (0: all), got {args.keep_checkpoints}")
     if not args.snr_gamma >= 0:
         p.error(f"--snr-gamma must be >= 0 (0: uniform weights), got {args.snr_gamma}")
     for name in ("sigma", "noise_sigma"):
@@ -235,7 +244,8 @@ def main(argv=None):
     trainer_config = TrainerConfig(
         lr=args.lr, warmup_steps=min(100, args.steps or 100), grad_clip=1.0,
         max_steps=args.steps or 10**9, ema_decay=0.995, ema_start=100, log_every=10,
-        sample_every=0, checkpoint_every=250, keep_last=2, out_dir=str(out), seed=args.seed,
+        sample_every=0, checkpoint_every=args.checkpoint_every,
+        keep_last=args.keep_checkpoints or None, out_dir=str(out), seed=args.seed,
         device="cpu", progress=False, verbose=False,
     )
     budget = TimeBudget(partial(diffusion.training_loss), args.minutes * 60, args.steps)

@@ -88,9 +88,13 @@ def _weights(checkpoint: Path) -> dict[str, torch.Tensor]:
 
 def test_shapes_demo_same_seed_same_model(demo_run, tmp_path):
     # --seed seeds the initial weights too: a second run of the smoke demo (in this process)
-    # ends with the very weights of the first (a subprocess)
+    # ends with the very weights of the first (a subprocess), also when it keeps a checkpoint
+    # of every step
     out, _ = demo_run
-    _load("shapes_demo").main(["--smoke", "--threads", "1", "--out", str(tmp_path)])
+    _load("shapes_demo").main(["--smoke", "--threads", "1", "--out", str(tmp_path),
+                               "--checkpoint-every", "1", "--keep-checkpoints", "0"])
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        f"ckpt_0000000{i}.pt" for i in (1, 2, 3)]
     first = _weights(out / "checkpoints" / "ckpt_00000003.pt")
     again = _weights(tmp_path / "checkpoints" / "ckpt_00000003.pt")
     assert first.keys() == again.keys()
@@ -235,6 +239,9 @@ def test_shapes_demo_arguments():
     assert (a.threads, a.steps, a.sample_steps, a.deblur) == (3, 3, 2, 0.05)
     assert a.noise_sigma is None  # the noise as wide as the data's mollifier
     assert module.parse_args(["--noise-sigma", "0.015625"]).noise_sigma == 0.015625
-    for bad in (["--noise-sigma", "0"], ["--sigma", "-1"]):
+    assert (a.checkpoint_every, a.keep_checkpoints) == (250, 2)
+    assert module.parse_args(["--keep-checkpoints", "0"]).keep_checkpoints == 0  # keep all
+    for bad in (["--noise-sigma", "0"], ["--sigma", "-1"], ["--checkpoint-every", "0"],
+                ["--keep-checkpoints", "-1"]):
         with pytest.raises(SystemExit):
             module.parse_args(bad)
