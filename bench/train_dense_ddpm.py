@@ -33,6 +33,7 @@ import copy
 import json
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -49,6 +50,7 @@ from baseline_ddpm import (
 from diffusers import UNet2DModel
 from diffusers.training_utils import EMAModel
 from PIL import Image
+from torch import Tensor
 
 from pyg_infdiff.data import FashionMNIST
 from pyg_infdiff.training import create_ema, update_ema
@@ -137,10 +139,17 @@ class _Average:
 
 def train_dense(out: Path, recipe: DenseRecipe, minutes: float, *,
                 target_params: int = 1_100_000, seed: int = 0, clock: str = "wall",
-                log_every: int = 50, save_minutes: float = 2.0) -> tuple[UNet2DModel, dict]:
-    r"""Trains the dense baseline on Fashion-MNIST 28² (epsilon-prediction DDPM, 1000-step
-    linear schedule, AdamW with betas (0.95, 0.999), weight decay 1e-6, eps 1e-8, no
-    augmentation) for a time budget, resumably.
+                log_every: int = 50, save_minutes: float = 2.0, images: Tensor | None = None,
+                snapshot_minutes: Sequence[float] = ()) -> tuple[UNet2DModel, dict]:
+    r"""Trains the dense baseline on Fashion-MNIST 28² (or on :obj:`images`; epsilon-prediction
+    DDPM, 1000-step linear schedule, AdamW with betas (0.95, 0.999), weight decay 1e-6, eps
+    1e-8, no augmentation) for a time budget, resumably.
+
+    :obj:`images` (float ``[N, C, H, W]`` in :math:`[-1, 1]`, e.g. renders of the built-in
+    shapes) replaces the Fashion-MNIST training set; the model gets their side and channels.
+    At each of :obj:`snapshot_minutes` (of the budget, in its clock) the EMA weights so far
+    go to ``out/snapshots/<minutes>min/`` and the result's ``snapshots`` lists
+    ``{"minutes", "steps", "seconds", "path"}``: the model at several points of one run.
 
     Every :obj:`save_minutes` of the budget the state (weights, optimiser, EMA, data order,
     random state, time spent) goes to ``out/state.pt``, and a rerun continues from it; once the
@@ -168,14 +177,20 @@ def train_dense(out: Path, recipe: DenseRecipe, minutes: float, *,
                          "folder")
     torch.manual_seed(seed)  # diffusers initialises the weights from the global RNG
     gen = torch.Generator().manual_seed(seed)
-    images = FashionMNIST(train=True).images  # uint8 [60000, 28, 28]
-    model = build_dense_unet(RESOLUTION, 1, target_params)
+    if images is None:  # uint8 [60000, 28, 28] -> float [60000, 1, 28, 28] in [-1, 1]
+        images = FashionMNIST(train=True).images.float().div(127.5).sub(1.0).unsqueeze(1)
+    if images.dim() != 4 or images.size(-1) != images.size(-2):
+        raise ValueError(f"'images' must be [N, C, H, H], got {tuple(images.shape)}")
+    model = build_dense_unet(images.size(-1), images.size(1), target_params)
     scheduler = make_scheduler("ddpm")
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, betas=(0.95, 0.999),
                                   weight_decay=1e-6, eps=1e-8)
     average = _Average(model, recipe)
     order, cursor, step, spent, losses, log = torch.randperm(len(images), generator=gen), 0, 0, \
         0.0, [], []
+    pending, snapshots = sorted(float(m) for m in snapshot_minutes), []
+    if pending and not 0 < pending[0] <= pending[-1] <= minutes:
+        raise ValueError(f"'snapshot_minutes' must lie in (0, {minutes}], got {pending}")
     if state_path.exists():
         state = torch.load(state_path, weights_only=False)
         if state["recipe"] != asdict(recipe) or state["budget_seconds"] != budget:
@@ -188,6 +203,8 @@ def train_dense(out: Path, recipe: DenseRecipe, minutes: float, *,
         order, cursor, step, spent = state["order"], state["cursor"], state["step"], \
             state["spent"]
         losses, log = state["losses"], state["log"]
+        snapshots = state.get("snapshots", [])
+        pending = pending[len(snapshots):]
         print(f"dense: resumed at step {step}, {spent / 60:.1f} min spent", flush=True)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -196,7 +213,7 @@ def train_dense(out: Path, recipe: DenseRecipe, minutes: float, *,
                  "average": average.state_dict(), "generator": gen.get_state(),
                  "order": order, "cursor": cursor, "step": step, "spent": elapsed,
                  "losses": losses[-log_every:], "log": log, "recipe": asdict(recipe),
-                 "budget_seconds": budget}
+                 "budget_seconds": budget, "snapshots": snapshots}
         torch.save(state, state_path.with_suffix(".tmp"))
         state_path.with_suffix(".tmp").replace(state_path)
 
@@ -210,7 +227,7 @@ def train_dense(out: Path, recipe: DenseRecipe, minutes: float, *,
             order, cursor = torch.randperm(len(images), generator=gen), 0
         batch = images[order[cursor:cursor + recipe.batch_size]]
         cursor += recipe.batch_size
-        x0 = (batch.float() / 127.5 - 1.0).unsqueeze(1)
+        x0 = batch.float()
         for group in optimizer.param_groups:
             group["lr"] = recipe.lr * lr_factor(step, elapsed, budget, recipe.warmup,
                                                 recipe.schedule)
@@ -224,11 +241,21 @@ def train_dense(out: Path, recipe: DenseRecipe, minutes: float, *,
             losses = losses[-log_every:]
             print(f"step {step:6d}  {elapsed:7.1f} s  loss {mean:.4f}  "
                   f"lr {optimizer.param_groups[0]['lr']:.2e}", flush=True)
+        if pending and elapsed >= 60.0 * pending[0]:
+            folder = out / "snapshots" / f"{pending.pop(0):g}min"
+            average.model(model).save_pretrained(folder)
+            snapshots.append({"minutes": float(folder.name[:-3]), "steps": step,
+                              "seconds": round(elapsed, 1), "path": str(folder)})
         if elapsed - last_save >= 60.0 * save_minutes:
             save_state(elapsed)
             last_save = elapsed
     ema_model = average.model(model)
     ema_model.save_pretrained(out / "unet_ema")
+    for minute in pending:  # due at the very end of the budget: the final weights
+        folder = out / "snapshots" / f"{minute:g}min"
+        ema_model.save_pretrained(folder)
+        snapshots.append({"minutes": minute, "steps": step, "seconds": round(elapsed, 1),
+                          "path": str(folder)})
     result = {
         "model_config": {k: v for k, v in model.config.items() if not k.startswith("_")},
         "parameters": count_parameters(model),
@@ -239,6 +266,7 @@ def train_dense(out: Path, recipe: DenseRecipe, minutes: float, *,
         "clock": clock,
         "final_loss": sum(losses[-log_every:]) / max(1, len(losses[-log_every:])),
         "loss_log": log,
+        "snapshots": snapshots,
         "recipe": asdict(recipe),
         "machine": machine_description(),
     }

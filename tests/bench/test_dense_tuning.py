@@ -182,6 +182,29 @@ def test_train_dense_resumes_after_an_interruption(tmp_path, fashion_mnist, monk
                                      target_params=20_000)
 
 
+def test_train_dense_on_given_images_with_snapshots(tmp_path):
+    # any images (here colour 16²) replace Fashion-MNIST, and the EMA weights at given minutes
+    # of the budget are kept: the last one, due at the very end, holds the final weights
+    images = torch.rand(8, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    recipe = train_dense_ddpm.DenseRecipe(batch_size=4, lr=1e-3, warmup=2, ema="warmup",
+                                          ema_decay=0.9)
+    model, result = train_dense_ddpm.train_dense(tmp_path, recipe, 0.01, target_params=20_000,
+                                                 clock="cpu", images=images,
+                                                 snapshot_minutes=[0.01, 0.001])
+    assert (model.config.sample_size, model.config.in_channels) == (16, 3)
+    assert [s["minutes"] for s in result["snapshots"]] == [0.001, 0.01]
+    first, last = result["snapshots"]
+    assert 1 <= first["steps"] <= last["steps"] == result["steps"]
+    final = type(model).from_pretrained(last["path"])
+    for p, q in zip(final.parameters(), model.parameters(), strict=True):
+        assert torch.equal(p, q)
+    with pytest.raises(ValueError, match="snapshot_minutes"):
+        train_dense_ddpm.train_dense(tmp_path / "late", recipe, 0.01, images=images,
+                                     snapshot_minutes=[0.02])
+    with pytest.raises(ValueError, match="images"):
+        train_dense_ddpm.train_dense(tmp_path / "flat", recipe, 0.01, images=images[:, 0])
+
+
 def test_smoke(tmp_path, fashion_mnist):
     out, doc, figures = tmp_path / "out", tmp_path / "benchmarks.md", tmp_path / "figures"
     result = dense_tuning.main(["--smoke", "--out", str(out), "--write", "--doc", str(doc),
