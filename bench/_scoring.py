@@ -37,7 +37,8 @@ __all__ = [
 @torch.no_grad()
 def draw_samples(model, diffusion: MollifiedDiffusion, num: int, side: int, channels: int,
                  steps: int, batch: int, seed: int, device: torch.device,
-                 context: int | Tensor | None = None, context_until: int = -1) -> Tensor:
+                 context: int | Tensor | LatticeSubset | None = None,
+                 context_until: int = -1) -> Tensor:
     r""":obj:`num` samples (DDIM, :math:`\eta = 0`) at one side, in batches; batch :math:`b`
     seeded ``seed + b`` (so the same seeds give the same initial noise fields at every side),
     read through :obj:`context` if given (``sample(..., context=..., context_until=...)``).
