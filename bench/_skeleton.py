@@ -108,7 +108,7 @@ def apply_allocator(args: argparse.Namespace) -> bool:
 # --------------------------------------------------------------------------- main
 def bench_main(
     script: str,
-    section: str,
+    section: str | Callable[[argparse.Namespace], str],
     parse_args: Callable[[list[str] | None], argparse.Namespace],
     run: Callable[[argparse.Namespace], Any],
     report: Callable[..., str],
@@ -132,7 +132,9 @@ def bench_main(
 
     Args:
         script (str): The script's ``__file__`` (for the command line).
-        section (str): The name of its section in the docs (``<!-- bench:NAME -->``).
+        section (str or Callable): The name of its section in the docs
+            (``<!-- bench:NAME -->``), or ``section(args) -> str`` for a script whose options
+            choose it.
         parse_args (Callable): ``parse_args(argv) -> argparse.Namespace``.
         run (Callable): ``run(args) -> result``.
         report (Callable): ``report(args, result[, figure]) -> str``, the markdown section.
@@ -171,7 +173,7 @@ def bench_main(
     else:
         path = figure(args, result) if args.write else None
         body = report(args, result, path)
-    publish(section, body, args.doc, args.write, path)
+    publish(section(args) if callable(section) else section, body, args.doc, args.write, path)
     return result
 
 

@@ -48,7 +48,15 @@ from pathlib import Path
 from _common import ROOT, machine_description, relative_to_root
 from _infdiff import FIGURES, Recipe, resolve_device, train_infdiff, unet_config
 from _publish import add_publish_args, compact_figure, markdown_table
-from _scoring import context_label, draw_samples, inception_metrics, renders, swd_metrics, upsample
+from _scoring import (
+    context_label,
+    draw_samples,
+    inception_metrics,
+    kid_cell,
+    renders,
+    swd_metrics,
+    upsample,
+)
 from _skeleton import add_device_arg, add_threads_arg, bench_main, bench_parser, report_footer
 from torch import Tensor
 
@@ -233,7 +241,7 @@ def report(args: argparse.Namespace, result: dict, figure: Path | None) -> str:
             row = [f"{side}²", name, how.get((side, name), "—"), f"{m['swd']:.1f}",
                    f"{m['swd_raw']:.1f}"]
             if args.kid:
-                row += [f"{1e3 * m['kid']:.2f} ± {1e3 * m['kid_std']:.2f}"]
+                row += [kid_cell(m, digits=2)]
             rows.append(row)
     train_headers = ["arm", "data", "nodes / image", "steps", "s / step", "images seen"]
     train_rows = []

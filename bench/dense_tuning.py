@@ -58,7 +58,7 @@ import torch
 from _common import ROOT, cached_json
 from _infdiff import FIGURES, Recipe, train_infdiff, unet_config
 from _publish import add_publish_args, markdown_table
-from _scoring import draw_samples, inception_metrics, swd_metrics
+from _scoring import draw_samples, inception_metrics, kid_cell, swd_metrics
 from _skeleton import add_threads_arg, bench_main, bench_parser, machine_note, run_jobs
 from baseline_ddpm import dense_sample, make_scheduler
 from torch import Tensor
@@ -343,7 +343,7 @@ def report(args: argparse.Namespace, result: dict, picture: Path | None = None) 
         family, steps, name = key.split("/")
         final = result["finals"][family]
         value = s["swd"] if args.smoke else s["fid"]
-        kid = "—" if args.smoke else f"{s['kid'] * 1e3:.1f} ± {s['kid_std'] * 1e3:.1f}"
+        kid = "—" if args.smoke else kid_cell(s)
         rows.append([FAMILIES[family], f"{final['lr']:g} / {final['batch_size']}",
                      f"{final['steps']:,}", steps, name, f"{value:.1f}", kid,
                      f"{s['cpu_seconds_per_image']:.3f}"])

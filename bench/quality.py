@@ -57,7 +57,7 @@ import torch.nn.functional as F
 from _common import ROOT, machine_description, relative_to_root
 from _infdiff import FIGURES, Recipe, resolve_device, train_infdiff, unet_config
 from _publish import add_publish_args, compact_figure, markdown_table
-from _scoring import draw_samples, inception_metrics, swd_metrics
+from _scoring import draw_samples, inception_metrics, kid_cell, swd_metrics
 from _skeleton import add_device_arg, add_threads_arg, bench_main, bench_parser
 from torch import Tensor
 
@@ -190,7 +190,7 @@ def report(args: argparse.Namespace, results: dict[str, dict], picture: Path | N
     for arm in sorted(results):
         r = results[arm]
         for variant, m in r["metrics"].items():
-            value = ([f"{m['fid']:.2f}", f"{1e3 * m['kid']:.2f} ± {1e3 * m['kid_std']:.2f}"]
+            value = ([f"{m['fid']:.2f}", kid_cell(m, digits=2)]
                      if "fid" in m else [f"{m['swd']:.2f}", "—"])
             rows.append([f"({arm}) {r['label']}", variant, f"{r['parameters'] / 1e6:.2f} M",
                          f"{r['steps']:,}", f"{r['images_seen']:,}",

@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from _common import ROOT, machine_description, relative_to_root
 from _infdiff import make_diffusion, resolve_device, unet_config
 from _publish import add_publish_args, markdown_table
-from _scoring import draw_samples
+from _scoring import draw_samples, kid_cell
 from _skeleton import add_threads_arg, bench_main, bench_parser, report_footer, run_jobs
 from consistency import OUT as CLASSIFIER_OUT
 from consistency import SCALES, compare, fit_classifier, predict, targets
@@ -207,7 +207,7 @@ def report(args: argparse.Namespace, result: dict) -> str:
         m, c = r["metrics"], r["consistency"]
         psnr = [f"{c['psnr'][str(s)]['mean']:.1f} / {c['psnr'][str(s)]['min']:.1f}"
                 for s in SCALES]
-        value = ([f"{m['fid']:.1f}", f"{1e3 * m['kid']:.1f} ± {1e3 * m['kid_std']:.1f}"] if fid
+        value = ([f"{m['fid']:.1f}", kid_cell(m)] if fid
                  else [f"{m['swd']:.2f}", "—"])
         rows.append([f"{k:g}", f"{RESOLUTION * r['radius']:.2f}", f"{r['nodes_per_ball']:.1f}",
                      f"{r['train_seconds'] / r['steps']:.3f}",

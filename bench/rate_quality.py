@@ -438,7 +438,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    return bench_main(__file__, parse_args(argv).section, parse_args, run, report, argv,
+    return bench_main(__file__, lambda args: args.section, parse_args, run, report, argv,
                       figure=figure, stamp=True, worker=worker)
 
 

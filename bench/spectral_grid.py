@@ -48,7 +48,7 @@ import torch
 from _common import ROOT, machine_description, relative_to_root
 from _infdiff import Recipe, resolve_device, train_infdiff, unet_config
 from _publish import add_publish_args, markdown_table
-from _scoring import draw_samples, inception_metrics, swd_metrics
+from _scoring import draw_samples, inception_metrics, kid_cell, swd_metrics
 from _skeleton import (
     add_device_arg,
     add_threads_arg,
@@ -203,7 +203,7 @@ def report(args: argparse.Namespace, results: dict[str, dict]) -> str:
     rows = []
     for r in results.values():
         for variant, m in r["metrics"].items():
-            value = ([f"{m['fid']:.2f}", f"{1e3 * m['kid']:.2f} ± {1e3 * m['kid_std']:.2f}"]
+            value = ([f"{m['fid']:.2f}", kid_cell(m, digits=2)]
                      if "fid" in m else [f"{m['swd']:.2f}", "—"])
             rows.append([r["label"], variant,
                          f"{r['parameters'] / 1e6:.2f} M ({r['dense_parameters'] / 1e6:.2f} M)",

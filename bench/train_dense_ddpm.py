@@ -242,10 +242,11 @@ def train_dense(out: Path, recipe: DenseRecipe, minutes: float, *,
             print(f"step {step:6d}  {elapsed:7.1f} s  loss {mean:.4f}  "
                   f"lr {optimizer.param_groups[0]['lr']:.2e}", flush=True)
         if pending and elapsed >= 60.0 * pending[0]:
-            folder = out / "snapshots" / f"{pending.pop(0):g}min"
+            minute = pending.pop(0)
+            folder = out / "snapshots" / f"{minute:g}min"
             average.model(model).save_pretrained(folder)
-            snapshots.append({"minutes": float(folder.name[:-3]), "steps": step,
-                              "seconds": round(elapsed, 1), "path": str(folder)})
+            snapshots.append({"minutes": minute, "steps": step, "seconds": round(elapsed, 1),
+                              "path": str(folder)})
         if elapsed - last_save >= 60.0 * save_minutes:
             save_state(elapsed)
             last_save = elapsed

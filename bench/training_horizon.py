@@ -45,6 +45,7 @@ from _publish import add_publish_args, compact_figure, markdown_table
 from _scoring import draw_samples, inception_metrics, kid_cell, renders, swd_metrics
 from _skeleton import add_threads_arg, bench_main, bench_parser, report_footer, run_jobs
 from baseline_ddpm import dense_sample, make_scheduler
+from tqdm.auto import tqdm
 from train_dense_ddpm import DenseRecipe, train_dense
 
 from pyg_infdiff.data import ShapesConfig
@@ -152,14 +153,14 @@ def run(args: argparse.Namespace) -> dict:
     snapshots = {"infdiff": infdiff_snapshots(args.out / "infdiff", args.snapshots),
                  "dense": dense["snapshots"]}
     real, fakes, rows = held_out(args.num_samples), {}, []
-    for arm, taken in snapshots.items():
-        for snap in taken:
-            start = time.perf_counter()
-            images = draw(args, arm, snap)
-            snap["sample_seconds"] = round(time.perf_counter() - start, 1)
-            name = f"{arm}@{snap['minutes']:g}"
-            fakes[name] = images
-            rows.append((f"{ARMS[arm].split(' (')[0]}, {snap['minutes']:g} min", images[:8]))
+    todo = [(arm, snap) for arm, taken in snapshots.items() for snap in taken]
+    for arm, snap in tqdm(todo, desc="sampling the snapshots", unit="snapshot",
+                          disable=args.smoke):
+        start = time.perf_counter()
+        images = draw(args, arm, snap)
+        snap["sample_seconds"] = round(time.perf_counter() - start, 1)
+        fakes[f"{arm}@{snap['minutes']:g}"] = images
+        rows.append((f"{ARMS[arm].split(' (')[0]}, {snap['minutes']:g} min", images[:8]))
     scores = swd_metrics(fakes, real, seed=args.seed)
     if args.kid:
         for name, values in inception_metrics(fakes, real, real.size(0), None,

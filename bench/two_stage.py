@@ -41,7 +41,7 @@ import torch
 from _common import ROOT, machine_description, relative_to_root
 from _infdiff import FIGURES, LossBudget, Recipe, resolve_device, train_infdiff, unet_config
 from _publish import add_publish_args, compact_figure, markdown_table
-from _scoring import draw_samples
+from _scoring import draw_samples, kid_cell
 from _skeleton import (
     add_device_arg,
     add_threads_arg,
@@ -304,7 +304,7 @@ def report(args: argparse.Namespace, result: dict, picture: Path | None) -> str:
 
     def row(name: str, train: str, steps: str, r: dict) -> list[str]:
         m = r["metrics"]
-        kid = f"{1e3 * m['kid']:.2f} ± {1e3 * m['kid_std']:.2f}" if fid else "—"
+        kid = kid_cell(m, digits=2) if fid else "—"
         return [name, train, steps, f"{m[key]:.2f}", kid,
                 f"{r['sample_cpu_per_image']:.3f} ({r['sample_wall_per_image']:.3f})"]
 

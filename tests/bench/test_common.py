@@ -170,6 +170,11 @@ def test_bench_main_runs_the_skeleton(tmp_path, capsys):
     bench_main(__file__, "toy", parse_args, lambda args: {"value": 9}, lambda a, r: "## Nine",
                ["--doc", str(doc)])
     assert read_section("toy", doc).startswith("## Toy 7")
+    # a section named by the options (a script with one section per data set)
+    bench_main(__file__, lambda args: f"toy_{args.threads}", parse_args,
+               lambda args: {"value": 10}, lambda a, r: "## Ten", ["--threads", "1", "--write",
+                                                                   "--doc", str(doc)])
+    assert read_section("toy_1", doc) == "## Ten" and read_section("toy", doc).startswith("## T")
 
 
 # --------------------------------------------------------------------------- run_jobs

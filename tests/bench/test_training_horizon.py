@@ -47,7 +47,9 @@ def test_smoke(tmp_path):
         assert [t["minutes"] for t in taken] == [0.02, 0.05]
         assert taken[0]["steps"] <= taken[1]["steps"]
         assert all(t["scores"]["swd"] > 0 and t["scores"]["detail"] >= 0 for t in taken)
-    assert result["snapshots"]["infdiff"][-1]["steps"] == 3  # the demo's --smoke
+    # the demo's --smoke trains 3 steps; which of them are saved by a snapshot's time depends
+    # on the machine's load
+    assert all(1 <= t["steps"] <= 3 for t in result["snapshots"]["infdiff"])
     body = read_section("training_horizon", doc)
     assert body.count("| ∞-Diff (the main job) |") == 2
     assert body.count("| dense DDPM (diffusers) |") == 2
