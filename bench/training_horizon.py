@@ -68,6 +68,8 @@ CONTEXT = LatticeSubset((128, 128), 1024)
 #: The main job's --batch-size (its --smoke: 4).
 MAIN_JOB_BATCH = 16
 ARMS = {"infdiff": "∞-Diff (the main job)", "dense": "dense DDPM (diffusers)"}
+#: The arms' names in the figure (its font has no ∞ nor ²).
+FIGURE_NAMES = {"infdiff": "main job", "dense": "dense DDPM"}
 
 
 def held_out(num: int) -> torch.Tensor:
@@ -160,7 +162,7 @@ def run(args: argparse.Namespace) -> dict:
         images = draw(args, arm, snap)
         snap["sample_seconds"] = round(time.perf_counter() - start, 1)
         fakes[f"{arm}@{snap['minutes']:g}"] = images
-        rows.append((f"{ARMS[arm].split(' (')[0]}, {snap['minutes']:g} min", images[:8]))
+        rows.append((f"{FIGURE_NAMES[arm]}, {snap['minutes']:g} min", images[:8]))
     scores = swd_metrics(fakes, real, seed=args.seed)
     if args.kid:
         for name, values in inception_metrics(fakes, real, real.size(0), None,
@@ -176,7 +178,7 @@ def run(args: argparse.Namespace) -> dict:
     wide = draw_samples(pretrained.model.eval(), pretrained.diffusion, 8, 128, 3,
                         args.sample_steps, 8, args.seed + 1, torch.device("cpu"),
                         context=CONTEXT)
-    rows.append((f"∞-Diff, {last['minutes']:g} min, 128²", wide))
+    rows.append((f"{FIGURE_NAMES['infdiff']}, {last['minutes']:g} min, 128x128", wide))
     rows.append(("held-out renders", held_out(8)))
     torch.save(rows, args.out / "figure_rows.pt")
     return {"snapshots": snapshots, "dense_parameters": dense["parameters"],
