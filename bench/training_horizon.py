@@ -25,7 +25,8 @@ at :math:`32^2` (dataset seed 777): multi-scale SWD, KID on the FID Inception fe
 Writes a table into ``docs/benchmarks.md`` and a figure of 8 samples per arm and snapshot
 (``docs/_static/figures/bench_training_horizon.jpg``). The runs are cached in ``--out`` (a
 rerun scores them again without training; delete the folder to start over). About
-``--minutes`` of training, then ~2 min per snapshot to sample and score. Run::
+``--minutes`` of training, then ~3 min per snapshot to sample and score on one core
+(``--score-threads``: all cores by default). Run::
 
     python bench/training_horizon.py --minutes 40 --snapshots 5,10,20,40 --write
     python bench/training_horizon.py --smoke --out /tmp/th     # seconds, SWD only (tests)
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -151,6 +153,7 @@ def draw(args: argparse.Namespace, arm: str, snapshot: dict) -> torch.Tensor:
 def run(args: argparse.Namespace) -> dict:
     r"""Trains the arms, then samples and scores every snapshot of both."""
     train(args)
+    torch.set_num_threads(args.score_threads)  # the arms are done: sample on every core
     dense = json.loads((args.out / "dense" / "train.json").read_text())
     snapshots = {"infdiff": infdiff_snapshots(args.out / "infdiff", args.snapshots),
                  "dense": dense["snapshots"]}
@@ -247,6 +250,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="target parameter count of the dense model")
     p.add_argument("--dense-lr", type=float, default=5e-3)
     p.add_argument("--dense-batch", type=int, default=32)
+    p.add_argument("--score-threads", type=int, default=os.cpu_count() or 1,
+                   help="torch CPU threads to sample and score with, once both arms are trained")
     p.add_argument("--no-kid", dest="kid", action="store_false", help="SWD and detail only")
     p.add_argument("--out", type=Path, default=OUT, help="cache folder of the runs")
     p.add_argument("--seed", type=int, default=0)
@@ -268,7 +273,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not 0 < args.snapshots[0] <= args.snapshots[-1] <= args.minutes:
         p.error(f"--snapshots must lie in (0, --minutes], got {args.snapshots}")
     if min(args.checkpoint_every, args.num_samples, args.sample_steps, args.sample_batch,
-           args.dense_params, args.dense_batch, args.threads) < 1 or args.dense_lr <= 0:
+           args.dense_params, args.dense_batch, args.threads, args.score_threads) < 1 \
+            or args.dense_lr <= 0:
         p.error("the counts, sizes and --dense-lr must be positive")
     return args
 

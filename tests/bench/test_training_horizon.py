@@ -16,9 +16,10 @@ def test_defaults_and_bad_arguments():
     args = training_horizon.parse_args([])
     assert (args.minutes, args.snapshots, args.threads) == (40.0, [5.0, 10.0, 20.0, 40.0], 1)
     assert (args.dense_lr, args.dense_batch, args.kid) == (5e-3, 32, True)
+    assert args.score_threads >= 1
     assert training_horizon.parse_args(["--snapshots", "20,5"]).snapshots == [5.0, 20.0]
     for bad in (["--snapshots", "50"], ["--snapshots", "0,5"], ["--snapshots", "five"],
-                ["--dense-lr", "0"], ["--checkpoint-every", "0"]):
+                ["--dense-lr", "0"], ["--checkpoint-every", "0"], ["--score-threads", "0"]):
         with pytest.raises(SystemExit):
             training_horizon.parse_args(bad)
 
