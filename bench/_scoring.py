@@ -4,7 +4,8 @@ fixed seeds, the ground truth of the built-in shapes, and the sample metrics.
 * :func:`draw_samples` (:func:`context_label` names how a set read its lattice): DDIM samples
   from fixed seeds at one resolution, in batches, optionally through a context.
 * :func:`renders` and :func:`upsample`: the ground truth of the built-in shapes at any
-  resolution, and the bicubic baseline.
+  resolution, and the bicubic baseline; :func:`main_job_held_out`: the held-out renders the
+  main job's samples are scored against.
 * :func:`inception_metrics`, :func:`swd_metrics`: FID/KID or SWD of sample sets against real
   images; :func:`kid_cell` formats KID for a table.
 
@@ -24,10 +25,12 @@ from pyg_infdiff.data import ContinuousShapes, ShapesConfig
 from pyg_infdiff.diffusion import LatticeSubset, MollifiedDiffusion, sample
 
 __all__ = [
+    "MAIN_JOB_HELD_OUT_SEED",
     "context_label",
     "draw_samples",
     "inception_metrics",
     "kid_cell",
+    "main_job_held_out",
     "renders",
     "swd_metrics",
     "upsample",
@@ -77,6 +80,17 @@ def renders(num: int, side: int, channels: int, seed: int,
         raise ValueError(f"'config' has {config.channels} channels, expected {channels}")
     data = ContinuousShapes(num, side, config, seed=seed)
     return torch.stack([data[i] for i in range(num)])
+
+
+#: The dataset seed of the main job's held-out items (the main job trains on dataset seed 0).
+MAIN_JOB_HELD_OUT_SEED = 777
+
+
+def main_job_held_out(num: int, side: int) -> Tensor:
+    r"""The first :obj:`num` held-out items of the main job's shapes (``ShapesConfig.simple()``,
+    dataset seed :data:`MAIN_JOB_HELD_OUT_SEED`, colour), rendered at :obj:`side`²: the
+    reference its samples are scored against."""
+    return renders(num, side, 3, MAIN_JOB_HELD_OUT_SEED, ShapesConfig.simple())
 
 
 def upsample(images: Tensor, side: int) -> Tensor:

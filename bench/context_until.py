@@ -29,7 +29,14 @@ import torch
 from _common import ROOT, machine_description, relative_to_root
 from _infdiff import FIGURES, Recipe, train_infdiff, unet_config
 from _publish import add_publish_args, compact_figure, markdown_table
-from _scoring import draw_samples, inception_metrics, kid_cell, renders, swd_metrics
+from _scoring import (
+    MAIN_JOB_HELD_OUT_SEED,
+    draw_samples,
+    inception_metrics,
+    kid_cell,
+    renders,
+    swd_metrics,
+)
 from _skeleton import add_threads_arg, bench_main, bench_parser, report_footer
 
 from pyg_infdiff.data import ContinuousShapes, ShapesConfig
@@ -38,7 +45,6 @@ from pyg_infdiff.metrics import detail_ratio
 from pyg_infdiff.training import Pretrained, load_pretrained
 
 OUT = ROOT / "bench" / "_out" / "context_until"
-HELD_OUT_SEED = 777  # as bench/noise_width.py: the main job trains on dataset seed 0
 
 
 def detail_band(side: int) -> tuple[int, int]:
@@ -85,7 +91,7 @@ def run(args: argparse.Namespace) -> dict:
                                     args.seed + 1, torch.device("cpu"), **kwargs)
         seconds[name] = (time.process_time() - start) / args.num
         print(f"{name}: {seconds[name]:.1f} CPU s per sample", flush=True)
-    real = renders(args.num, side, 3, HELD_OUT_SEED, shapes_of(pretrained))
+    real = renders(args.num, side, 3, MAIN_JOB_HELD_OUT_SEED, shapes_of(pretrained))
     scores = swd_metrics(images, real, args.seed)
     if args.kid:
         for name, m in inception_metrics(images, real, args.num, None, seed=args.seed).items():
@@ -121,8 +127,8 @@ def report(args: argparse.Namespace, result: dict, figure: Path | None = None) -
         f"pixels of its training lattice per sample.",
         f"- Samples: {args.num} seeds, the same in every reading (DDIM η = 0, {args.steps} "
         f"steps), as sampled (mollified). References: {args.num} renders of held-out items "
-        f"(dataset seed {HELD_OUT_SEED}). Detail: energy at {band[0]}–{band[1] - 1} cycles "
-        "per unit over the renders' "
+        f"(dataset seed {MAIN_JOB_HELD_OUT_SEED}). Detail: energy at {band[0]}–{band[1] - 1} "
+        "cycles per unit over the renders' "
         "(`pyg_infdiff.metrics.detail_ratio`).",
         *report_footer(args, result),
     ]

@@ -39,10 +39,9 @@ import torch
 from _common import ROOT, cached_with_settings, machine_description, relative_to_root
 from _infdiff import FIGURES, main_job_argv
 from _publish import add_publish_args, markdown_table
-from _scoring import draw_samples, inception_metrics, renders, swd_metrics
+from _scoring import draw_samples, inception_metrics, main_job_held_out, swd_metrics
 from _skeleton import add_threads_arg, bench_main, bench_parser, report_footer, run_jobs
 
-from pyg_infdiff.data import ShapesConfig
 from pyg_infdiff.data.images import save_rows
 from pyg_infdiff.diffusion import call_denoiser
 from pyg_infdiff.graph import LatticeIndex, lattice
@@ -51,15 +50,7 @@ from pyg_infdiff.training import load_pretrained
 OUT = ROOT / "bench" / "_out" / "loss_weighting"
 FIGURE = "bench_loss_weighting.png"
 SIDE = 32
-#: Held-out items: the demo trains on dataset seed 0.
-HELD_OUT_SEED = 777
 STEPS = (10, 50, 150, 300, 500, 800)
-
-
-def held_out(num: int, side: int = SIDE) -> torch.Tensor:
-    r"""The first :obj:`num` items of ``ShapesConfig.simple()`` with the held-out seed, rendered
-    at :obj:`side`²."""
-    return renders(num, side, 3, HELD_OUT_SEED, ShapesConfig.simple())
 
 
 def train_argv(args: argparse.Namespace, gamma: float) -> list[str]:
@@ -139,7 +130,7 @@ def run(args: argparse.Namespace) -> dict:
     todo = [g for g in args.gammas if cached(args, g) is None]
     run_jobs({arm_dir(args, g).name: train_argv(args, g) for g in todo},
              poll=0.2 if args.smoke else 2.0, what="demo")
-    real = held_out(args.num_samples)
+    real = main_job_held_out(args.num_samples, SIDE)
     drawn = {f"{gamma:g}": sample_arm(args, gamma, real) for gamma in todo}
     metrics = score(args, {name: arm.pop("samples") for name, arm in drawn.items()}, real)
     for name, arm in drawn.items():
@@ -152,7 +143,7 @@ def run(args: argparse.Namespace) -> dict:
 def figure(args: argparse.Namespace, result: dict) -> Path:
     rows = [(label(gamma), torch.load(arm_dir(args, gamma) / "first_samples.pt"))
             for gamma in result["arms"]]
-    rows.append(("held-out renders", held_out(8)))
+    rows.append(("held-out renders", main_job_held_out(8, SIDE)))
     return save_rows(rows, args.figures / FIGURE, cell_size=96)
 
 

@@ -47,10 +47,9 @@ import torch.nn.functional as F
 from _common import ROOT, cached_with_settings, machine_description, relative_to_root
 from _infdiff import FIGURES, main_job_argv
 from _publish import add_publish_args, compact_figure, markdown_table
-from _scoring import draw_samples, renders, swd_metrics
+from _scoring import draw_samples, main_job_held_out, swd_metrics
 from _skeleton import add_threads_arg, bench_main, bench_parser, report_footer, run_jobs
 
-from pyg_infdiff.data import ShapesConfig
 from pyg_infdiff.data.images import save_rows
 from pyg_infdiff.diffusion import LatticeSubset
 from pyg_infdiff.metrics import detail_ratio
@@ -60,7 +59,6 @@ OUT = ROOT / "bench" / "_out" / "noise_width"
 FIGURE = "bench_noise_width.png"
 DATA, NODES = 128, 1024  # the main job's renders and nodes per graph
 SIDES = (32, 64, 128)
-HELD_OUT_SEED = 777  # the main job trains on dataset seed 0
 READINGS = ("plain", "context")
 GOAL_PSNR = 25.0  # issue 12: a 16x model samples its full lattice as its training density
 #: Detail beyond 32² (cycles per unit length): above 32²'s Nyquist frequency, up to 128²'s.
@@ -128,7 +126,7 @@ def run(args: argparse.Namespace) -> dict:
     todo = [p for p in args.noise_pixels if cached(args, p) is None]
     run_jobs({arm_dir(args, p).name: train_argv(args, p) for p in todo},
              poll=0.2 if args.smoke else 2.0, what="main job")
-    real = {side: held_out(args.num, side) for side in (SIDES[0], DATA)}
+    real = {side: main_job_held_out(args.num, side) for side in (SIDES[0], DATA)}
     torch.set_num_threads(args.sample_threads)
     for pixels in todo:
         result = evaluate(args, pixels, real)
@@ -137,10 +135,6 @@ def run(args: argparse.Namespace) -> dict:
     real_spread = real[DATA].flatten(2).std(-1).mean().item()
     return {"arms": arms, "real_spread": real_spread, "device": "cpu",
             "machine": machine_description("cpu")}
-
-
-def held_out(num: int, side: int) -> torch.Tensor:
-    return renders(num, side, 3, HELD_OUT_SEED, ShapesConfig.simple())
 
 
 def label(pixels: float) -> str:
@@ -152,7 +146,7 @@ def figure(args: argparse.Namespace, result: dict) -> Path:
     for pixels in result["arms"]:
         first = torch.load(arm_dir(args, pixels) / "first_samples.pt", weights_only=True)
         rows += [(f"{label(pixels)}, {reading}", first[reading]) for reading in READINGS]
-    rows.append(("held-out renders", held_out(8, DATA)))
+    rows.append(("held-out renders", main_job_held_out(8, DATA)))
     return compact_figure(save_rows(rows, args.figures / FIGURE, cell_size=96))
 
 

@@ -44,7 +44,14 @@ import torch
 from _common import ROOT, relative_to_root
 from _infdiff import FIGURES, main_job_argv
 from _publish import add_publish_args, compact_figure, markdown_table
-from _scoring import draw_samples, inception_metrics, kid_cell, renders, swd_metrics
+from _scoring import (
+    draw_samples,
+    inception_metrics,
+    kid_cell,
+    main_job_held_out,
+    renders,
+    swd_metrics,
+)
 from _skeleton import add_threads_arg, bench_main, bench_parser, report_footer, run_jobs
 from baseline_ddpm import dense_sample, make_scheduler
 from tqdm.auto import tqdm
@@ -59,8 +66,6 @@ from pyg_infdiff.training import load_pretrained
 OUT = ROOT / "bench" / "_out" / "training_horizon"
 FIGURE = "bench_training_horizon.png"
 SIDE = 32
-#: Held-out items: the main job trains on dataset seed 0.
-HELD_OUT_SEED = 777
 #: Items the main job renders once and trains on (its --cache-items): the dense arm's data.
 TRAIN_ITEMS = 2048
 #: The detail band at 32²: finer than a 16² lattice resolves, up to the 32² Nyquist frequency.
@@ -72,10 +77,6 @@ MAIN_JOB_BATCH = 16
 ARMS = {"infdiff": "∞-Diff (the main job)", "dense": "dense DDPM (diffusers)"}
 #: The arms' names in the figure (its font has no ∞ nor ²).
 FIGURE_NAMES = {"infdiff": "main job", "dense": "dense DDPM"}
-
-
-def held_out(num: int) -> torch.Tensor:
-    return renders(num, SIDE, 3, HELD_OUT_SEED, ShapesConfig.simple())
 
 
 def dense_recipe(args: argparse.Namespace) -> DenseRecipe:
@@ -157,7 +158,7 @@ def run(args: argparse.Namespace) -> dict:
     dense = json.loads((args.out / "dense" / "train.json").read_text())
     snapshots = {"infdiff": infdiff_snapshots(args.out / "infdiff", args.snapshots),
                  "dense": dense["snapshots"]}
-    real, fakes, rows = held_out(args.num_samples), {}, []
+    real, fakes, rows = main_job_held_out(args.num_samples, SIDE), {}, []
     todo = [(arm, snap) for arm, taken in snapshots.items() for snap in taken]
     for arm, snap in tqdm(todo, desc="sampling the snapshots", unit="snapshot",
                           disable=args.smoke):
@@ -182,7 +183,7 @@ def run(args: argparse.Namespace) -> dict:
                         args.sample_steps, 8, args.seed + 1, torch.device("cpu"),
                         context=CONTEXT)
     rows.append((f"{FIGURE_NAMES['infdiff']}, {last['minutes']:g} min, 128x128", wide))
-    rows.append(("held-out renders", held_out(8)))
+    rows.append(("held-out renders", main_job_held_out(8, SIDE)))
     torch.save(rows, args.out / "figure_rows.pt")
     return {"snapshots": snapshots, "dense_parameters": dense["parameters"],
             "infdiff_parameters": sum(p.numel() for p in pretrained.model.parameters()),

@@ -32,7 +32,7 @@ def test_denoiser_errors_of_an_oracle():
     # A model that returns the clean mollified image (x0 prediction) has zero error at every
     # step, and one that returns zeros has the mean square of the mollified image.
     diffusion = MollifiedDiffusion(MollifiedNoise(1 / 64, 2), parametrization="x0")
-    images = loss_weighting.held_out(2, side=8)
+    images = loss_weighting.main_job_held_out(2, 8)
     x0 = diffusion.mollifier.apply(images, 2).flatten(2).transpose(1, 2).reshape(-1, 3)
 
     def oracle(x_t, pos, t, batch, edge_index=None, lattice=None):
