@@ -23,7 +23,9 @@ from pyg_infdiff.data.mnist import MNIST, FashionMNIST, read_idx, resize_image
 from pyg_infdiff.data.render import ContinuousImage, render_function
 from pyg_infdiff.data.shapes import (
     DEFAULT_SHAPES_CONFIG,
+    DEMO_PALETTE,
     SHAPE_KINDS,
+    SHAPES_NAMES,
     ContinuousShapes,
     ShapesConfig,
     item_seed,
@@ -34,10 +36,12 @@ __all__ = [
     "DATASET_NAMES",
     "CACHE_DTYPES",
     "DEFAULT_SHAPES_CONFIG",
+    "DEMO_PALETTE",
     "IMAGE_EXTENSIONS",
     "MNIST",
     "MollifiedCache",
     "SHAPE_KINDS",
+    "SHAPES_NAMES",
     "ContinuousImage",
     "ContinuousShapes",
     "FashionMNIST",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -68,6 +68,12 @@ class ShapesConfig:
         stripe_period (tuple[float, float], optional): The range of stripe periods in domain
             units; the default keeps stripes above the Nyquist limit of :math:`32^2` (at least
             2.2 pixels per period). (default: :obj:`(0.07, 0.15)`)
+        palette (tuple[tuple[float, ...], ...], optional): If set, every shape's colour is one of
+            these (uniformly), each :obj:`channels` values in :math:`[-1, 1]`; :obj:`None`
+            draws colours uniformly from :math:`[-1, 1]^C`. (default: :obj:`None`)
+        background_colour (tuple[float, ...], optional): If set, the background's mean colour,
+            :obj:`channels` values within :math:`1 - A` of 0 (:obj:`background_amplitude`
+            :math:`A`); :obj:`None` draws it uniformly. (default: :obj:`None`)
     """
 
     channels: int = 3
@@ -79,6 +85,8 @@ class ShapesConfig:
     background_freq: int = 2
     background_amplitude: float = 0.4
     stripe_period: tuple[float, float] = (0.07, 0.15)
+    palette: tuple[tuple[float, ...], ...] | None = None
+    background_colour: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.channels not in (1, 3):
@@ -104,6 +112,14 @@ class ShapesConfig:
                 f"'background_amplitude' must lie in [0, 1), got {self.background_amplitude}"
             )
         _check_range("stripe_period", self.stripe_period, 1e-6, 1.0)
+        if self.palette is not None:
+            if len(self.palette) == 0:
+                raise ValueError("'palette' must hold at least one colour, or be None")
+            for colour in self.palette:
+                _check_colour("palette", colour, self.channels, 1.0)
+        if self.background_colour is not None:
+            _check_colour("background_colour", self.background_colour, self.channels,
+                          1.0 - self.background_amplitude)
 
     @classmethod
     def simple(cls, channels: int = 3) -> ShapesConfig:
@@ -119,9 +135,66 @@ class ShapesConfig:
         return cls(channels=channels, num_shapes=(1, 3), kinds=("disc", "rectangle", "polygon"),
                    size=(0.15, 0.3), opacity=(1.0, 1.0), background_freq=0)
 
+    @classmethod
+    def demo(cls, channels: int = 3) -> ShapesConfig:
+        r"""The main job's distribution (``examples/shapes_demo.py``, ``bash scripts/demo.sh``):
+        :meth:`simple`'s geometry (one to three large opaque discs, rectangles and polygons)
+        in the five colours of :obj:`DEMO_PALETTE` on a light grey background. A short CPU run
+        learns flat, sharp-edged shapes from it; with :meth:`simple`'s random colours the
+        same budget gives multicoloured blobs (the README shows both).
+
+        Args:
+            channels (int, optional): 3 (colour) or 1 (the four greys of :obj:`DEMO_GREYS`).
+                (default: :obj:`3`)
+        """
+        palette = DEMO_PALETTE if channels == 3 else DEMO_GREYS
+        return replace(cls.simple(channels), palette=palette, background_amplitude=0.0,
+                       background_colour=(DEMO_BACKGROUND,) * channels)
+
+    @classmethod
+    def named(cls, name: str, channels: int = 3) -> ShapesConfig:
+        r"""A configuration by the name the examples' ``--shapes`` option uses:
+        :obj:`"demo"` (:meth:`demo`), :obj:`"simple"` (:meth:`simple`) or :obj:`"full"`
+        (the default :class:`ShapesConfig`).
+
+        Args:
+            name (str): One of :obj:`SHAPES_NAMES`.
+            channels (int, optional): 3 (colour) or 1 (grey). (default: :obj:`3`)
+        """
+        if name == "demo":
+            return cls.demo(channels)
+        if name == "simple":
+            return cls.simple(channels)
+        if name == "full":
+            return cls(channels=channels)
+        raise ValueError(f"Unknown shapes configuration {name!r}, expected one of {SHAPES_NAMES}")
+
+
+#: The names :meth:`ShapesConfig.named` knows (the examples' ``--shapes`` choices).
+SHAPES_NAMES: tuple[str, ...] = ("demo", "simple", "full")
+
+#: The five colours of :meth:`ShapesConfig.demo` in :math:`[-1, 1]`: red, green, blue, yellow
+#: and black.
+DEMO_PALETTE: tuple[tuple[float, float, float], ...] = (
+    (0.9, -0.8, -0.8), (-0.8, 0.6, -0.8), (-0.7, -0.5, 0.9), (0.9, 0.7, -0.9),
+    (-0.9, -0.9, -0.9),
+)
+#: The four shades of :meth:`ShapesConfig.demo` for one channel, from black to mid grey.
+DEMO_GREYS: tuple[tuple[float], ...] = ((-0.9,), (-0.5,), (-0.1,), (0.3,))
+#: The background value of :meth:`ShapesConfig.demo` in every channel: light grey.
+DEMO_BACKGROUND: float = 0.8
+
 
 #: The default :class:`ShapesConfig` (``ShapesConfig()``), used by the docs and benchmarks.
 DEFAULT_SHAPES_CONFIG = ShapesConfig()
+
+
+def _check_colour(name: str, colour: tuple[float, ...], channels: int, bound: float) -> None:
+    if len(colour) != channels or not all(math.isfinite(c) and abs(c) <= bound for c in colour):
+        raise ValueError(
+            f"'{name}' colours must have {channels} values in [-{bound:g}, {bound:g}], "
+            f"got {colour}"
+        )
 
 
 def item_seed(seed: int, index: int) -> int:
@@ -167,7 +240,9 @@ def sample_continuous_image(config: ShapesConfig, generator: torch.Generator) ->
 
     The background mean is uniform in :math:`[-(1 - A), 1 - A]` per channel and the cosine
     coefficients are scaled so that their absolute values sum to :math:`A`
-    (:obj:`background_amplitude`); shape colours are uniform in :math:`[-1, 1]`. Compositing
+    (:obj:`background_amplitude`); shape colours are uniform in :math:`[-1, 1]`. A
+    :obj:`~ShapesConfig.background_colour` or :obj:`~ShapesConfig.palette` replaces the
+    corresponding draw (configurations without them draw exactly as before). Compositing
     convex combinations keeps every value in :math:`[-1, 1]`.
 
     Args:
@@ -176,7 +251,10 @@ def sample_continuous_image(config: ShapesConfig, generator: torch.Generator) ->
     """
     draw = _Draw(generator)
     channels, amp = config.channels, config.background_amplitude
-    mean = tuple(draw.uniform(-(1.0 - amp), 1.0 - amp, channels))
+    if config.background_colour is None:
+        mean = tuple(draw.uniform(-(1.0 - amp), 1.0 - amp, channels))
+    else:
+        mean = tuple(float(c) for c in config.background_colour)
     num_freq = config.background_freq + 1
     coef = torch.rand(channels, num_freq, num_freq, generator=generator, dtype=torch.float64)
     coef = 2.0 * coef - 1.0
@@ -187,7 +265,11 @@ def sample_continuous_image(config: ShapesConfig, generator: torch.Generator) ->
     for _ in range(draw.integer(*config.num_shapes)):
         kind = config.kinds[draw.integer(0, len(config.kinds) - 1)]
         shape = _draw_shape(kind, config, draw)
-        colour = tuple(draw.uniform(-1.0, 1.0, channels))
+        if config.palette is None:
+            colour = tuple(draw.uniform(-1.0, 1.0, channels))
+        else:
+            choice = draw.integer(0, len(config.palette) - 1)
+            colour = tuple(float(c) for c in config.palette[choice])
         layers.append(Layer(shape, colour, draw.uniform(*config.opacity)[0]))
     return ContinuousImage(mean, background, tuple(layers), config.edge_width)
 

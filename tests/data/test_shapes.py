@@ -291,3 +291,60 @@ def test_simple_config():
     colours = image.reshape(3, -1).t().mul(100).round()
     _, counts = colours.unique(dim=0, return_counts=True)
     assert counts.sort(descending=True).values[:4].sum() > 0.8 * colours.size(0)
+
+
+def test_demo_config_palette_and_background():
+    from pyg_infdiff.data import DEMO_PALETTE, ContinuousShapes, ShapesConfig
+    config = ShapesConfig.demo()
+    assert config.palette == DEMO_PALETTE and config.background_colour == (0.8, 0.8, 0.8)
+    # the geometry is simple()'s: only the colours differ
+    assert config.kinds == ShapesConfig.simple().kinds
+    assert config.num_shapes == ShapesConfig.simple().num_shapes
+    data = ContinuousShapes(16, resolution=32, seed=3, config=config)
+    for index in range(16):
+        image = data.function(index)
+        assert image.mean == (0.8, 0.8, 0.8)
+        assert all(layer.colour in DEMO_PALETTE for layer in image.layers)
+    # a corner of the background is the background colour
+    renders = torch.stack([data.render(i, 64) for i in range(16)])
+    background = renders.flatten(2).mode(dim=2).values  # [16, 3]: the commonest value
+    assert torch.allclose(background.median(dim=0).values, torch.full((3,), 0.8), atol=1e-4)
+    used = {layer.colour for i in range(16) for layer in data.function(i).layers}
+    assert len(used) >= 3  # colours are drawn from the whole palette
+    grey = ShapesConfig.demo(channels=1)
+    assert grey.channels == 1 and all(len(c) == 1 for c in grey.palette)
+    assert ContinuousShapes(2, 16, grey).render(0).shape == (1, 16, 16)
+
+
+def test_palette_options_leave_other_configs_unchanged():
+    from pyg_infdiff.data import ContinuousShapes, ShapesConfig
+    # configurations without palette or background colour draw exactly as before: the
+    # simple() dataset with its random colours is not a palette dataset
+    simple = ContinuousShapes(4, 32, ShapesConfig.simple(), seed=0).function(0)
+    demo = ContinuousShapes(4, 32, ShapesConfig.demo(), seed=0).function(0)
+    assert simple.mean != demo.mean
+    with pytest.raises(ValueError, match="palette"):
+        ShapesConfig(palette=())
+    with pytest.raises(ValueError, match="palette"):
+        ShapesConfig(palette=((0.0, 0.0),))  # two values for three channels
+    with pytest.raises(ValueError, match="palette"):
+        ShapesConfig(palette=((1.5, 0.0, 0.0),))
+    with pytest.raises(ValueError, match="background_colour"):
+        ShapesConfig(background_colour=(0.8, 0.8, 0.8))  # beyond 1 - amplitude 0.4
+    assert ShapesConfig(background_amplitude=0.0, background_colour=(0.8,) * 3)
+
+
+@pytest.mark.parametrize("name", ["demo", "simple", "full"])
+def test_named_configs(name):
+    from pyg_infdiff.data import SHAPES_NAMES, ShapesConfig
+    assert name in SHAPES_NAMES
+    expected = {"demo": ShapesConfig.demo(), "simple": ShapesConfig.simple(),
+                "full": ShapesConfig()}[name]
+    assert ShapesConfig.named(name) == expected
+    assert ShapesConfig.named(name, channels=1).channels == 1
+
+
+def test_named_config_unknown():
+    from pyg_infdiff.data import ShapesConfig
+    with pytest.raises(ValueError, match="Unknown shapes configuration 'toy'"):
+        ShapesConfig.named("toy")
