@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 from _common import ROOT
+from _scoring import MAIN_JOB_BENCH_SHAPES
 from torch.utils.data import Dataset
 
 from pyg_infdiff.data import (
@@ -284,9 +285,11 @@ def train_infdiff(
 
 def main_job_argv(out: Path, args, *options: str, budget: Sequence[str]) -> list[str]:
     r"""The command line of one arm that runs the README's main job (``examples/shapes_demo.py``)
-    in its own process: into :obj:`out`, with ``args.threads`` torch threads, ``args.seed``, 8
-    samples per resolution and the arm's :obj:`options`; ``--smoke`` when ``args.smoke``, else
-    :obj:`budget` (``["--steps", "2000"]``, ``["--minutes", "6"]``)."""
+    in its own process: into :obj:`out`, on the shapes of ``_scoring.MAIN_JOB_BENCH_SHAPES``,
+    with ``args.threads`` torch threads, ``args.seed``, 8 samples per resolution and the arm's
+    :obj:`options`; ``--smoke`` when ``args.smoke``, else :obj:`budget` (``["--steps",
+    "2000"]``, ``["--minutes", "6"]``)."""
     return [sys.executable, str(ROOT / "examples" / "shapes_demo.py"), "--out", str(out),
-            *options, "--threads", str(args.threads), "--seed", str(args.seed),
-            "--num-samples", "8", *(["--smoke"] if args.smoke else budget)]
+            "--shapes", MAIN_JOB_BENCH_SHAPES, *options, "--threads", str(args.threads),
+            "--seed", str(args.seed), "--num-samples", "8",
+            *(["--smoke"] if args.smoke else budget)]

@@ -68,9 +68,9 @@ def get_model(args: argparse.Namespace) -> Pretrained:
 
 
 def shapes_of(pretrained: Pretrained) -> ShapesConfig:
-    r"""The shapes the model was trained on (the main job records ``simple`` or ``full``)."""
-    simple = pretrained.info.get("data", {}).get("shapes", "simple") == "simple"
-    return ShapesConfig.simple() if simple else ShapesConfig()
+    r"""The shapes the model was trained on (the main job records their name,
+    :meth:`ShapesConfig.named`; runs from before it did were on ``simple``)."""
+    return ShapesConfig.named(pretrained.info.get("data", {}).get("shapes", "simple"))
 
 
 def run(args: argparse.Namespace) -> dict:

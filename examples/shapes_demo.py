@@ -2,8 +2,9 @@ r"""∞-Diff's main job on the built-in continuous images, on a CPU, in one comm
 
 Trains a small multiscale operator U-Net on :class:`pyg_infdiff.data.ContinuousShapes`
 rendered at 128² with 16× subsampling: each training graph holds 1,024 random pixels of a
-128² image, as many nodes as a 32² image has pixels, with the detail of 128² (the simpler
-shapes of ``ShapesConfig.simple()``: one to three large flat shapes on a flat background).
+128² image, as many nodes as a 32² image has pixels, with the detail of 128² (the shapes of
+``ShapesConfig.demo()``: one to three large flat shapes in five colours on a light grey
+background).
 Then it samples the *same* noise seeds at 32², 64² and 128², each read through a context of
 1,024 random pixels (the model's training density, pyg_infdiff.diffusion.ContextNodes), so
 that every row is one function at three resolutions, and puts them above ground-truth renders
@@ -40,6 +41,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pyg_infdiff.data import (
+    SHAPES_NAMES,
     ContinuousShapes,
     GraphCollator,
     MollifiedCache,
@@ -84,10 +86,12 @@ def parse_args(argv=None):
     p.add_argument("--data-resolution", type=int, default=128,
                    help="resolution of the training renders: 128 with --subsample 16 trains on "
                    "1,024 nodes of 128x128 renders, the pixels of a 32x32 image")
-    p.add_argument("--shapes", choices=["simple", "full"], default="simple",
-                   help="simple: ShapesConfig.simple() (1-3 large flat shapes, flat "
-                   "background); full: the default ShapesConfig (2-5 shapes, stripes, "
-                   "partial opacity, smooth background)")
+    p.add_argument("--shapes", choices=SHAPES_NAMES, default="demo",
+                   help="demo: ShapesConfig.demo() (1-3 large flat shapes in 5 colours on a "
+                   "light grey background); simple: ShapesConfig.simple() (the same shapes "
+                   "in random colours on a random flat background: multicoloured blobs after "
+                   "10 minutes); full: the default ShapesConfig (2-5 shapes, stripes, partial "
+                   "opacity, smooth background)")
     p.add_argument("--context", choices=["auto", "none"], default="auto",
                    help="auto: read lattices with at least as many pixels as the training "
                    "graphs have nodes through a context of that many random training pixels "
@@ -211,7 +215,7 @@ def main(argv=None):
     # Data: analytic images rendered at --data-resolution and mollified (half a pixel of that
     # resolution), once for --cache-items of them; the collator keeps a random 1/--subsample of
     # each image's pixels as graph nodes (with radius edges for the operator).
-    shapes = ShapesConfig.simple() if args.shapes == "simple" else ShapesConfig()
+    shapes = ShapesConfig.named(args.shapes)
     dataset = ContinuousShapes(args.num_items, resolution=res, seed=args.seed, config=shapes)
     sigma = args.sigma if args.sigma is not None else 0.5 / res
     noise_sigma = args.noise_sigma if args.noise_sigma is not None else sigma

@@ -80,6 +80,10 @@ def test_shapes_demo_smoke(demo_run):
     assert [tuple(v.shape) for v in samples.values()] == [(2, 3, 32, 32), (2, 3, 64, 64),
                                                           (2, 3, 128, 128)]
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["ckpt_00000003.pt"]
+    # the checkpoint names the shapes it learnt (ShapesConfig.named), for the benchmarks
+    from pyg_infdiff.training import load_pretrained
+    info = load_pretrained(out / "checkpoints" / "ckpt_00000003.pt").info
+    assert info["data"]["shapes"] == "demo"
 
 
 def _weights(checkpoint: Path) -> dict[str, torch.Tensor]:
@@ -235,6 +239,8 @@ def test_shapes_demo_arguments():
     a = module.parse_args([])
     assert a.threads in (1, os.cpu_count()) and a.resolutions == [32, 64, 128]
     assert (a.minutes, a.parametrization, a.deblur) == (10.0, "x0", None)
+    assert a.shapes == "demo"  # ShapesConfig.demo(): five colours on light grey
+    assert module.parse_args(["--shapes", "simple"]).shapes == "simple"
     a = module.parse_args(["--smoke", "--threads", "3", "--deblur"])
     assert (a.threads, a.steps, a.sample_steps, a.deblur) == (3, 3, 2, 0.05)
     assert a.noise_sigma is None  # the noise as wide as the data's mollifier
@@ -242,6 +248,6 @@ def test_shapes_demo_arguments():
     assert (a.checkpoint_every, a.keep_checkpoints) == (250, 2)
     assert module.parse_args(["--keep-checkpoints", "0"]).keep_checkpoints == 0  # keep all
     for bad in (["--noise-sigma", "0"], ["--sigma", "-1"], ["--checkpoint-every", "0"],
-                ["--keep-checkpoints", "-1"]):
+                ["--keep-checkpoints", "-1"], ["--shapes", "toy"]):
         with pytest.raises(SystemExit):
             module.parse_args(bad)
