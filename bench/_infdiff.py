@@ -20,6 +20,7 @@ puts ``bench/`` on ``sys.path``).
 """
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -30,7 +31,9 @@ from pathlib import Path
 
 import torch
 from _common import ROOT
+from _publish import add_publish_args
 from _scoring import MAIN_JOB_BENCH_SHAPES
+from _skeleton import add_threads_arg
 from torch.utils.data import Dataset
 
 from pyg_infdiff.data import (
@@ -283,13 +286,26 @@ def train_infdiff(
     return ledger["result"]
 
 
-def main_job_argv(out: Path, args, *options: str, budget: Sequence[str]) -> list[str]:
+def add_main_job_arm_args(parser: argparse.ArgumentParser, out: Path) -> None:
+    r"""The options of a benchmark whose arms run the main job (:func:`main_job_argv`):
+    ``--out`` (the arms' cache folder, default :obj:`out`), ``--threads`` (of each arm's
+    demo), ``--seed`` and the publishing options, whose ``--smoke`` runs the demo's own
+    ``--smoke`` per arm, then 8 samples of 2 steps scored by SWD."""
+    parser.add_argument("--out", type=Path, default=out, help="cache folder of the arms")
+    add_threads_arg(parser, "torch CPU threads of each arm's demo")
+    parser.add_argument("--seed", type=int, default=0)
+    add_publish_args(parser, "the demo's --smoke (3 tiny steps) per arm, 8 samples of 2 "
+                     "steps, SWD (tests)", figures=FIGURES)
+
+
+def main_job_argv(out: Path, args, *options: str, budget: Sequence[str],
+                  shapes: str = MAIN_JOB_BENCH_SHAPES) -> list[str]:
     r"""The command line of one arm that runs the README's main job (``examples/shapes_demo.py``)
-    in its own process: into :obj:`out`, on the shapes of ``_scoring.MAIN_JOB_BENCH_SHAPES``,
-    with ``args.threads`` torch threads, ``args.seed``, 8 samples per resolution and the arm's
-    :obj:`options`; ``--smoke`` when ``args.smoke``, else :obj:`budget` (``["--steps",
-    "2000"]``, ``["--minutes", "6"]``)."""
+    in its own process: into :obj:`out`, on the shapes named :obj:`shapes` (by default
+    ``_scoring.MAIN_JOB_BENCH_SHAPES``), with ``args.threads`` torch threads, ``args.seed``,
+    8 samples per resolution and the arm's :obj:`options`; ``--smoke`` when ``args.smoke``,
+    else :obj:`budget` (``["--steps", "2000"]``, ``["--minutes", "6"]``)."""
     return [sys.executable, str(ROOT / "examples" / "shapes_demo.py"), "--out", str(out),
-            "--shapes", MAIN_JOB_BENCH_SHAPES, *options, "--threads", str(args.threads),
+            "--shapes", shapes, *options, "--threads", str(args.threads),
             "--seed", str(args.seed), "--num-samples", "8",
             *(["--smoke"] if args.smoke else budget)]

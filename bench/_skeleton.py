@@ -288,6 +288,16 @@ def report_footer(args: argparse.Namespace, result: dict, extra: str = "") -> li
     return [f"- {device_line(args, result)}{extra}", f"- Command: `{args.command}`"]
 
 
+def figure_and_footer(args: argparse.Namespace, result: dict, picture: Path | None, alt: str,
+                      cached: str = "Arms") -> list[str]:
+    r"""The tail of a report whose runs are cached in ``args.out``: the figure :obj:`picture`
+    (if any) as ``![alt](_static/figures/<name>)``, then :func:`report_footer` saying
+    ``"<cached> cached in `<args.out>`."``, each after a blank line."""
+    lines = [] if picture is None else ["", f"![{alt}](_static/figures/{picture.name})"]
+    return [*lines, "", *report_footer(args, result, f" {cached} cached in "
+                                       f"`{relative_to_root(args.out)}`.")]
+
+
 def machine_note(result: dict, load: bool = True) -> str:
     r"""``"Machine: ... (load average at the end; shared machine). Command: `...`."``, the last
     note of a micro-benchmark's report (from ``result["machine"]`` and ``result["command"]``,

@@ -36,11 +36,11 @@ import time
 from pathlib import Path
 
 import torch
-from _common import ROOT, cached_with_settings, machine_description, relative_to_root
-from _infdiff import FIGURES, main_job_argv
-from _publish import add_publish_args, markdown_table
+from _common import ROOT, cached_with_settings, machine_description
+from _infdiff import add_main_job_arm_args, main_job_argv
+from _publish import markdown_table
 from _scoring import draw_samples, inception_metrics, main_job_held_out, swd_metrics
-from _skeleton import add_threads_arg, bench_main, bench_parser, report_footer, run_jobs
+from _skeleton import bench_main, bench_parser, figure_and_footer, run_jobs
 
 from pyg_infdiff.data.images import save_rows
 from pyg_infdiff.diffusion import call_denoiser
@@ -181,11 +181,8 @@ def report(args: argparse.Namespace, result: dict, picture: Path | None = None) 
         f"- x₀ MSE: the denoiser's error on {s['denoise_items']} held-out items on the 32² "
         "lattice, mollified, at each step t (the same noise fields for every arm).",
     ]
-    if picture is not None:
-        lines += ["", "![The first 8 samples of each arm at 32², above held-out renders]"
-                  f"(_static/figures/{picture.name})"]
-    lines += ["", *report_footer(args, result, f" Arms cached in "
-                                 f"`{relative_to_root(args.out)}`.")]
+    lines += figure_and_footer(args, result, picture,
+                               "The first 8 samples of each arm at 32², above held-out renders")
     return "\n".join(lines)
 
 
@@ -200,11 +197,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sample-batch", type=int, default=32)
     p.add_argument("--denoise-items", type=int, default=16)
     p.add_argument("--metrics", choices=["fid", "swd"], default="fid")
-    p.add_argument("--out", type=Path, default=OUT, help="cache folder of the arms")
-    add_threads_arg(p, "torch CPU threads of each arm's demo")
-    p.add_argument("--seed", type=int, default=0)
-    add_publish_args(p, "the demo's --smoke (3 tiny steps) per arm, 8 samples of 2 steps, SWD "
-                     "(tests)", figures=FIGURES)
+    add_main_job_arm_args(p, OUT)
     args = p.parse_args(argv)
     if args.smoke:
         args.num_samples, args.sample_steps, args.sample_batch = 8, 2, 8

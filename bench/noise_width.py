@@ -44,11 +44,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _common import ROOT, cached_with_settings, machine_description, relative_to_root
+from _common import ROOT, cached_with_settings, machine_description
 from _infdiff import FIGURES, main_job_argv
 from _publish import add_publish_args, compact_figure, markdown_table
 from _scoring import draw_samples, main_job_held_out, swd_metrics
-from _skeleton import add_threads_arg, bench_main, bench_parser, report_footer, run_jobs
+from _skeleton import add_threads_arg, bench_main, bench_parser, figure_and_footer, run_jobs
 
 from pyg_infdiff.data.images import save_rows
 from pyg_infdiff.diffusion import LatticeSubset
@@ -187,11 +187,8 @@ def report(args: argparse.Namespace, result: dict, picture: Path | None = None) 
         "resolution.",
         *goal_lines(result),
     ]
-    if picture is not None:
-        lines += ["", f"![The first 8 samples of each arm at {DATA}², plain and through the "
-                  f"context, above held-out renders](_static/figures/{picture.name})"]
-    lines += ["", *report_footer(args, result, f" Arms cached in "
-                                 f"`{relative_to_root(args.out)}`.")]
+    lines += figure_and_footer(args, result, picture, f"The first 8 samples of each arm at "
+                               f"{DATA}², plain and through the context, above held-out renders")
     return "\n".join(lines)
 
 

@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import ROOT, relative_to_root
+from _common import ROOT
 from _infdiff import FIGURES, main_job_argv
 from _publish import add_publish_args, compact_figure, markdown_table
 from _scoring import (
@@ -52,7 +52,7 @@ from _scoring import (
     renders,
     swd_metrics,
 )
-from _skeleton import add_threads_arg, bench_main, bench_parser, report_footer, run_jobs
+from _skeleton import add_threads_arg, bench_main, bench_parser, figure_and_footer, run_jobs
 from baseline_ddpm import dense_sample, make_scheduler
 from tqdm.auto import tqdm
 from train_dense_ddpm import DenseRecipe, train_dense
@@ -227,12 +227,9 @@ def report(args: argparse.Namespace, result: dict, picture: Path | None = None) 
         + f". Detail: energy at {DETAIL_BAND[0]}–{DETAIL_BAND[1] - 1} cycles per unit over "
         "the renders' (`pyg_infdiff.metrics.detail_ratio`).",
     ]
-    if picture is not None:
-        lines += ["", "![8 samples of each arm at each snapshot (32²), the last ∞-Diff "
-                  "snapshot at 128², and held-out renders]"
-                  f"(_static/figures/{picture.name})"]
-    lines += ["", *report_footer(args, result, f" Runs cached in "
-                                 f"`{relative_to_root(args.out)}`.")]
+    lines += figure_and_footer(args, result, picture, "8 samples of each arm at each snapshot "
+                               "(32²), the last ∞-Diff snapshot at 128², and held-out renders",
+                               cached="Runs")
     return "\n".join(lines)
 
 

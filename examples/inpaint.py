@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from pyg_infdiff.data import ContinuousShapes, ImageFolder
+from pyg_infdiff.data import ContinuousShapes, ImageFolder, ShapesConfig
 from pyg_infdiff.data.images import save_rows
 from pyg_infdiff.diffusion import Observation, sample
 from pyg_infdiff.training import load_pretrained
@@ -82,7 +82,10 @@ def main(argv=None):
         truth_fine = torch.stack([folder[i] for i in range(min(args.num, len(folder)))])
         truth = F.interpolate(truth_fine, size=(res, res), mode="area")
     elif data.get("dataset") == "shapes":
-        shapes = ContinuousShapes(10**6, resolution=res, seed=data.get("seed", 0) + 1)
+        # the shapes the run learnt: the main job records their name, other runs used the
+        # default configuration
+        shapes = ContinuousShapes(10**6, resolution=res, seed=data.get("seed", 0) + 1,
+                                  config=ShapesConfig.named(data.get("shapes", "full")))
         truth = torch.stack([shapes.render(i) for i in range(args.num)])
         truth_fine = torch.stack([shapes.render(i, fine) for i in range(args.num)])
     else:

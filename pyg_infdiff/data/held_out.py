@@ -9,7 +9,7 @@ from torch import Tensor
 
 from pyg_infdiff.data.folder import ImageFolder
 from pyg_infdiff.data.mnist import MNIST, FashionMNIST
-from pyg_infdiff.data.shapes import ContinuousShapes
+from pyg_infdiff.data.shapes import ContinuousShapes, ShapesConfig
 
 __all__ = ["DATASET_NAMES", "held_out_images"]
 
@@ -27,6 +27,7 @@ def held_out_images(
     channels: int = 3,
     data_dir: str | os.PathLike | None = None,
     seed: int = 0,
+    shapes: str = "full",
 ) -> Tensor:
     r"""The first :obj:`num` images of a named dataset that a training run did not use:
     Fashion-MNIST's test split; MNIST (whose reader holds one split); items of
@@ -43,6 +44,9 @@ def held_out_images(
             image folder (required for ``"folder"``). (default: :obj:`None`)
         seed (int, optional): The training run's dataset seed, for ``"shapes"``.
             (default: :obj:`0`)
+        shapes (str, optional): The run's shapes configuration for ``"shapes"``, a name of
+            :meth:`~pyg_infdiff.data.ShapesConfig.named` (the main job records it in its
+            checkpoints). (default: :obj:`"full"`)
 
     Shapes:
         - **output:** :math:`(M, C, n, n)` in :math:`[-1, 1]`, :math:`M \le` :obj:`num`
@@ -56,7 +60,8 @@ def held_out_images(
     elif name == "mnist":
         data = MNIST(data_dir, resolution=resolution)
     elif name == "shapes":
-        data = ContinuousShapes(num, resolution=resolution, seed=seed + SHAPES_HELD_OUT_SEED)
+        data = ContinuousShapes(num, resolution=resolution, config=ShapesConfig.named(shapes),
+                                seed=seed + SHAPES_HELD_OUT_SEED)
     elif data_dir is None:
         raise ValueError("The dataset 'folder' needs 'data_dir'")
     else:

@@ -13,6 +13,15 @@ def test_shapes_are_items_the_run_did_not_train_on():
     assert not torch.allclose(images[1], trained[1])
 
 
+def test_shapes_of_a_named_configuration():
+    from pyg_infdiff.data import ShapesConfig
+    images = held_out_images("shapes", 2, 16, seed=5, shapes="demo")
+    expected = ContinuousShapes(2, resolution=16, seed=5 + 10_000, config=ShapesConfig.demo())
+    torch.testing.assert_close(images[0], expected[0])
+    with pytest.raises(ValueError, match="Unknown shapes configuration"):
+        held_out_images("shapes", 2, 16, shapes="toy")
+
+
 def test_folder_and_errors(tmp_path):
     from PIL import Image
     for i in range(2):

@@ -221,6 +221,10 @@ def test_inpaint_and_superres_smoke(demo_run, tmp_path):
     res = load_pretrained(out).resolution  # the demo's training data: 128x128 renders
     inpaint = torch.load(tmp_path / "inpaint.pt", weights_only=True)
     assert inpaint["inpainted"].shape == (2, 3, res, res)
+    # the test images are held-out items of the shapes the demo learnt (ShapesConfig.demo())
+    from pyg_infdiff.data import ContinuousShapes, ShapesConfig
+    held_out = ContinuousShapes(2, resolution=res, seed=1, config=ShapesConfig.demo())
+    torch.testing.assert_close(inpaint["truth"], torch.stack([held_out[0], held_out[1]]))
     superres = torch.load(tmp_path / "superres.pt", weights_only=True)
     assert superres[f"infdiff {3 * res}x{3 * res}"].shape == (2, 3, 3 * res, 3 * res)
     assert (tmp_path / "superres.png").is_file()
