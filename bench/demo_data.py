@@ -4,8 +4,8 @@ the demo's default), at equal optimiser steps.
 
 Each arm runs the README's main job itself, ``examples/shapes_demo.py`` (x₀ prediction with
 Min-SNR-5, preset 32, 1,024 random pixels of :math:`128^2` renders), for ``--steps`` steps with
-``--shapes`` as its only difference: both draw the same geometry (one to three large opaque
-discs, rectangles and polygons on a flat background) from the same item seeds, ``simple`` in
+``--shapes`` as its only difference: both draw their geometry from the same distribution (one
+to three large opaque discs, rectangles and polygons on a flat background), ``simple`` in
 random colours on a random background, ``demo`` in the five colours of
 :data:`~pyg_infdiff.data.DEMO_PALETTE` on light grey. The arms train side by side, one torch
 thread each. Then, with the EMA weights of each arm:
@@ -126,10 +126,12 @@ def report(args: argparse.Namespace, result: dict, picture: Path | None = None) 
                         "KID ×10³ against own data"], rows), "",
         f"- Arms: `examples/shapes_demo.py --shapes S {budget} --threads {s['threads']}` (the "
         "README's main job: x₀ prediction with Min-SNR-5, preset 32, 1,024 random pixels of "
-        "128² renders), side by side, one torch thread each. Both draw the same geometry from "
-        "the same item seeds (`ShapesConfig.simple()`: one to three large opaque discs, "
-        "rectangles and polygons on a flat background); `simple` colours them at random, "
-        "`demo` (`ShapesConfig.demo()`, the demo's default) in five colours on light grey.",
+        "128² renders), side by side, one torch thread each. Both draw their geometry from "
+        "the same distribution (`ShapesConfig.simple()`'s: one to three large opaque discs, "
+        "rectangles and polygons on a flat background); `simple` colours shapes and "
+        "background at random, `demo` (`ShapesConfig.demo()`, the demo's default) in five "
+        "colours on light grey. The colour draws differ, so an item seed gives other shapes "
+        "in the two.",
         f"- Scores: {s['num_samples']} samples per arm on the 32² lattice (EMA weights, DDIM "
         f"η = 0, {s['sample_steps']} steps, the same seeds), as drawn (mollified), each "
         f"against {s['num_samples']} held-out renders of its own distribution at 32². The "

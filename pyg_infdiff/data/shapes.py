@@ -141,7 +141,7 @@ class ShapesConfig:
         :meth:`simple`'s geometry (one to three large opaque discs, rectangles and polygons)
         in the five colours of :obj:`DEMO_PALETTE` on a light grey background. A short CPU run
         learns flat, sharp-edged shapes from it; with :meth:`simple`'s random colours the
-        same budget gives multicoloured blobs (the README shows both).
+        same budget gives multicoloured blobs (``bench/demo_data.py`` measures both).
 
         Args:
             channels (int, optional): 3 (colour) or 1 (the four greys of :obj:`DEMO_GREYS`).
