@@ -50,11 +50,13 @@ import torch
 
 from pyg_infdiff.data import (
     MNIST,
+    SHAPES_NAMES,
     ContinuousShapes,
     FashionMNIST,
     GraphCollator,
     ImageFolder,
     MollifiedCache,
+    ShapesConfig,
     make_loader,
 )
 from pyg_infdiff.data.images import save_rows
@@ -188,6 +190,10 @@ def parse_args(argv=None):
     g.add_argument("--channels", type=int, choices=[1, 3], default=3,
                    help="colour (3) or grey (1) for --dataset folder")
     g.add_argument("--no-flip", action="store_true", help="no random horizontal flips (folder)")
+    g.add_argument("--shapes", choices=SHAPES_NAMES, default="full",
+                   help="--dataset shapes: the distribution (ShapesConfig.named): full, the "
+                   "default ShapesConfig; simple, 1-3 large flat shapes in random colours; "
+                   "demo, those in 5 colours on light grey (examples/shapes_demo.py)")
     g.add_argument("--num-items", type=int, default=100_000,
                    help="dataset size for --dataset shapes with --cache-items 0 (rendered on "
                    "the fly)")
@@ -334,7 +340,8 @@ def main(argv=None):
         dataset = ImageFolder(args.data_dir, res, channels=args.channels, flip=not args.no_flip,
                               seed=args.seed)
     elif args.dataset == "shapes":
-        dataset = ContinuousShapes(args.num_items, resolution=res, seed=args.seed)
+        dataset = ContinuousShapes(args.num_items, resolution=res, seed=args.seed,
+                                   config=ShapesConfig.named(args.shapes))
     elif args.dataset == "fashion-mnist":
         dataset = FashionMNIST(args.data_dir, train=True, resolution=res)
     else:
@@ -381,6 +388,8 @@ def main(argv=None):
         "data": {"dataset": args.dataset, "resolution": res, "channels": channels,
                  "subsample": args.subsample, "seed": args.seed},
     }
+    if args.dataset == "shapes":
+        model_config["data"]["shapes"] = args.shapes
     if args.autoencoder:
         model_config["data"]["encoder_rate"] = args.encoder_rate
     trainer_config = TrainerConfig(

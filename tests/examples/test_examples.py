@@ -161,7 +161,7 @@ def test_celebahq_train_on_shapes_then_resume(tmp_path):
     assert info["diffusion"]["sigma"] == pytest.approx(0.5 / 32)
     assert info["diffusion"]["snr_gamma"] == 5.0
     assert info["data"] == {"dataset": "shapes", "resolution": 32, "channels": 3,
-                            "subsample": 4.0, "seed": 0}
+                            "subsample": 4.0, "seed": 0, "shapes": "full"}
     module.main([*args[:3], "3", *args[4:], "--resume", "latest"])
     assert (tmp_path / "checkpoints" / "ckpt_00000003.pt").is_file()
     # the same --seed, the same model: weights, data and noise are all seeded
@@ -186,6 +186,10 @@ def test_celebahq_train_defaults():
     assert a.sigma == pytest.approx(0.5 / 128) and a.sample_resolutions == [128, 256]
     a = module.parse_args(["--data-dir", "faces", "--resolution", "256", "--bf16"])
     assert (a.preset, a.subsample, a.bf16) == (256, 8, True)
+    assert module.parse_args(["--dataset", "shapes"]).shapes == "full"
+    assert module.parse_args(["--dataset", "shapes", "--shapes", "demo"]).shapes == "demo"
+    with pytest.raises(SystemExit):
+        module.parse_args(["--dataset", "shapes", "--shapes", "toy"])
     a = module.parse_args(["--dataset", "fashion-mnist"])
     assert (a.resolution, a.preset, a.out) == (28, 28, "runs/fashion-mnist28")
     assert a.parametrization == "x0"  # short CPU presets predict T x0, GPU presets T eps
