@@ -83,8 +83,10 @@ def main(argv=None):
     side = args.resolution or res
     count = max(max(pair) for pair in args.pairs) + 1
     try:  # the first held-out images of the run's dataset, at its resolution
-        images = held_out_images(args.dataset or run.info.get("data", {}).get("dataset", "shapes"),
-                                 count, res, run.config.in_channels, args.data_dir, args.seed)
+        data = run.info.get("data", {})
+        images = held_out_images(args.dataset or data.get("dataset", "shapes"), count, res,
+                                 run.config.in_channels, args.data_dir, args.seed,
+                                 shapes=data.get("shapes", "full"))
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(str(err)) from err
     if images.size(0) < count:

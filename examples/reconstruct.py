@@ -86,7 +86,8 @@ def main(argv=None):
              else [res, 2 * res, 4 * res])
     try:  # the first --num held-out images of the run's dataset, at its resolution
         images = held_out_images(args.dataset or data.get("dataset", "shapes"), args.num, res,
-                                 run.config.in_channels, args.data_dir, args.seed)
+                                 run.config.in_channels, args.data_dir, args.seed,
+                                 shapes=data.get("shapes", "full"))
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(str(err)) from err
     collate = GraphCollator(encoder_rate=1 / args.fraction)  # the encoder's pixels only matter
