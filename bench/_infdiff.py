@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 from _common import ROOT
 from _publish import add_publish_args
-from _scoring import MAIN_JOB_BENCH_SHAPES
+from _scoring import MAIN_JOB_BENCH_SHAPES, draw_samples
 from _skeleton import add_threads_arg
 from torch.utils.data import Dataset
 
@@ -49,16 +49,25 @@ from pyg_infdiff.models import (
     UNetConfig,
 )
 from pyg_infdiff.noise import MollifiedNoise
-from pyg_infdiff.training import Trainer, TrainerConfig, diffusion_to_dict
+from pyg_infdiff.training import (
+    Pretrained,
+    Trainer,
+    TrainerConfig,
+    diffusion_to_dict,
+    load_pretrained,
+)
 
 __all__ = [
     "FIGURES",
     "LossBudget",
     "Recipe",
+    "add_main_job_arm_args",
     "main_job_argv",
+    "main_job_arm_smoke",
     "make_diffusion",
     "parse_preset",
     "resolve_device",
+    "sample_main_job_arm",
     "train_infdiff",
     "unet_config",
 ]
@@ -286,16 +295,46 @@ def train_infdiff(
     return ledger["result"]
 
 
-def add_main_job_arm_args(parser: argparse.ArgumentParser, out: Path) -> None:
-    r"""The options of a benchmark whose arms run the main job (:func:`main_job_argv`):
-    ``--out`` (the arms' cache folder, default :obj:`out`), ``--threads`` (of each arm's
-    demo), ``--seed`` and the publishing options, whose ``--smoke`` runs the demo's own
-    ``--smoke`` per arm, then 8 samples of 2 steps scored by SWD."""
+def add_main_job_arm_args(parser: argparse.ArgumentParser, out: Path,
+                          num_samples: int) -> None:
+    r"""The options of a benchmark whose arms run the main job (:func:`main_job_argv`) and are
+    sampled by :func:`sample_main_job_arm`: ``--num-samples`` (default :obj:`num_samples`),
+    ``--sample-steps``, ``--sample-batch``, ``--out`` (the arms' cache folder, default
+    :obj:`out`), ``--threads`` (of each arm's demo), ``--seed`` and the publishing options,
+    whose ``--smoke`` runs the demo's own ``--smoke`` per arm, then 8 samples of 2 steps scored
+    by SWD (:func:`main_job_arm_smoke`)."""
+    parser.add_argument("--num-samples", type=int, default=num_samples)
+    parser.add_argument("--sample-steps", type=int, default=50, help="DDIM steps")
+    parser.add_argument("--sample-batch", type=int, default=32)
     parser.add_argument("--out", type=Path, default=out, help="cache folder of the arms")
     add_threads_arg(parser, "torch CPU threads of each arm's demo")
     parser.add_argument("--seed", type=int, default=0)
     add_publish_args(parser, "the demo's --smoke (3 tiny steps) per arm, 8 samples of 2 "
                      "steps, SWD (tests)", figures=FIGURES)
+
+
+def main_job_arm_smoke(args: argparse.Namespace) -> None:
+    r"""With ``--smoke``, the sampling of :func:`add_main_job_arm_args`'s help: 8 samples of 2
+    steps, in one batch."""
+    if args.smoke:
+        args.num_samples, args.sample_steps, args.sample_batch = 8, 2, 8
+
+
+def sample_main_job_arm(folder: Path, args: argparse.Namespace,
+                        side: int) -> tuple[Pretrained, dict]:
+    r"""Samples the main job's run in :obj:`folder` (EMA weights): ``args.num_samples`` samples
+    at :obj:`side`² (DDIM, :math:`\eta = 0`, ``args.sample_steps`` steps, seeded
+    ``args.seed + 1``, as every arm). Returns the loaded run and ``{"steps", "train_seconds",
+    "samples", "sample_seconds"}`` (the training time from its ``log.jsonl``)."""
+    pretrained = load_pretrained(folder, weights="ema")
+    log = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
+    start = time.perf_counter()
+    samples = draw_samples(pretrained.model, pretrained.diffusion, args.num_samples, side, 3,
+                           args.sample_steps, args.sample_batch, args.seed + 1,
+                           torch.device("cpu"))
+    return pretrained, {"steps": pretrained.step,
+                        "train_seconds": max(entry.get("elapsed_s", 0.0) for entry in log),
+                        "samples": samples, "sample_seconds": time.perf_counter() - start}
 
 
 def main_job_argv(out: Path, args, *options: str, budget: Sequence[str],

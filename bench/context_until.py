@@ -30,11 +30,12 @@ from _common import ROOT, machine_description, relative_to_root
 from _infdiff import FIGURES, Recipe, train_infdiff, unet_config
 from _publish import add_publish_args, compact_figure, markdown_table
 from _scoring import (
+    MAIN_JOB_BENCH_SHAPES,
     MAIN_JOB_HELD_OUT_SEED,
     draw_samples,
     inception_metrics,
     kid_cell,
-    renders,
+    main_job_held_out,
     swd_metrics,
 )
 from _skeleton import add_threads_arg, bench_main, bench_parser, report_footer
@@ -61,16 +62,16 @@ def get_model(args: argparse.Namespace) -> Pretrained:
     if args.checkpoint is not None:
         return load_pretrained(args.checkpoint, weights="ema")
     recipe = Recipe(parametrization="x0", batch_size=4, warmup=5, checkpoint_every=5)
-    data = ContinuousShapes(1000, 32, ShapesConfig.simple(), seed=args.seed)
+    data = ContinuousShapes(1000, 32, ShapesConfig.named(MAIN_JOB_BENCH_SHAPES), seed=args.seed)
     trained = train_infdiff(args.out / "train", data, unet_config("tiny"), 32, 4.0, 0.05, recipe,
                             data_name="shapes", seed=args.seed)
     return load_pretrained(trained["checkpoint"], weights="ema")
 
 
-def shapes_of(pretrained: Pretrained) -> ShapesConfig:
-    r"""The shapes the model was trained on (the main job records their name,
-    :meth:`ShapesConfig.named`; runs from before it did were on ``simple``)."""
-    return ShapesConfig.named(pretrained.info.get("data", {}).get("shapes", "simple"))
+def shapes_of(pretrained: Pretrained) -> str:
+    r"""The name (:meth:`ShapesConfig.named`) of the shapes the model was trained on: the main
+    job records it; runs from before it did were on ``simple``."""
+    return pretrained.info.get("data", {}).get("shapes", "simple")
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -91,7 +92,7 @@ def run(args: argparse.Namespace) -> dict:
                                     args.seed + 1, torch.device("cpu"), **kwargs)
         seconds[name] = (time.process_time() - start) / args.num
         print(f"{name}: {seconds[name]:.1f} CPU s per sample", flush=True)
-    real = renders(args.num, side, 3, MAIN_JOB_HELD_OUT_SEED, shapes_of(pretrained))
+    real = main_job_held_out(args.num, side, shapes_of(pretrained))
     scores = swd_metrics(images, real, args.seed)
     if args.kid:
         for name, m in inception_metrics(images, real, args.num, None, seed=args.seed).items():

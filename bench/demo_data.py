@@ -32,18 +32,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import torch
 from _common import ROOT, cached_with_settings, machine_description
-from _infdiff import add_main_job_arm_args, main_job_argv
+from _infdiff import (
+    add_main_job_arm_args,
+    main_job_argv,
+    main_job_arm_smoke,
+    sample_main_job_arm,
+)
 from _publish import compact_figure, markdown_table
-from _scoring import draw_samples, inception_metrics, kid_cell, main_job_held_out, swd_metrics
+from _scoring import inception_metrics, kid_cell, main_job_held_out, swd_metrics
 from _skeleton import bench_main, bench_parser, figure_and_footer, run_jobs
 
 from pyg_infdiff.data.images import save_rows
-from pyg_infdiff.training import load_pretrained
 
 OUT = ROOT / "bench" / "_out" / "demo_data"
 FIGURE = "bench_demo_data.png"
@@ -67,17 +70,8 @@ def cached(args: argparse.Namespace, shapes: str) -> dict | None:
 
 def sample_arm(args: argparse.Namespace, shapes: str) -> dict:
     r"""Samples one trained arm at :data:`SIDE`²; its samples go to ``"samples"``."""
-    folder = arm_dir(args, shapes)
-    pretrained = load_pretrained(folder, weights="ema")
-    log = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
-    start = time.perf_counter()
-    samples = draw_samples(pretrained.model, pretrained.diffusion, args.num_samples, SIDE, 3,
-                           args.sample_steps, args.sample_batch, args.seed + 1,
-                           torch.device("cpu"))
-    return {"shapes": shapes, "steps": pretrained.step,
-            "train_seconds": max(entry.get("elapsed_s", 0.0) for entry in log),
-            "samples": samples, "sample_seconds": time.perf_counter() - start,
-            "settings": settings_of(args)}
+    _, drawn = sample_main_job_arm(arm_dir(args, shapes), args, SIDE)
+    return {"shapes": shapes, **drawn, "settings": settings_of(args)}
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -147,14 +141,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = bench_parser(__doc__)
     p.add_argument("--steps", type=int, default=1000,
                    help="optimiser steps of every arm (they train at once)")
-    p.add_argument("--num-samples", type=int, default=128)
-    p.add_argument("--sample-steps", type=int, default=50, help="DDIM steps")
-    p.add_argument("--sample-batch", type=int, default=32)
     p.add_argument("--metrics", choices=["kid", "swd"], default="kid")
-    add_main_job_arm_args(p, OUT)
+    add_main_job_arm_args(p, OUT, num_samples=128)
     args = p.parse_args(argv)
+    main_job_arm_smoke(args)
     if args.smoke:
-        args.num_samples, args.sample_steps, args.sample_batch = 8, 2, 8
         args.metrics = "swd"
     if min(args.steps, args.num_samples, args.sample_steps, args.sample_batch,
            args.threads) <= 0:

@@ -32,20 +32,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import torch
 from _common import ROOT, cached_with_settings, machine_description
-from _infdiff import add_main_job_arm_args, main_job_argv
+from _infdiff import (
+    add_main_job_arm_args,
+    main_job_argv,
+    main_job_arm_smoke,
+    sample_main_job_arm,
+)
 from _publish import markdown_table
-from _scoring import draw_samples, inception_metrics, main_job_held_out, swd_metrics
+from _scoring import inception_metrics, main_job_held_out, swd_metrics
 from _skeleton import bench_main, bench_parser, figure_and_footer, run_jobs
 
 from pyg_infdiff.data.images import save_rows
 from pyg_infdiff.diffusion import call_denoiser
 from pyg_infdiff.graph import LatticeIndex, lattice
-from pyg_infdiff.training import load_pretrained
 
 OUT = ROOT / "bench" / "_out" / "loss_weighting"
 FIGURE = "bench_loss_weighting.png"
@@ -88,18 +91,11 @@ def denoiser_errors(pretrained, images: torch.Tensor, seed: int) -> dict[str, fl
 def sample_arm(args: argparse.Namespace, gamma: float, real: torch.Tensor) -> dict:
     r"""Samples one trained arm and measures its denoiser; its samples go to ``"samples"``."""
     folder = arm_dir(args, gamma)
-    pretrained = load_pretrained(folder, weights="ema")
-    log = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
-    start = time.perf_counter()
-    samples = draw_samples(pretrained.model, pretrained.diffusion, args.num_samples, SIDE, 3,
-                           args.sample_steps, args.sample_batch, args.seed + 1,
-                           torch.device("cpu"))
-    seconds = time.perf_counter() - start
-    torch.save(samples[:8].clone(), folder / "first_samples.pt")
-    return {"gamma": gamma, "steps": pretrained.step,
-            "train_seconds": max(entry.get("elapsed_s", 0.0) for entry in log),
+    pretrained, drawn = sample_main_job_arm(folder, args, SIDE)
+    torch.save(drawn["samples"][:8].clone(), folder / "first_samples.pt")
+    return {"gamma": gamma, **drawn,
             "denoiser_mse": denoiser_errors(pretrained, real[:args.denoise_items], args.seed),
-            "samples": samples, "sample_seconds": seconds, "settings": settings_of(args)}
+            "settings": settings_of(args)}
 
 
 def score(args: argparse.Namespace, fakes: dict[str, torch.Tensor],
@@ -192,15 +188,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="--snr-gamma of each arm (0: uniform weights)")
     p.add_argument("--minutes", type=float, default=6.0,
                    help="wall-clock training budget of every arm (they run at once)")
-    p.add_argument("--num-samples", type=int, default=256)
-    p.add_argument("--sample-steps", type=int, default=50, help="DDIM steps")
-    p.add_argument("--sample-batch", type=int, default=32)
     p.add_argument("--denoise-items", type=int, default=16)
     p.add_argument("--metrics", choices=["fid", "swd"], default="fid")
-    add_main_job_arm_args(p, OUT)
+    add_main_job_arm_args(p, OUT, num_samples=256)
     args = p.parse_args(argv)
+    main_job_arm_smoke(args)
     if args.smoke:
-        args.num_samples, args.sample_steps, args.sample_batch = 8, 2, 8
         args.denoise_items, args.metrics = 2, "swd"
     args.gammas = list(dict.fromkeys(args.gammas))
     if min(args.minutes, args.num_samples, args.sample_steps, args.sample_batch,

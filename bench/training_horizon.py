@@ -45,6 +45,7 @@ from _common import ROOT
 from _infdiff import FIGURES, main_job_argv
 from _publish import add_publish_args, compact_figure, markdown_table
 from _scoring import (
+    MAIN_JOB_BENCH_SHAPES,
     draw_samples,
     inception_metrics,
     kid_cell,
@@ -87,7 +88,8 @@ def dense_recipe(args: argparse.Namespace) -> DenseRecipe:
 
 def dense_worker(args: argparse.Namespace) -> dict:
     r"""The dense arm, in its own process: trains on the main job's items rendered at 32²."""
-    images = renders(8 if args.smoke else TRAIN_ITEMS, SIDE, 3, args.seed, ShapesConfig.simple())
+    images = renders(8 if args.smoke else TRAIN_ITEMS, SIDE, 3, args.seed,
+                     ShapesConfig.named(MAIN_JOB_BENCH_SHAPES))
     _, result = train_dense(args.out / "dense", dense_recipe(args), args.minutes,
                             target_params=args.dense_params, seed=args.seed, clock="wall",
                             images=images, snapshot_minutes=args.snapshots)
