@@ -23,7 +23,7 @@ Writes a table into ``docs/benchmarks.md`` and the figure
 (``docs/_static/figures/bench_demo_data.png``, a JPEG when the PNG is over 200 KB). Arms are
 cached in ``--out`` (``arm_<shapes>/`` is the demo's run folder, ``arm_<shapes>.json`` its
 scores); a rerun skips finished arms. About 11 minutes of training at the defaults (both arms
-at once), then ~2 min per arm to sample and score. Run::
+at once), then ~3 min per arm to sample and score (17 min in all, measured). Run::
 
     python bench/demo_data.py --steps 1000 --write
     python bench/demo_data.py --smoke --out /tmp/dd     # a few steps, SWD (tests)
