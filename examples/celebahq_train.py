@@ -81,6 +81,7 @@ from pyg_infdiff.models.density import MIN_NODES_PER_BALL
 from pyg_infdiff.nn.pool import POOL_METHODS
 from pyg_infdiff.noise import MollifiedNoise
 from pyg_infdiff.training import (
+    LR_SCHEDULES,
     Trainer,
     TrainerConfig,
     cleanup_distributed,
@@ -257,6 +258,8 @@ def parse_args(argv=None):
     g.add_argument("--steps", type=int, default=None, help="optimiser steps in total (by preset)")
     g.add_argument("--lr", type=float, default=None, help="peak AdamW learning rate (by preset)")
     g.add_argument("--warmup", type=int, default=None, help="linear warm-up steps (by preset)")
+    g.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="constant",
+                   help="after the warm-up: constant, or a decay to 0 at --steps")
     g.add_argument("--ema-decay", type=float, default=0.999, help="EMA decay of the weights")
     g.add_argument("--grad-clip", type=float, default=1.0, help="gradient norm clip")
     g.add_argument("--bf16", action="store_true", help="bfloat16 autocast (GPU; CPU works too)")
@@ -393,10 +396,11 @@ def main(argv=None):
     if args.autoencoder:
         model_config["data"]["encoder_rate"] = args.encoder_rate
     trainer_config = TrainerConfig(
-        lr=args.lr, warmup_steps=args.warmup, max_steps=args.steps, grad_clip=args.grad_clip,
-        ema_decay=args.ema_decay, bf16=args.bf16, log_every=args.log_every,
-        sample_every=args.sample_every, checkpoint_every=args.checkpoint_every,
-        keep_last=args.keep_last, out_dir=args.out, seed=args.seed, device=args.device,
+        lr=args.lr, warmup_steps=args.warmup, max_steps=args.steps, lr_schedule=args.lr_schedule,
+        grad_clip=args.grad_clip, ema_decay=args.ema_decay, bf16=args.bf16,
+        log_every=args.log_every, sample_every=args.sample_every,
+        checkpoint_every=args.checkpoint_every, keep_last=args.keep_last, out_dir=args.out,
+        seed=args.seed, device=args.device,
     )
     if args.autoencoder:  # reconstructions of the first images; the loss encodes in forward
         items = [dataset[i] for i in range(min(args.num_samples, len(dataset)))]

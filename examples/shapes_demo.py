@@ -53,7 +53,7 @@ from pyg_infdiff.diffusion import LatticeSubset, MollifiedDiffusion
 from pyg_infdiff.graph import subsample_size
 from pyg_infdiff.models import MultiscaleOperatorUNet, UNetConfig
 from pyg_infdiff.noise import GaussianMollifier, MollifiedNoise
-from pyg_infdiff.training import Trainer, TrainerConfig, diffusion_to_dict
+from pyg_infdiff.training import LR_SCHEDULES, Trainer, TrainerConfig, diffusion_to_dict
 from pyg_infdiff.training.allocator import keep_freed_memory
 from pyg_infdiff.training.callbacks import SampleGrid
 
@@ -74,6 +74,9 @@ def parse_args(argv=None):
                    help="train exactly this many steps instead of for --minutes")
     p.add_argument("--batch-size", type=int, default=16, help="images per step")
     p.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate")
+    p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="constant",
+                   help="after 100 warm-up steps: constant, or a decay to 0 that ends with the "
+                   "budget (--steps, or the steps --minutes is estimated to allow as it runs)")
     p.add_argument("--subsample", type=float, default=16.0,
                    help="keep 1/rate of each image's pixels as graph nodes during training")
     p.add_argument("--sigma", type=float, default=None,
@@ -157,8 +160,11 @@ def parse_args(argv=None):
 
 
 class TimeBudget:
-    r"""Wraps the loss: shows a progress bar over the time budget (or the steps) and, once
-    the budget is spent, lowers ``trainer.config.max_steps`` so the current step is the last."""
+    r"""Wraps the loss: shows a progress bar over the time budget (or the steps) and keeps
+    ``trainer.config.max_steps`` at the step the time budget is expected to end with (the steps
+    so far plus the remaining seconds at the mean rate so far; at least one more step while
+    time is left), so that a decaying learning rate ends with the budget. Once the budget is
+    spent, the current step is the last."""
 
     def __init__(self, loss_fn, seconds, steps):
         self.loss_fn, self.seconds, self.steps = loss_fn, seconds, steps
@@ -179,13 +185,16 @@ class TimeBudget:
         loss = self.loss_fn(model, batch, **kwargs)
         step = self.trainer.step + 1  # the step this loss is for
         elapsed = now - self.start
+        rate = (step - self.first_step) / elapsed if elapsed > 0 else 0.0
         if self.steps is None:
             self.bar.n = min(round(elapsed), self.bar.total)
             if elapsed >= self.seconds:
                 self.trainer.config.max_steps = step
+            elif rate > 0:
+                self.trainer.config.max_steps = step + max(1, round((self.seconds - elapsed)
+                                                                    * rate))
         else:
             self.bar.n = step - self.first_step
-        rate = (step - self.first_step) / elapsed if elapsed > 0 else 0.0
         self.bar.set_postfix_str(f"step {step}, loss {loss.item():.4f}, {rate:.2f} step/s")
         return loss
 
@@ -246,7 +255,8 @@ def main(argv=None):
                  "subsample": args.subsample, "seed": args.seed, "shapes": args.shapes},
     }
     trainer_config = TrainerConfig(
-        lr=args.lr, warmup_steps=min(100, args.steps or 100), grad_clip=1.0,
+        lr=args.lr, warmup_steps=min(100, args.steps or 100), lr_schedule=args.lr_schedule,
+        grad_clip=1.0,
         max_steps=args.steps or 10**9, ema_decay=0.995, ema_start=100, log_every=10,
         sample_every=0, checkpoint_every=args.checkpoint_every,
         keep_last=args.keep_checkpoints or None, out_dir=str(out), seed=args.seed,

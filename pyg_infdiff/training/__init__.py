@@ -28,6 +28,7 @@ from pyg_infdiff.training.distributed import (
 )
 from pyg_infdiff.training.ema import create_ema, ema_decay, update_ema
 from pyg_infdiff.training.logging import RunningMeans, TrainingLog, plot_loss_curve, read_log
+from pyg_infdiff.training.lr import LR_SCHEDULES, lr_factor
 from pyg_infdiff.training.pretrained import (
     Pretrained,
     diffusion_from_dict,
@@ -40,6 +41,7 @@ from pyg_infdiff.training.signals import StopSignal
 from pyg_infdiff.training.trainer import NonFiniteLossError, Trainer, TrainResult
 
 __all__ = [
+    "LR_SCHEDULES",
     "CheckpointManager",
     "DataCursor",
     "DistributedContext",
@@ -68,6 +70,7 @@ __all__ = [
     "is_distributed",
     "is_main_process",
     "load_pretrained",
+    "lr_factor",
     "load_checkpoint",
     "move_to_device",
     "plot_loss_curve",

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from pyg_infdiff.training.distributed import is_distributed
+from pyg_infdiff.training.lr import LR_SCHEDULES
 
 __all__ = ["NonFiniteLossError", "TrainResult", "TrainerConfig"]
 
@@ -24,9 +25,16 @@ class TrainerConfig:
         betas (tuple[float, float], optional): AdamW betas. (default: :obj:`(0.9, 0.999)`)
         eps (float, optional): AdamW epsilon. (default: :obj:`1e-8`)
         warmup_steps (int, optional): Linear warm-up length; the learning rate at update
-            :math:`s = 1, 2, \dots` is :math:`\mathrm{lr} \cdot \min(1, s / W)`, then constant.
-            :obj:`0` disables warm-up. (default: :obj:`1000`)
+            :math:`s = 1, 2, \dots` is :math:`\mathrm{lr} \cdot \min(1, s / W)`, then as
+            :obj:`lr_schedule` says. :obj:`0` disables warm-up. (default: :obj:`1000`)
         max_steps (int, optional): Optimiser steps to train for. (default: :obj:`100000`)
+        lr_schedule (str, optional): After the warm-up, :obj:`"constant"`, or a
+            :obj:`"cosine"` or :obj:`"linear"` decay to :obj:`min_lr_ratio` times the peak at
+            :obj:`max_steps` (:func:`~pyg_infdiff.training.lr_factor`). The decay reads
+            :obj:`max_steps` at every update, so a callback that moves it (a time budget)
+            moves the decay's end. (default: :obj:`"constant"`)
+        min_lr_ratio (float, optional): The learning rate at the end of a decay, as a fraction
+            of the peak. (default: :obj:`0.0`)
         grad_clip (float, optional): Maximum global gradient 2-norm; :obj:`None` disables
             clipping (the norm is still checked for NaN/Inf). (default: :obj:`1.0`)
         ema_decay (float, optional): EMA decay; :obj:`None` disables the EMA.
@@ -72,6 +80,8 @@ class TrainerConfig:
     eps: float = 1e-8
     warmup_steps: int = 1000
     max_steps: int = 100_000
+    lr_schedule: str = "constant"
+    min_lr_ratio: float = 0.0
     grad_clip: float | None = 1.0
     ema_decay: float | None = 0.999
     ema_warmup: bool = True
@@ -101,6 +111,9 @@ class TrainerConfig:
             (self.eps > 0, "eps must be positive", self.eps),
             (self.warmup_steps >= 0, "warmup_steps must be >= 0", self.warmup_steps),
             (self.max_steps >= 0, "max_steps must be >= 0", self.max_steps),
+            (self.lr_schedule in LR_SCHEDULES, f"lr_schedule must be one of {LR_SCHEDULES}",
+             self.lr_schedule),
+            (0 <= self.min_lr_ratio <= 1, "min_lr_ratio must lie in [0, 1]", self.min_lr_ratio),
             (self.grad_clip is None or self.grad_clip > 0, "grad_clip must be positive or "
              "None", self.grad_clip),
             (self.ema_decay is None or 0 <= self.ema_decay <= 1, "ema_decay must lie in "

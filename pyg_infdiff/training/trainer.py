@@ -36,6 +36,7 @@ from pyg_infdiff.training.distributed import (
 )
 from pyg_infdiff.training.ema import create_ema, update_ema
 from pyg_infdiff.training.logging import RunningMeans, TrainingLog
+from pyg_infdiff.training.lr import lr_factor
 from pyg_infdiff.training.signals import StopSignal
 
 __all__ = ["NonFiniteLossError", "TrainResult", "Trainer", "TrainerConfig"]
@@ -129,8 +130,10 @@ class Trainer(TrainerStateMixin):
             raise ValueError("The model has no trainable parameters")
         self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
                                            weight_decay=cfg.weight_decay)
-        warmup = cfg.warmup_steps  # LambdaLR calls this with the number of updates so far
-        self.scheduler = LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / max(warmup, 1)))
+        # LambdaLR calls this with the number of updates so far; it reads the config at every
+        # call, so a callback that moves max_steps (a time budget) moves the decay's end.
+        self.scheduler = LambdaLR(self.optimizer, lambda s: lr_factor(
+            s + 1, cfg.warmup_steps, cfg.max_steps, cfg.lr_schedule, cfg.min_lr_ratio))
         self.ema = (create_ema(self.model, cfg.ema_decay, warmup=cfg.ema_warmup)
                     if cfg.ema_decay is not None else None)
         self.out_dir = Path(cfg.out_dir)

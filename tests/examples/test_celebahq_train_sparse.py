@@ -37,8 +37,10 @@ def test_celebahq_train_on_sparse_nodes_of_128_renders(tmp_path):
     module.main(["--dataset", "shapes", "--resolution", "128", "--subsample", "16",
                  "--preset", "32", "--steps", "2", "--batch-size", "2", "--cache-items", "4",
                  "--sample-every", "0", "--num-samples", "1", "--sample-steps", "1",
-                 "--sample-resolutions", "32", "--out", str(tmp_path), "--device", "cpu"])
+                 "--sample-resolutions", "32", "--out", str(tmp_path), "--device", "cpu",
+                 "--lr-schedule", "cosine"])
     state = torch.load(tmp_path / "checkpoints" / "ckpt_00000002.pt", weights_only=True)
+    assert state["trainer_config"]["lr_schedule"] == "cosine"
     info = state["model_config"]
     assert (info["data"]["resolution"], info["data"]["subsample"]) == (128, 16.0)
     assert info["diffusion"]["sigma"] == pytest.approx(0.5 / 128)

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -259,3 +260,24 @@ def test_shapes_demo_arguments():
                 ["--keep-checkpoints", "-1"], ["--shapes", "toy"]):
         with pytest.raises(SystemExit):
             module.parse_args(bad)
+
+
+def test_time_budget_moves_max_steps_to_the_expected_end(monkeypatch):
+    # A clock that ticks one second per loss call: the budget of 10 s ends at the 11th call.
+    # Until then max_steps is the steps so far plus the remaining seconds at the mean rate
+    # (so a decaying learning rate ends with the budget), then the current step.
+    module = _load("shapes_demo")
+    clock = iter(range(100))
+    monkeypatch.setattr(module.time, "perf_counter", lambda: float(next(clock)))
+    trainer = SimpleNamespace(step=0, config=SimpleNamespace(max_steps=10**9))
+    budget = module.TimeBudget(lambda model, batch: torch.tensor(0.5), 10.0, None)
+    budget.begin(trainer)
+    ends = []
+    while trainer.step < trainer.config.max_steps:
+        budget(None, None)
+        trainer.step += 1
+        ends.append(trainer.config.max_steps)
+    budget.close()
+    assert trainer.step == 11 and ends[-1] == 11
+    assert ends[5] == 6 + round(5 * 6 / 5)  # step 6 at 5 s: 1.2 steps/s, 5 s left
+    assert all(end > step for step, end in enumerate(ends[:-1], start=1))

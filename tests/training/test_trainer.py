@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import signal
 
@@ -108,6 +109,40 @@ def test_warmup_then_constant_lr(tmp_path):
     assert lrs == pytest.approx([0.025, 0.05, 0.075, 0.1, 0.1, 0.1, 0.1])
     no_warmup = Trainer(_model(), _mse, _config(tmp_path, warmup_steps=0))
     assert no_warmup.optimizer.param_groups[0]["lr"] == pytest.approx(0.05)
+
+
+def test_cosine_decay_ends_at_max_steps_and_follows_it_when_moved(tmp_path):
+    lrs = []
+
+    def loss_fn(model, batch):
+        lrs.append(trainer.optimizer.param_groups[0]["lr"])
+        return _mse(model, batch)
+
+    cfg = _config(tmp_path, lr=0.1, warmup_steps=2, max_steps=6, lr_schedule="cosine",
+                  min_lr_ratio=0.1, checkpoint_every=None)
+    trainer = Trainer(_model(), loss_fn, cfg)
+    trainer.fit(ToyStream(_dataset()))
+    # Updates 1..6: warm-up 0.5, 1, then 0.1 + 0.9 * (1 + cos(pi * (s - 2) / 4)) / 2.
+    expected = [0.05, 0.1] + [0.1 * (0.1 + 0.45 * (1 + math.cos(math.pi * p / 4)))
+                              for p in (1, 2, 3, 4)]
+    assert lrs == pytest.approx(expected)
+
+    def stretching(model, batch):  # a time budget that finds it has room for 10 steps, not 6
+        lrs.append(moved.optimizer.param_groups[0]["lr"])
+        moved.config.max_steps = 10
+        return _mse(model, batch)
+
+    lrs.clear()
+    moved = Trainer(_model(), stretching, _config(tmp_path / "moved", lr=0.1, warmup_steps=2,
+                                                  max_steps=6, lr_schedule="linear",
+                                                  checkpoint_every=None))
+    moved.fit(ToyStream(_dataset()))
+    assert moved.step == 10
+    assert lrs[2:] == pytest.approx([0.1 * (1 - p / 8) for p in range(1, 9)])
+    with pytest.raises(ValueError, match="lr_schedule must be one of"):
+        _config(tmp_path, lr_schedule="step")
+    with pytest.raises(ValueError, match="min_lr_ratio must lie in"):
+        _config(tmp_path, min_lr_ratio=-0.1)
 
 
 def test_bf16_autocast(tmp_path):
