@@ -42,16 +42,17 @@ __all__ = [
 def draw_samples(model, diffusion: MollifiedDiffusion, num: int, side: int, channels: int,
                  steps: int, batch: int, seed: int, device: torch.device,
                  context: int | Tensor | LatticeSubset | None = None,
-                 context_until: int = -1) -> Tensor:
-    r""":obj:`num` samples (DDIM, :math:`\eta = 0`) at one side, in batches; batch :math:`b`
-    seeded ``seed + b`` (so the same seeds give the same initial noise fields at every side),
-    read through :obj:`context` if given (``sample(..., context=..., context_until=...)``).
-    Returns float32 CPU images in :math:`[-1, 1]`, as sampled (mollified)."""
+                 context_until: int = -1, eta: float = 0.0) -> Tensor:
+    r""":obj:`num` samples (DDIM, :math:`\eta = 0` unless :obj:`eta` says otherwise) at one
+    side, in batches; batch :math:`b` seeded ``seed + b`` (so the same seeds give the same
+    noise fields at every side), read through :obj:`context` if given
+    (``sample(..., context=..., context_until=...)``). Returns float32 CPU images in
+    :math:`[-1, 1]`, as sampled (mollified)."""
     out = []
     for b, start in enumerate(range(0, num, batch)):
         count = min(batch, num - start)
         images = sample(model, diffusion, shape=(side, side), num_samples=count,
-                        channels=channels, steps=steps, sampler="ddim", eta=0.0,
+                        channels=channels, steps=steps, sampler="ddim", eta=eta,
                         generator=torch.Generator(device=device).manual_seed(seed + b),
                         progress=False, device=device, context=context,
                         context_until=context_until).images

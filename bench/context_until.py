@@ -1,4 +1,5 @@
-r"""Benchmark (issue 13, opt-in): when to stop reading through the training density.
+r"""Benchmark (issue 13, opt-in): when to stop reading through the training density, and
+how stochastic the sampler should be.
 
 A model trained on :math:`M` random nodes per function samples a denser lattice through a
 context of :math:`M` nodes (``sample(..., context=...)``): each pixel then reads the context
@@ -6,7 +7,10 @@ alone and finishes on its own, so edges finer than the context's spacing come ou
 ``context_until=T`` the steps from timestep :math:`T` down read the lattice itself instead.
 This script samples the same seeds of one trained model (the README's main job by default) on
 one lattice (``--side``, 128 by default) for each :math:`T` of ``--untils`` (``-1``: the
-context to the end), and on the plain lattice (no context at all), and scores each set against
+context to the end) and each DDIM :math:`\eta` of ``--etas`` (0: deterministic, 1: as
+stochastic as DDPM; every fresh noise is a whole mollified field, so the context nodes follow
+the same chain at every resolution either way), and on the plain lattice (no context at all,
+:math:`\eta = 0`), and scores each set against
 held-out renders of the model's training shapes: multi-scale SWD, KID on the FID Inception
 features (``--no-kid`` skips it) and the detail ratio
 (:func:`pyg_infdiff.metrics.detail_ratio`, 16-64 cycles per unit: 1 is as much energy finer
@@ -14,6 +18,8 @@ than a 32² lattice resolves as the renders have, 0 is blurred; ragged or speckl
 raise it).
 
     python bench/context_until.py --checkpoint runs/shapes_demo --write
+    python bench/context_until.py --checkpoint runs/shapes_demo --untils=-1 --etas 0,1 \
+        --section context_eta --write
     python bench/context_until.py --smoke --out /tmp/cu     # tiny model, seconds (the tests)
 
 On this machine: about 5 CPU seconds per 128² sample, so 64 seeds × 6 readings take about half
@@ -56,6 +62,10 @@ def detail_band(side: int) -> tuple[int, int]:
 PLAIN = "plain lattice (no context)"
 
 
+def fmt(eta: float) -> str:
+    return f"{eta:g}"
+
+
 def get_model(args: argparse.Namespace) -> Pretrained:
     r"""The model of ``--checkpoint``, or with ``--smoke`` a tiny one trained for seconds on
     nodes of 32² renders at rate 4 (so that 64² lattices read a context)."""
@@ -83,8 +93,10 @@ def run(args: argparse.Namespace) -> dict:
                          "nothing to compare")
     readings: dict[str, dict] = {PLAIN: dict(context=None)}
     for until in args.untils:
-        name = "context to the end" if until < 0 else f"context, lattice from t = {until}"
-        readings[name] = dict(context=context, context_until=until)
+        for eta in args.etas:
+            name = "context to the end" if until < 0 else f"context, lattice from t = {until}"
+            name += f", η = {fmt(eta)}" if args.etas != [0.0] else ""
+            readings[name] = dict(context=context, context_until=until, eta=eta)
     images, seconds = {}, {}
     for name, kwargs in readings.items():
         start = time.process_time()
@@ -100,7 +112,9 @@ def run(args: argparse.Namespace) -> dict:
     for name in images:
         scores[name]["detail"] = detail_ratio(images[name], real, *detail_band(side))
         scores[name]["cpu_seconds"] = seconds[name]
-    rows = [(name, images[name][:8]) for name in images] + [("held-out renders", real[:8])]
+    # the figure's font has no η
+    rows = ([(name.replace("η", "eta"), images[name][:8]) for name in images]
+            + [("held-out renders", real[:8])])
     return {"scores": scores, "figure_rows": rows, "checkpoint": str(pretrained.path),
             "step": pretrained.step, "data": pretrained.info.get("data", {}),
             "context": context, "device": "cpu", "machine": machine_description("cpu")}
@@ -113,7 +127,9 @@ def report(args: argparse.Namespace, result: dict, figure: Path | None = None) -
                      f"{s['cpu_seconds']:.1f}"])
     data, context, band = result["data"], result["context"], detail_band(args.side)
     lines = [
-        f"## Reading a {args.side}² lattice through the training density, and when to stop", "",
+        f"## Reading a {args.side}² lattice through the training density, and when to stop"
+        if args.etas == [0.0] else f"## Reading a {args.side}² lattice through the training "
+        f"density: deterministic or stochastic DDIM (η = {', '.join(map(fmt, args.etas))})", "",
         markdown_table(["reading", "SWD ×10³", "KID ×10³", "detail (renders: 1)",
                         "CPU s / sample"], rows), "",
     ]
@@ -126,8 +142,9 @@ def report(args: argparse.Namespace, result: dict, figure: Path | None = None) -
         f"{data.get('resolution', '?')}² renders of the shapes "
         f"({data.get('shapes', 'simple')}); context: {getattr(context, 'num', '?'):,} random "
         f"pixels of its training lattice per sample.",
-        f"- Samples: {args.num} seeds, the same in every reading (DDIM η = 0, {args.steps} "
-        f"steps), as sampled (mollified). References: {args.num} renders of held-out items "
+        f"- Samples: {args.num} seeds, the same in every reading (DDIM, {args.steps} steps; "
+        f"η = {', '.join(map(fmt, args.etas))}, the plain lattice η = 0), as "
+        f"sampled (mollified). References: {args.num} renders of held-out items "
         f"(dataset seed {MAIN_JOB_HELD_OUT_SEED}). Detail: energy at {band[0]}–{band[1] - 1} "
         "cycles per unit over the renders' "
         "(`pyg_infdiff.metrics.detail_ratio`).",
@@ -143,6 +160,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "(the main job's runs/shapes_demo)")
     p.add_argument("--untils", default="-1,30,60,150,300",
                    help="timesteps from which the lattice reads itself (-1: never)")
+    p.add_argument("--etas", default="0",
+                   help="DDIM stochasticities of the context readings (0: deterministic)")
+    p.add_argument("--section", default="context_until",
+                   help="the section of docs/benchmarks.md to write (and its figure's name)")
     p.add_argument("--side", type=int, default=128, help="the lattice sampled")
     p.add_argument("--num", type=int, default=64, help="seeds per reading")
     p.add_argument("--batch", type=int, default=8, help="samples per sampling call")
@@ -161,6 +182,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     elif args.checkpoint is None:
         p.error("pass --checkpoint (e.g. runs/shapes_demo, the main job's run)")
     args.untils = [int(u) for u in args.untils.split(",")]
+    args.etas = [float(eta) for eta in args.etas.split(",")]
+    if min(args.etas) < 0:
+        p.error("--etas must be non-negative")
     if min(args.num, args.batch, args.steps) < 1:
         p.error("--num, --batch and --steps must be positive")
     return args
@@ -168,11 +192,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def draw_figure(args: argparse.Namespace, result: dict) -> Path:
     return compact_figure(save_rows(result["figure_rows"],
-                                    args.figures / "bench_context_until.png", cell_size=96))
+                                    args.figures / f"bench_{args.section}.png", cell_size=96))
 
 
 def main(argv: list[str] | None = None) -> dict:
-    return bench_main(__file__, "context_until", parse_args, run, report, argv,
+    return bench_main(__file__, lambda args: args.section, parse_args, run, report, argv,
                       figure=draw_figure)
 
 

@@ -33,10 +33,13 @@ def random_model():
 DIFFUSION = MollifiedDiffusion(MollifiedNoise(0.05, 2), parametrization="x0")
 
 
-def test_context_trajectory_is_the_same_at_every_resolution():
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_context_trajectory_is_the_same_at_every_resolution(eta):
+    # also stochastic DDIM: every fresh noise is a whole field, read at the context's nodes
     model = random_model()
     runs = {n: sample(model, DIFFUSION, shape=(n, n), num_samples=2, channels=1, steps=6,
-                      context=40, generator=torch.Generator().manual_seed(5), progress=False)
+                      eta=eta, context=40, generator=torch.Generator().manual_seed(5),
+                      progress=False)
             for n in (8, 16, 32)}
     for n in (16, 32):
         assert torch.equal(runs[n].context_pos, runs[8].context_pos)
@@ -46,7 +49,8 @@ def test_context_trajectory_is_the_same_at_every_resolution():
     # far better than two seeds do
     fine = F.avg_pool2d(runs[32].images, 2)
     other = sample(model, DIFFUSION, shape=(16, 16), num_samples=2, channels=1, steps=6,
-                   context=40, generator=torch.Generator().manual_seed(6), progress=False)
+                   eta=eta, context=40, generator=torch.Generator().manual_seed(6),
+                   progress=False)
     same = (fine - runs[16].images).norm() / runs[16].images.norm()
     different = (other.images - runs[16].images).norm() / runs[16].images.norm()
     assert same < 0.5 * different
