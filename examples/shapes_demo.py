@@ -7,8 +7,11 @@ rendered at 128² with 16× subsampling: each training graph holds 1,024 random 
 background).
 Then it samples the *same* noise seeds at 32², 64² and 128², each read through a context of
 1,024 random pixels (the model's training density, pyg_infdiff.diffusion.ContextNodes), so
-that every row is one function at three resolutions, and puts them above ground-truth renders
-of dataset items at the same resolutions.
+that every column is one function at three resolutions, and puts them above ground-truth
+renders of dataset items at the same resolutions. The sampler is DDIM with eta = 1 (--eta):
+every fresh noise is a whole mollified field, so the context follows one chain at every
+resolution, and each pixel finishes with less of its own starting noise than with eta = 0,
+whose 128² samples have ragged, speckled edges (bench/context_until.py --etas measures both).
 
     python examples/shapes_demo.py                 # ~10 min of training, ~13 min in all
     python examples/shapes_demo.py --minutes 3     # quicker, blurrier
@@ -110,6 +113,9 @@ def parse_args(argv=None):
                    "the model at several points of its training)")
     p.add_argument("--num-samples", type=int, default=8, help="seeds sampled per resolution")
     p.add_argument("--sample-steps", type=int, default=50, help="DDIM steps")
+    p.add_argument("--eta", type=float, default=1.0,
+                   help="DDIM stochasticity: 1 as stochastic as DDPM (the cleaner edges at 128²), "
+                   "0 deterministic")
     p.add_argument("--deblur", type=float, nargs="?", const=0.05, default=None,
                    help="Wiener-deblur the samples with this inverse SNR (flag alone: 0.05); "
                    "default: show the mollified samples")
@@ -141,6 +147,8 @@ def parse_args(argv=None):
         p.error(f"--checkpoint-every must be >= 1, got {args.checkpoint_every}")
     if args.keep_checkpoints < 0:
         p.error(f"--keep-checkpoints must be >= 0 (0: all), got {args.keep_checkpoints}")
+    if not args.eta >= 0:
+        p.error(f"--eta must be >= 0, got {args.eta}")
     if not args.snr_gamma >= 0:
         p.error(f"--snr-gamma must be >= 0 (0: uniform weights), got {args.snr_gamma}")
     for name in ("sigma", "noise_sigma"):
@@ -285,14 +293,14 @@ def main(argv=None):
         budget.close()
     t_train = time.perf_counter() - t_start
 
-    # Sampling: the same noise seeds at every resolution (DDIM, deterministic), with the EMA
+    # Sampling: the same noise seeds at every resolution (DDIM, --eta), with the EMA
     # weights; then ground-truth renders of dataset items at the same resolutions.
     # Lattices with at least as many pixels as the training graphs had nodes are read through
     # that many random training pixels: the model sees its training density at every resolution,
     # and the same seed gives the same function at every resolution (ContextNodes).
     grid = SampleGrid(diffusion, 3, args.resolutions, args.num_samples,
-                      steps=args.sample_steps, seed=args.seed, deblur=args.deblur,
-                      context=nodes if args.context == "auto" else None)
+                      steps=args.sample_steps, eta=args.eta, seed=args.seed,
+                      deblur=args.deblur, context=nodes if args.context == "auto" else None)
     ema = trainer.ema.module if trainer.ema is not None else trainer.model
     ema.eval()
     rows = []

@@ -37,6 +37,8 @@ class SampleGrid:
     every resolution: the initial states are the *same* mollified noise fields read on each
     lattice, so with DDIM (:math:`\eta = 0`) the rows show one function per column at several
     resolutions, and grids at successive training steps show how the same samples evolve.
+    Read through a :obj:`context`, so does stochastic DDIM (:math:`\eta > 0`): its fresh noises
+    are whole fields too, and the context follows the same chain at every resolution.
 
     .. code-block:: python
 

@@ -247,7 +247,7 @@ def test_shapes_demo_arguments():
     module = _load("shapes_demo")
     a = module.parse_args([])
     assert a.threads in (1, os.cpu_count()) and a.resolutions == [32, 64, 128]
-    assert (a.minutes, a.parametrization, a.deblur) == (10.0, "x0", None)
+    assert (a.minutes, a.parametrization, a.deblur, a.eta) == (10.0, "x0", None, 1.0)
     assert a.shapes == "demo"  # ShapesConfig.demo(): five colours on light grey
     assert module.parse_args(["--shapes", "simple"]).shapes == "simple"
     a = module.parse_args(["--smoke", "--threads", "3", "--deblur"])
@@ -257,7 +257,7 @@ def test_shapes_demo_arguments():
     assert (a.checkpoint_every, a.keep_checkpoints) == (250, 2)
     assert module.parse_args(["--keep-checkpoints", "0"]).keep_checkpoints == 0  # keep all
     for bad in (["--noise-sigma", "0"], ["--sigma", "-1"], ["--checkpoint-every", "0"],
-                ["--keep-checkpoints", "-1"], ["--shapes", "toy"]):
+                ["--keep-checkpoints", "-1"], ["--shapes", "toy"], ["--eta", "-0.5"]):
         with pytest.raises(SystemExit):
             module.parse_args(bad)
 
