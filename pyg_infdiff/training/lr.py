@@ -37,6 +37,7 @@ def lr_factor(update: int, warmup_steps: int, max_steps: int, schedule: str = "c
             (default: :obj:`0.0`)
 
     Example:
+        >>> from pyg_infdiff.training import lr_factor
         >>> lr_factor(50, warmup_steps=100, max_steps=1000)
         0.5
         >>> lr_factor(1000, 100, 1000, "cosine", min_ratio=0.1)
