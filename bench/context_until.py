@@ -63,6 +63,7 @@ PLAIN = "plain lattice (no context)"
 
 
 def fmt(eta: float) -> str:
+    r"""An :math:`\eta` as the tables and row names write it (``0``, ``0.5``, ``1``)."""
     return f"{eta:g}"
 
 
