@@ -113,9 +113,7 @@ def run(args: argparse.Namespace) -> dict:
     for name in images:
         scores[name]["detail"] = detail_ratio(images[name], real, *detail_band(side))
         scores[name]["cpu_seconds"] = seconds[name]
-    # the figure's font has no η
-    rows = ([(name.replace("η", "eta"), images[name][:8]) for name in images]
-            + [("held-out renders", real[:8])])
+    rows = [(name, images[name][:8]) for name in images] + [("held-out renders", real[:8])]
     return {"scores": scores, "figure_rows": rows, "checkpoint": str(pretrained.path),
             "step": pretrained.step, "data": pretrained.info.get("data", {}),
             "context": context, "device": "cpu", "machine": machine_description("cpu")}

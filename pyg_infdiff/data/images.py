@@ -131,6 +131,28 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default()
 
 
+# How a label spells the characters that the label font may lack (Pillow's default font has
+# no Greek letters, super- or subscripts, or most mathematical signs).
+_SPELLED = {"η": "eta", "σ": "sigma", "γ": "gamma", "α": "alpha", "β": "beta", "∞": "inf",
+            "²": "^2", "³": "^3", "×": "x", "→": "->", "≤": "<=", "≥": ">=", "—": "-", "–": "-"}
+
+
+def _drawable_label(label: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont) -> str:
+    r""":obj:`label` with every character that :obj:`font` has no glyph for spelled in ASCII
+    (``"η = 1"`` becomes ``"eta = 1"`` and ``"32²"`` becomes ``"32^2"`` in Pillow's default
+    font), or ``"?"`` where no spelling is known, so that a figure never shows empty boxes."""
+    missing = font.getmask("\U0010FFFD")  # a private code point: the font's "no glyph" box
+    box = (missing.size, bytes(missing))
+
+    def spelled(char: str) -> str:
+        if char.isascii():
+            return char
+        mask = font.getmask(char)
+        return _SPELLED.get(char, "?") if (mask.size, bytes(mask)) == box else char
+
+    return "".join(spelled(char) for char in label)
+
+
 def rows_image(
     rows: Sequence[Row],
     padding: int = 2,
@@ -144,7 +166,8 @@ def rows_image(
     the same seeds at 32², 64² and 128² sit above each other at one display size.
 
     Args:
-        rows (Sequence[tuple[str, torch.Tensor]]): ``(label, images)`` pairs; images
+        rows (Sequence[tuple[str, torch.Tensor]]): ``(label, images)`` pairs (characters the
+            label font has no glyph for are spelled in ASCII: ``"η"`` as ``"eta"``); images
             :math:`(B_r, C, H_r, W_r)` with any sizes and :math:`C \in \{1, 3\}` (grey rows are
             shown in RGB when another row is RGB). Rows may hold different numbers of images.
         padding (int, optional): Pixels between cells. (default: :obj:`2`)
@@ -166,6 +189,7 @@ def rows_image(
     height = cell_size or max(int(images.size(2)) for _, images in rows)
     widths = [round(height * images.size(3) / images.size(2)) for _, images in rows]
     font = _font(font_size)
+    rows = [(_drawable_label(label, font), images) for label, images in rows]
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     if label_width is None:
         label_width = max(int(probe.textlength(label, font=font)) for label, _ in rows)

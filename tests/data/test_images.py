@@ -3,6 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
+from pyg_infdiff.data import images as images_module
 from pyg_infdiff.data.images import grid_image, rows_image, save_grid, save_rows, to_uint8
 
 
@@ -70,6 +71,18 @@ def test_rows_labels_widen_the_image():
     assert labelled.size[0] > plain.size[0] and labelled.size[1] == plain.size[1]
     sized = rows_image([("x", images)], cell_size=12, label_width=0, padding=0)
     assert sized.size == (12, 12)
+
+
+def test_labels_spell_what_the_font_cannot_draw():
+    # Pillow's default font has no η or ²: a label draws them spelled out, never as boxes,
+    # and keeps what the font has (ASCII, and the middle dot)
+    font = images_module._font(14)
+    assert images_module._drawable_label("context, η = 1 at 32²", font) == \
+        "context, eta = 1 at 32^2"
+    assert images_module._drawable_label("a · b ⊗ c", font) == "a · b ? c"
+    images = torch.zeros(1, 1, 6, 6)
+    spelled = rows_image([("η = 1", images)], padding=0)
+    assert spelled.tobytes() == rows_image([("eta = 1", images)], padding=0).tobytes()
 
 
 def test_rows_reject_bad_input():
