@@ -82,10 +82,8 @@ def main(argv=None):
         truth_fine = torch.stack([folder[i] for i in range(min(args.num, len(folder)))])
         truth = F.interpolate(truth_fine, size=(res, res), mode="area")
     elif data.get("dataset") == "shapes":
-        # the shapes the run learnt: the main job records their name, other runs used the
-        # default configuration
         shapes = ContinuousShapes(10**6, resolution=res, seed=data.get("seed", 0) + 1,
-                                  config=ShapesConfig.named(data.get("shapes", "full")))
+                                  config=ShapesConfig.named(run.shapes))
         truth = torch.stack([shapes.render(i) for i in range(args.num)])
         truth_fine = torch.stack([shapes.render(i, fine) for i in range(args.num)])
     else:

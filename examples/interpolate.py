@@ -83,10 +83,9 @@ def main(argv=None):
     side = args.resolution or res
     count = max(max(pair) for pair in args.pairs) + 1
     try:  # the first held-out images of the run's dataset, at its resolution
-        data = run.info.get("data", {})
-        images = held_out_images(args.dataset or data.get("dataset", "shapes"), count, res,
-                                 run.config.in_channels, args.data_dir, args.seed,
-                                 shapes=data.get("shapes", "full"))
+        images = held_out_images(args.dataset or run.info.get("data", {}).get("dataset", "shapes"),
+                                 count, res, run.config.in_channels, args.data_dir, args.seed,
+                                 shapes=run.shapes)
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(str(err)) from err
     if images.size(0) < count:

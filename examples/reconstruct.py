@@ -87,7 +87,7 @@ def main(argv=None):
     try:  # the first --num held-out images of the run's dataset, at its resolution
         images = held_out_images(args.dataset or data.get("dataset", "shapes"), args.num, res,
                                  run.config.in_channels, args.data_dir, args.seed,
-                                 shapes=data.get("shapes", "full"))
+                                 shapes=run.shapes)
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(str(err)) from err
     collate = GraphCollator(encoder_rate=1 / args.fraction)  # the encoder's pixels only matter

@@ -153,6 +153,13 @@ class Pretrained:
         r"""The training resolution, when the run recorded it."""
         return self.info.get("data", {}).get("resolution")
 
+    @property
+    def shapes(self) -> str:
+        r"""The name (:meth:`~pyg_infdiff.data.ShapesConfig.named`) of the built-in shapes
+        distribution a run on :class:`~pyg_infdiff.data.ContinuousShapes` learnt: the examples
+        record it; :obj:`"full"`, the default configuration, for runs that did not."""
+        return self.info.get("data", {}).get("shapes", "full")
+
     def training_context(self) -> LatticeSubset | Tensor | None:
         r"""The context that reads any point set the way this model was trained, for
         ``sample(..., context=...)`` (:class:`~pyg_infdiff.diffusion.ContextNodes`): the nodes

@@ -83,8 +83,8 @@ def test_shapes_demo_smoke(demo_run):
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["ckpt_00000003.pt"]
     # the checkpoint names the shapes it learnt (ShapesConfig.named), for the benchmarks
     from pyg_infdiff.training import load_pretrained
-    info = load_pretrained(out / "checkpoints" / "ckpt_00000003.pt").info
-    assert info["data"]["shapes"] == "demo"
+    run = load_pretrained(out / "checkpoints" / "ckpt_00000003.pt")
+    assert run.info["data"]["shapes"] == run.shapes == "demo"
 
 
 def _weights(checkpoint: Path) -> dict[str, torch.Tensor]:

@@ -69,6 +69,7 @@ def test_load_pretrained_reproduces_the_model(tmp_path):
 
     loaded = load_pretrained(tmp_path)  # a run folder: its latest checkpoint
     assert loaded.step == 7 and loaded.resolution == 28
+    assert loaded.shapes == "full"  # no shapes recorded: the default configuration's
     assert loaded.path == resolve_checkpoint(tmp_path)
     raw = load_pretrained(loaded.path, weights="model")
     kwargs = dict(shape=(14, 14), num_samples=1, channels=1, steps=2, progress=False)
