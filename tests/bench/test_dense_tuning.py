@@ -1,7 +1,7 @@
 """Tests of bench/dense_tuning.py (issue 14 #3, #4) and of the resumable dense trainer it uses
-(bench/train_dense_ddpm.py): the defaults, the held-out losses against oracles, the probe's
-choice, a dense run resumed after an interruption, and ``--smoke`` end to end into a temporary
-doc. No scores are asserted."""
+(bench/train_dense_ddpm.py): the defaults, the held-out losses against oracles, the probe's choice,
+a dense run resumed after an interruption, and (slow: worker processes) ``--smoke`` end to end into
+a temporary doc. No scores are asserted."""
 import json
 import math
 
@@ -205,6 +205,7 @@ def test_train_dense_on_given_images_with_snapshots(tmp_path):
         train_dense_ddpm.train_dense(tmp_path / "flat", recipe, 0.01, images=images[:, 0])
 
 
+@pytest.mark.slow  # worker processes end to end: 30-65 s on 2 cores
 def test_smoke(tmp_path, fashion_mnist):
     out, doc, figures = tmp_path / "out", tmp_path / "benchmarks.md", tmp_path / "figures"
     result = dense_tuning.main(["--smoke", "--out", str(out), "--write", "--doc", str(doc),

@@ -1,6 +1,6 @@
-"""Tests of bench/noise_width.py (issues 12 and 13): the defaults, the PSNR and goal lines
-against hand-made numbers, and ``--smoke`` end to end into a temporary doc (both arms' noise
-recorded in their checkpoints, a rerun reusing the arms). No scores are asserted."""
+"""Tests of bench/noise_width.py (issues 12 and 13): the defaults, the PSNR and goal lines against
+hand-made numbers, and (slow: worker processes) ``--smoke`` end to end into a temporary doc (both
+arms' noise recorded in their checkpoints, a rerun reusing the arms). No scores are asserted."""
 import math
 
 import pytest
@@ -41,6 +41,7 @@ def test_goal_lines():
     assert low.endswith("**NOT met**")
 
 
+@pytest.mark.slow  # worker processes end to end: 30-65 s on 2 cores
 def test_smoke(tmp_path):
     out, doc, figures = tmp_path / "out", tmp_path / "benchmarks.md", tmp_path / "figures"
     result = noise_width.main(["--smoke", "--out", str(out), "--write", "--doc", str(doc),

@@ -1,6 +1,7 @@
 """Tests of bench/rate_quality.py (issue 14 #2): the defaults, the step of the equal-step models,
-the goal line, and ``--smoke`` end to end into a temporary doc (both models of each rate, the
-unused checkpoints pruned, a rerun reusing everything). No scores are asserted."""
+the goal line, and (slow: worker processes) ``--smoke`` end to end into a temporary doc (both
+models of each rate, the unused checkpoints pruned, a rerun reusing everything). No scores are
+asserted."""
 import pytest
 from _publish import read_section
 from bench_scripts import load_script
@@ -67,6 +68,7 @@ def test_goal_line():
                                    {"rows": [row(1.0, 100.0), row(4.0, 90.0)]}) == []
 
 
+@pytest.mark.slow  # worker processes end to end: 30-65 s on 2 cores
 def test_smoke(tmp_path, fashion_mnist):
     out, doc, figures = tmp_path / "out", tmp_path / "benchmarks.md", tmp_path / "figures"
     result = rate_quality.main(["--smoke", "--out", str(out), "--write", "--doc", str(doc),

@@ -1,7 +1,7 @@
 """Tests of bench/training_horizon.py (issue 13, #3): its defaults, the choice of the main job's
-checkpoint at each snapshot time, and its ``--smoke`` configuration end to end (the demo's own
-``--smoke`` and a tiny dense model side by side, 8 samples of 2 steps, SWD), written into a
-temporary doc. No scores are asserted."""
+checkpoint at each snapshot time, and (slow: worker processes) its ``--smoke`` configuration end to
+end (the demo's own ``--smoke`` and a tiny dense model side by side, 8 samples of 2 steps, SWD),
+written into a temporary doc. No scores are asserted."""
 import json
 
 import pytest
@@ -39,6 +39,7 @@ def test_snapshots_take_the_last_checkpoint_saved_in_time(tmp_path):
     assert taken[1]["path"].endswith("ckpt_00000050.pt")
 
 
+@pytest.mark.slow  # worker processes end to end: 30-65 s on 2 cores
 def test_smoke(tmp_path):
     out, doc, figures = tmp_path / "out", tmp_path / "benchmarks.md", tmp_path / "figures"
     result = training_horizon.main(["--smoke", "--threads", "1", "--out", str(out), "--write",
