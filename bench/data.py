@@ -39,6 +39,7 @@ from pyg_infdiff.data import (
     MollifiedCache,
     make_loader,
 )
+from pyg_infdiff.models import UNetConfig
 from pyg_infdiff.noise import GaussianMollifier
 
 TITLE = "## Data pipeline: built-in dataset, readers and collation"
@@ -52,8 +53,9 @@ FULL = dict(render={32: 16, 64: 8, 128: 2}, collate=(32, 64), batch=32, loader=3
 SMOKE = dict(render={8: 4, 16: 2, 32: 1}, collate=(8, 16), batch=4, loader=8,
              fashion=(None, 16), fashion_items=8)
 # the sparse-node rows: resolution, rate, batch, batches per pass, radius of the edges (preset
-# 32's, 2.5/32, which the collator or the model builds alike)
-SPARSE_FULL = dict(resolution=128, rate=16, batch=16, batches=4, radius=2.5 / 32)
+# 32's, which the collator or the model builds alike)
+SPARSE_FULL = dict(resolution=128, rate=16, batch=16, batches=4,
+                   radius=UNetConfig.preset(32).radius)
 SPARSE_SMOKE = dict(resolution=16, rate=4, batch=2, batches=2, radius=0.25)
 
 

@@ -92,7 +92,7 @@ def report(args: argparse.Namespace, result: dict) -> str:
     table = []
     for preset in result["presets"]:
         first = by_key[(preset, rates[0])]
-        table.append([f"{preset} ({preset}²)", f"{first['radius']:.4f} ({first['pixels']:.1f} px)",
+        table.append([f"{preset} ({preset}²)", f"{first['radius']:.4f} ({first['pixels']:.3g} px)",
                       *[_cell(by_key[(preset, rate)]) for rate in rates]])
     main = markdown_table(["preset (data)", "radius", *[f"rate {r}" for r in rates]], table)
     cells = markdown_table(

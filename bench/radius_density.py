@@ -1,16 +1,17 @@
 r"""Benchmark (issue 12, item 3): the kernel radius of preset 28 against the density of the
 training nodes, chosen from a measurement of quality, consistency and cost.
 
-The operator layers are Monte-Carlo quadratures over the nodes in a kernel ball. With
-:math:`N = \lceil 28^2 / \text{rate} \rceil` uniform nodes in :math:`[0, 1]^2` (196 at
-``--rate 4``), a ball of radius :math:`r` holds :math:`k = N \pi r^2` on average (borders
-ignored), so the arm of each :math:`k` of ``--nodes-per-ball`` (default 5, 10, 20, 40; preset
-28's :math:`r = 2.5 / 28` is :math:`k \approx 4.9`) takes :math:`r = \sqrt{k / (N \pi)}`. The
-arms are :meth:`UNetConfig.preset` ``(28)`` with that radius as their only difference, trained as
-the arms of ``bench/spectral_grid.py`` (Fashion-MNIST 28², :class:`_infdiff.Recipe` with x₀
-prediction, a ``--rate`` subsample of the pixels as nodes) for an equal CPU-time budget
-(``--minutes``, :func:`_infdiff.train_infdiff` with ``clock="cpu"``, one torch thread), each in
-a worker process, at most ``--parallel`` at once. Then, with the EMA weights:
+The operator layers are Monte-Carlo quadratures over the nodes in a kernel ball. With :math:`N =
+\lceil 28^2 / \text{rate} \rceil` uniform nodes in :math:`[0, 1]^2` (196 at ``--rate 4``), a ball
+of radius :math:`r` holds :math:`k = N \pi r^2` on average (borders ignored), so the arm of each
+:math:`k` of ``--nodes-per-ball`` (default 5, 10, 20, 40; preset 28's :math:`r = \sqrt{40 / \pi} /
+28` is :math:`k = 10` at rate 4, chosen by this benchmark; it was :math:`2.5 / 28`, :math:`k
+\approx 4.9`, when it ran) takes :math:`r = \sqrt{k / (N \pi)}`. The arms are
+:meth:`UNetConfig.preset` ``(28)`` with that radius as their only difference, trained as the arms
+of ``bench/spectral_grid.py`` (Fashion-MNIST 28², :class:`_infdiff.Recipe` with x₀ prediction, a
+``--rate`` subsample of the pixels as nodes) for an equal CPU-time budget (``--minutes``,
+:func:`_infdiff.train_infdiff` with ``clock="cpu"``, one torch thread), each in a worker process,
+at most ``--parallel`` at once. Then, with the EMA weights:
 
 * **quality**: ``--num-samples`` samples at 28² (DDIM, :math:`\eta = 0`, ``--sample-steps``),
   Wiener-deblurred, FID and KID against the first 2,000 Fashion-MNIST test images
@@ -225,11 +226,12 @@ def report(args: argparse.Namespace, result: dict) -> str:
     best = recommend(arms)
     n = num_nodes(s["rate"])
     r = radius_for(best, n)
+    preset_r = UNetConfig.preset(RESOLUTION).radius
     rule = RULE.replace("FID", metric) if not fid else RULE
     lines.append(f"- **Rule** (fixed before the run): {rule}. **Chosen: k = {best:g}**, "
                  f"radius {r:.4f} = {RESOLUTION * r:.2f}/28 for preset 28 at rate {s['rate']:g} "
-                 f"({n} nodes per image; the preset's 2.5/28 is k = "
-                 f"{n * math.pi * (2.5 / RESOLUTION) ** 2:.1f}).")
+                 f"({n} nodes per image; the preset's {RESOLUTION * preset_r:.2f}/28 is k = "
+                 f"{n * math.pi * preset_r ** 2:.1f}).")
     model = "the tiny smoke-test model" if s["smoke"] else "`UNetConfig.preset(28)`"
     recipe = next(iter(arms.values()))["recipe"]
     acc = next(iter(arms.values()))["classifier_accuracy"]

@@ -2,6 +2,7 @@ r"""The configuration of :class:`~pyg_infdiff.models.MultiscaleOperatorUNet`."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,14 @@ LEGACY_POOL: PoolMethod = "idw"
 #: What :meth:`UNetConfig.from_dict` assumes for configurations saved before ``grid_conv``
 #: existed: the :math:`3^d` convolutions they were trained with.
 LEGACY_GRID_CONV: GridConv = "conv"
+
+#: The kernel radius of presets 28 and 32 in pixels of their training resolution,
+#: :math:`\sqrt{40 / \pi} \approx 3.57`: 10 expected nodes per kernel ball at subsampling rate 4
+#: (:math:`\pi r^2 / 4`), chosen from ``bench/radius_density.py`` (quality and consistency
+#: against the radius at equal CPU time) and ``bench/model_consistency.py`` (the whole model on
+#: its real input across discretisations). Configurations saved with the former 2.5 pixels keep
+#: them: a saved configuration holds its radius.
+SMALL_PRESET_RADIUS_PX: float = math.sqrt(40 / math.pi)
 
 
 def _check_common(config: Any, positive: tuple[str, ...]) -> None:
@@ -86,7 +95,7 @@ class UNetConfig:
         num_operator_blocks (int, optional): Operator blocks on each side (down and up) of
             the U-Net. (default: :obj:`1`)
         radius (float, optional): Support radius of the kernel integral operators.
-            (default: :obj:`2.5 / 28`)
+            (default: :obj:`SMALL_PRESET_RADIUS_PX / 28`, about 3.57 / 28)
         kernel_hidden_channels (int, optional): Hidden width of the kernel network.
             (default: :obj:`32`)
         kernel_num_basis (int, optional): Radial basis functions of the kernel.
@@ -143,7 +152,7 @@ class UNetConfig:
     out_channels: int = 1
     operator_channels: int = 32
     num_operator_blocks: int = 1
-    radius: float = 2.5 / 28
+    radius: float = SMALL_PRESET_RADIUS_PX / 28
     kernel_hidden_channels: int = 32
     kernel_num_basis: int = 8
     mlp_ratio: int = 2
@@ -199,15 +208,15 @@ class UNetConfig:
     def preset(cls, resolution: int, **overrides: Any) -> UNetConfig:
         r"""Documented defaults for square images of a training resolution.
 
-        ==========  ========  =====  ======  =========================  =========  =======
-        resolution  channels  grid   radius  dense widths               attention  params
-        ==========  ========  =====  ======  =========================  =========  =======
-        28          1         14²    2.5/28  32, 64, 64                 7², 4²     1.30 M
-        32          3         16²    2.5/32  32, 64, 64                 8², 4²     1.30 M
-        64          3         32²    3/64    128, 256, 256, 256         16², 8²    40.0 M
-        128         3         64²    3/128   128, 128, 256, 256, 512    16², 8²    77.2 M
-        256         3         64²    3/256   128, 128, 256, 256, 512    16², 8²    77.2 M
-        ==========  ========  =====  ======  =========================  =========  =======
+        ==========  ========  =====  =======  =========================  =========  =======
+        resolution  channels  grid   radius   dense widths               attention  params
+        ==========  ========  =====  =======  =========================  =========  =======
+        28          1         14²    3.57/28  32, 64, 64                 7², 4²     1.30 M
+        32          3         16²    3.57/32  32, 64, 64                 8², 4²     1.30 M
+        64          3         32²    3/64     128, 256, 256, 256         16², 8²    40.0 M
+        128         3         64²    3/128    128, 128, 256, 256, 512    16², 8²    77.2 M
+        256         3         64²    3/256    128, 128, 256, 256, 512    16², 8²    77.2 M
+        ==========  ========  =====  =======  =========================  =========  =======
 
         28 and 32: operator width 32, one operator block per side, one residual block per
         level, no dropout. 64: operator width 64, one operator block per side, two residual
@@ -215,17 +224,23 @@ class UNetConfig:
 
         The 28² and 32² presets are small enough to train on a CPU (Fashion-MNIST / MNIST
         and CIFAR-sized data); the others are meant for a GPU (CelebA-HQ / FFHQ). The sparse
-        operator blocks use a kernel radius of 2.5–3 pixels of the training resolution.
+        operator blocks use a kernel radius of 3–3.6 pixels of the training resolution: for 28
+        and 32, :data:`~pyg_infdiff.models.config.SMALL_PRESET_RADIUS_PX`
+        :math:`= \sqrt{40 / \pi}` pixels, 10 expected nodes per kernel ball at subsampling
+        rate 4, chosen by measurement (quality and consistency against the radius; see
+        ``docs/concepts.md``).
 
         Args:
             resolution (int): The training resolution, one of 28, 32, 64, 128, 256.
             **overrides: Fields to change after applying the preset.
         """
         presets: dict[int, dict[str, Any]] = {
-            28: dict(in_channels=1, out_channels=1, grid_shape=(14, 14), radius=2.5 / 28,
+            28: dict(in_channels=1, out_channels=1, grid_shape=(14, 14),
+                     radius=SMALL_PRESET_RADIUS_PX / 28,
                      operator_channels=32, channels=32, channel_mults=(1, 2, 2),
                      attention_levels=(1, 2)),
-            32: dict(in_channels=3, out_channels=3, grid_shape=(16, 16), radius=2.5 / 32,
+            32: dict(in_channels=3, out_channels=3, grid_shape=(16, 16),
+                     radius=SMALL_PRESET_RADIUS_PX / 32,
                      operator_channels=32, channels=32, channel_mults=(1, 2, 2),
                      attention_levels=(1, 2)),
             64: dict(in_channels=3, out_channels=3, grid_shape=(32, 32), radius=3 / 64,

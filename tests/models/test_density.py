@@ -18,6 +18,7 @@ from pyg_infdiff.models import (
     check_monte_carlo_density,
     monte_carlo_density,
 )
+from pyg_infdiff.models.config import SMALL_PRESET_RADIUS_PX
 from pyg_infdiff.models.density import MIN_NODES_PER_BALL, ball_volume, window_moment
 from pyg_infdiff.nn.kernel import bump, bump_mean
 from pyg_infdiff.testing import strategies as pst
@@ -39,12 +40,13 @@ def test_formula_and_constants():
     report = monte_carlo_density(UNetConfig.preset(28), 28, rate=4)
     assert isinstance(report, DensityReport) and report.resolution == (28, 28)
     (level,) = report.levels
-    assert level.name == "operator blocks" and level.radius == pytest.approx(2.5 / 28)
-    assert level.pixels == pytest.approx(2.5)
-    assert level.expected == pytest.approx(math.pi * 2.5**2 / 4)  # 4.91
-    assert level.at_node == pytest.approx(1 + (math.pi * 2.5**2 - 1) / 4)
+    r = SMALL_PRESET_RADIUS_PX
+    assert level.name == "operator blocks" and level.radius == pytest.approx(r / 28)
+    assert level.pixels == pytest.approx(r)
+    assert level.expected == pytest.approx(10.0)  # the preset's choice: pi r^2 / 4 = 10
+    assert level.at_node == pytest.approx(1 + (math.pi * r**2 - 1) / 4)
     assert 1 < level.effective < level.at_node
-    assert "4.91 nodes per ball" in str(report)
+    assert "10.00 nodes per ball" in str(report)
     assert report.nodes_per_cell == pytest.approx(1.0)  # 196 nodes on a 14 x 14 grid
     assert "1.00 nodes per grid cell" in str(report)
     # Rates and resolutions scale the count as they should; non-square lattices work.
@@ -116,14 +118,14 @@ def test_warns_below_the_threshold_and_not_above():
     preset = UNetConfig.preset(28)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        report = check_monte_carlo_density(preset, 28, 4)  # 4.91 nodes: quiet
+        report = check_monte_carlo_density(preset, 28, 8)  # 5.00 nodes: quiet
     assert report.levels[0].expected > MIN_NODES_PER_BALL
     with pytest.warns(LowDensityWarning) as caught:
-        report = check_monte_carlo_density(preset, 28, 8)  # 2.45 nodes
+        report = check_monte_carlo_density(preset, 28, 16)  # 2.50 nodes
     assert len(caught) == 1
     message = str(caught[0].message)
-    for text in ("operator blocks", "2.45 nodes", "rate 8", "threshold 4",
-                 "subsampling rate of at most 4.91", "radius of at least 0.114"):
+    for text in ("operator blocks", "2.50 nodes", "rate 16", "threshold 4",
+                 "subsampling rate of at most 10", "radius of at least 0.161"):
         assert text in message, (text, message)
     assert caught[0].filename == __file__  # points at the caller (stacklevel)
     # The rate that makes the count exactly the threshold, and the radius, do not warn.
@@ -131,8 +133,8 @@ def test_warns_below_the_threshold_and_not_above():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         check_monte_carlo_density(preset, 28, max_rate * 0.999)
-        check_monte_carlo_density(UNetConfig.preset(28, radius=0.1145), 28, 8)
-        check_monte_carlo_density(preset, 28, 8, threshold=2)  # a threshold of one's own
+        check_monte_carlo_density(UNetConfig.preset(28, radius=0.1613), 28, 16)
+        check_monte_carlo_density(preset, 28, 16, threshold=2)  # a threshold of one's own
         check_monte_carlo_density(UNetConfig(num_operator_blocks=0), 28, 16)
     with pytest.warns(LowDensityWarning, match="no subsampling either"):
         check_monte_carlo_density(preset, 8, 1)  # 1.6 nodes even on the full lattice
@@ -170,7 +172,7 @@ def test_bench_density_table_smoke(tmp_path):
         assert row["measured"]["nodes"] == pytest.approx(row["at_node"], rel=0.25)
     text = doc.read_text()
     assert "PLACEHOLDER" not in text and text.endswith("after\n")
-    assert "| 28 (28²) | 0.0893 (2.5 px) | 19.6 / " in text
-    assert "4.9 / " in text and "(default)" in text
+    assert "| 28 (28²) | 0.1274 (3.57 px) | 40.0 / " in text
+    assert "10.0 / " in text and "(default)" in text
     assert "Command: `python bench/density_table.py --smoke --write --doc" in text
     assert module.parse_args([]).doc.name == "concepts.md"

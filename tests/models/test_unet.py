@@ -1,5 +1,4 @@
 import io
-import math
 
 import pytest
 import torch
@@ -152,7 +151,7 @@ def test_config_round_trip_and_presets():
     assert UNetConfig.from_dict(loaded) == config
     for resolution in (28, 32, 64, 128, 256):
         preset = UNetConfig.preset(resolution)
-        assert math.isclose(preset.radius * resolution, 2.5, rel_tol=0.25)
+        assert 3 <= preset.radius * resolution <= 3.6  # pixels of the training resolution
     small = MultiscaleOperatorUNet(UNetConfig.preset(28))
     assert 0.8e6 < num_parameters(small) < 1.6e6
     assert "parameters" in small.summary()
