@@ -114,7 +114,7 @@ class EncoderConfig:
         Both: one operator block of width 32, one residual block per level, attention in the
         middle block only. (The official model uses :math:`D = 256` at 128² and 1,024 at
         256².) The kernels are wider and smoother than the U-Net's (5 pixels of the training
-        resolution and 4 radial basis functions, against 2.5 pixels and 8): a kernel resolved
+        resolution and 4 radial basis functions, against 3.57 pixels and 8): a kernel resolved
         by about one pixel per basis function keeps the quadrature of its integrals accurate
         on the training lattice itself, which is what makes :math:`z` agree between a 28²
         image and its 56² render. With random weights (``tests/models/test_encoder.py``),
