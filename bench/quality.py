@@ -116,6 +116,8 @@ def run_infdiff_arm(args: argparse.Namespace, arm: str) -> dict:
     # The same model in domain units for every arm (kernel radius, grid); arm (d) sees the
     # images at 14², with a mollifier of half of its own pixel.
     config = unet_config("tiny", channels=1) if args.smoke else UNetConfig.preset(RESOLUTION)
+    if args.radius_px is not None:  # another kernel radius, in pixels of 28²
+        config = UNetConfig.from_dict({**config.to_dict(), "radius": args.radius_px / RESOLUTION})
     train_side = LOW if arm == "d" else RESOLUTION
     data = FashionMNIST(train=True, resolution=train_side, resize="area")
     trained = train_infdiff(out, data, config, train_side, RATES[arm], args.minutes, recipe,
@@ -238,9 +240,14 @@ def report(args: argparse.Namespace, results: dict[str, dict], picture: Path | N
     batches = sorted({results[a]["recipe"]["batch_size"] for a in ("a", "b") if a in results})
     batch = "/".join(map(str, batches)) or str(args.batch_size or Recipe().batch_size)
     threads = sorted({r.get("threads") for r in results.values()}) or [args.threads]
+    radius_px = shown.get("radius_px")
+    if radius_px is None:  # the preset's; runs recorded before the option had 2.5 pixels
+        radius_px = UNetConfig.preset(RESOLUTION).radius * RESOLUTION if "radius_px" in shown \
+            else 2.5
     lines += [
         f"- Budget: {shown['minutes']:g} min of training per arm (wall clock, data loading "
-        f"included). ∞-Diff (a, b, d): preset 28, batch {batch}, AdamW lr 5e-4 (200 warm-up "
+        f"included). ∞-Diff (a, b, d): preset 28 (kernel radius {radius_px:.3g} pixels), "
+        f"batch {batch}, AdamW lr 5e-4 (200 warm-up "
         "steps, then constant), clip 1, EMA 0.999 with warm-up, σ = half a training pixel, "
         "cosine schedule, x₀ prediction (of T x₀), Trainer; (a) keeps a quarter of each "
         "image's pixels (uniform), (b) all, (d) all of the 14² image. Dense (c): "
@@ -293,6 +300,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sample-batch", type=int, default=50)
     p.add_argument("--batch-size", type=int, default=None,
                    help="∞-Diff training batch (default: the recipe's 32)")
+    p.add_argument("--radius-px", type=float, default=None,
+                   help="kernel radius of the ∞-Diff arms in pixels of 28² (default: the "
+                   "preset's; 2.5 before 2026-12-07)")
     p.add_argument("--dense-params", type=int, default=1_302_209,
                    help="dense model's parameter count (default: that of the ∞-Diff preset 28)")
     p.add_argument("--metrics", choices=["fid", "swd"], default="fid",
@@ -318,6 +328,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.num_samples, args.num_real = 8, 8
         args.sample_steps, args.sample_batch, args.metrics = 2, 8, "swd"
         args.batch_size = args.batch_size or 4
+    if args.radius_px is not None and not 0 < args.radius_px < RESOLUTION:
+        p.error("--radius-px must lie in (0, 28)")
     if min(args.minutes, args.num_samples, args.sample_steps, args.sample_batch) <= 0:
         p.error("--minutes, --num-samples, --sample-steps and --sample-batch must be positive")
     return args
@@ -327,7 +339,7 @@ def settings_of(args: argparse.Namespace) -> dict:
     r"""The settings an arm's cached result must match to be reused."""
     return {"minutes": args.minutes, "num_samples": args.num_samples,
             "sample_steps": args.sample_steps, "metrics": args.metrics,
-            "num_real": args.num_real, "seed": args.seed}
+            "num_real": args.num_real, "seed": args.seed, "radius_px": args.radius_px}
 
 
 def run(args: argparse.Namespace) -> dict[str, dict]:
