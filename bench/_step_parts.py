@@ -1,16 +1,16 @@
 r"""Where the time of an ∞-Diff training step goes: the parts of
-:class:`~pyg_infdiff.models.MultiscaleOperatorUNet` timed one by one on the inputs they get in
-the step.
+:class:`~pyg_infdiff.models.MultiscaleOperatorUNet` timed one by one on the inputs they get in the
+step.
 
 One step runs with forward hooks that record the inputs of the pool, the dense U-Net and the
 unpool; each part then runs again on copies of those inputs, forward and backward (a random
-gradient of its output's shape). The noise draw (:meth:`MollifiedDiffusion.draw_noise`) is timed
-the same way; the cases of all the steps measured (every rate of a resolution) are interleaved
-(:func:`_common.time_cases`), medians. The optimiser (gradient clipping, AdamW step,
-``zero_grad``) is timed after an untimed backward, once per model. The point levels (lift,
-operator blocks, projection) and the loss arithmetic are the rest: the step's median less the
-parts. Parts timed alone miss the little the step shares between them (caches, allocator), so
-the rest is an estimate, not a measurement of its own.
+gradient of its output's shape). The noise draw (:meth:`MollifiedDiffusion.training_noise`, as the
+step draws it) is timed the same way; the cases of all the steps measured (every rate of a
+resolution) are interleaved (:func:`_common.time_cases`), medians. The optimiser (gradient
+clipping, AdamW step, ``zero_grad``) is timed after an untimed backward, once per model. The point
+levels (lift, operator blocks, projection) and the loss arithmetic are the rest: the step's median
+less the parts. Parts timed alone miss the little the step shares between them (caches, allocator),
+so the rest is an estimate, not a measurement of its own.
 """
 from __future__ import annotations
 
@@ -85,8 +85,8 @@ def part_cases(step) -> dict[str, Callable[[], object]]:
     lattice = LatticeIndex.from_data(batch) if hasattr(batch, "pixel") else None
 
     def noise() -> None:
-        step.diffusion.draw_noise(batch.num_graphs, channels, batch.pos, batch.batch,
-                                  lattice=lattice, generator=gen)
+        step.diffusion.training_noise(batch.num_graphs, channels, batch.pos, batch.batch,
+                                      lattice=lattice, generator=gen)
 
     model.zero_grad(set_to_none=True)
     return {

@@ -1,7 +1,7 @@
 r"""Benchmark: the fused depthwise edge sum of :class:`KernelIntegralConv`'s graph path, and the
 training step of a model on sparse nodes of high-resolution functions (issue 13's step cost).
 
-Two measurements, every case interleaved with the others (:func:`_common.time_cases`), medians:
+Three measurements, every case interleaved with the others (:func:`_common.time_cases`), medians:
 
 * **The edge sum alone**, :math:`\sum_{e \to i} \kappa_{\tau(e)} \odot x_{s(e)}` with the
   kernel tabulated per lattice offset, forward and backward, on the edges of a training batch of
@@ -14,8 +14,11 @@ Two measurements, every case interleaved with the others (:func:`_common.time_ca
   :class:`InfDiffStep`) of ``--preset`` on (i) every pixel of :math:`32^2` renders (no radius
   edges: the dense path, as ``bench/beyond_training.py`` trains it) and on (iii) 1,024 random
   pixels of :math:`128^2` renders (16× subsampled, radius edges: the graph path), the latter
-  with the fused sum and with the composition. Collation (mollify, subsample, radius graph) is
-  a separate column, timed apart.
+  with the fused sum, with the composition, and with the noise drawn as a whole field
+  (:meth:`~pyg_infdiff.diffusion.MollifiedDiffusion.draw_noise`) instead of the training draw on
+  the lattice (:meth:`~pyg_infdiff.diffusion.MollifiedDiffusion.training_noise`). Collation
+  (mollify, subsample, radius graph) is a separate column, timed apart.
+* **The noise of one batch** of (i) and (iii), both ways.
 
 Goal (issue 13): a step of (iii) costs at most 1.3× one of (i).
 
@@ -38,6 +41,7 @@ from _skeleton import add_threads_arg, bench_main, bench_parser, machine_note
 from subsampling import InfDiffStep, make_model
 
 from pyg_infdiff.data import ContinuousShapes, GraphCollator, ShapesConfig
+from pyg_infdiff.diffusion import MollifiedDiffusion
 from pyg_infdiff.graph import LatticeIndex
 from pyg_infdiff.nn import kernel_conv
 from pyg_infdiff.nn._edge_sum import composed_edge_sum, edge_sum
@@ -100,7 +104,33 @@ def step_cases(args: argparse.Namespace) -> tuple[dict, dict]:
         with mock.patch.object(kernel_conv, "edge_sum", composed_edge_sum):
             fused()
 
-    return {"(i)": steps["(i)"], "(iii) fused": fused, "(iii) composition": unfused}, collations
+    def function_noise():  # the noise drawn as a whole field, as before training_noise
+        with mock.patch.object(MollifiedDiffusion, "training_noise", _draw_noise):
+            fused()
+
+    return {"(i)": steps["(i)"], "(iii) fused": fused, "(iii) composition": unfused,
+            "(iii) fused, noise as a function": function_noise}, collations
+
+
+def _draw_noise(diffusion: MollifiedDiffusion, *args, **kwargs):
+    return diffusion.draw_noise(*args, **kwargs)
+
+
+def noise_cases(args: argparse.Namespace) -> dict:
+    r"""The noise of one training batch of (i) and (iii): the field drawn and read at the
+    nodes (:meth:`~MollifiedDiffusion.draw_noise`) and the lattice draw of
+    :meth:`~MollifiedDiffusion.training_noise`."""
+    cases = {}
+    for name, side, rate in (("(i)", args.base, 1.0), ("(iii)", args.high, args.rate)):
+        diffusion = make_diffusion(side)
+        items, collator = collate(args, side, rate, edges=False)
+        batch = collator(items, generator=torch.Generator().manual_seed(0))
+        index = LatticeIndex.from_data(batch)
+        call = (batch.num_graphs, batch.x.size(1), batch.pos, batch.batch, index)
+        gen = torch.Generator().manual_seed(0)
+        cases[f"{name} function"] = lambda d=diffusion, c=call, g=gen: d.draw_noise(*c, g)
+        cases[f"{name} lattice"] = lambda d=diffusion, c=call, g=gen: d.training_noise(*c, g)
+    return cases
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -113,13 +143,15 @@ def run(args: argparse.Namespace) -> dict:
     step_ms = {k: 1e3 * t.median for k, t in time_cases(steps, args.repeats, warmup=2).items()}
     collate_ms = {k: 1e3 * t.median
                   for k, t in time_cases(collations, args.repeats, warmup=1).items()}
-    return dict(sums=sums, num_edges=num_edges, steps=step_ms, collate=collate_ms,
+    noise_ms = {k: 1e3 * t.median
+                for k, t in time_cases(noise_cases(args), args.repeats, warmup=1).items()}
+    return dict(sums=sums, num_edges=num_edges, steps=step_ms, collate=collate_ms, noise=noise_ms,
                 nodes=steps["(iii) fused"].nodes_per_graph,
                 edges_per_graph=steps["(iii) fused"].edges_per_graph)
 
 
 def report(args: argparse.Namespace, result: dict) -> str:
-    sums, steps, coll = result["sums"], result["steps"], result["collate"]
+    sums, steps, coll, noise = result["sums"], result["steps"], result["collate"], result["noise"]
     sum_rows = [[f"{c}", f"{t['composition']:.1f}", f"{t['fused']:.1f}",
                  f"{t['composition'] / t['fused']:.2f}×"] for c, t in sums.items()]
     base = steps["(i)"] + coll["(i)"]
@@ -139,9 +171,17 @@ def report(args: argparse.Namespace, result: dict) -> str:
         f"The training step of `--preset {args.preset}`, batch {args.batch_size} (ms):", "",
         markdown_table(["arm", "step", "collation", "step vs (i)", "step + collation vs (i)"],
                        step_rows), "",
+        "The noise of one training batch (ms): the field drawn and read at the nodes "
+        "(`draw_noise`, as sampling draws it) and the lattice draw of `training_noise` "
+        "(`MollifiedNoise.sample_lattice`, what a training step draws):", "",
+        markdown_table(["arm", "as a function", "on the lattice", "speed-up"],
+                       [[arm, f"{noise[f'{arm} function']:.1f}", f"{noise[f'{arm} lattice']:.1f}",
+                         f"{noise[f'{arm} function'] / noise[f'{arm} lattice']:.1f}×"]
+                        for arm in ("(i)", "(iii)")]), "",
         f"- (i): every pixel of {args.base}² renders, dense path. (iii): "
         f"{result['nodes']:,} random pixels of {args.high}² renders ({args.rate:g}× "
-        f"subsampled), {result['edges_per_graph']:,} radius edges per graph, graph path.",
+        f"subsampled), {result['edges_per_graph']:,} radius edges per graph, graph path. "
+        f"'noise as a function': (iii) with the noise of `draw_noise` instead.",
         f"- Goal (issue 13): a step of (iii), collation included, at most {GOAL_RATIO:g}× one "
         f"of (i): {ratio:.2f}× — **{verdict}**",
         f"- Medians of {args.repeats} repeats, cases interleaved. " + machine_note(result),

@@ -3,6 +3,7 @@ be evaluated at any coordinates, so that one draw gives consistent values on eve
 point set."""
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +23,20 @@ from pyg_infdiff.noise.mollifier import gaussian_gains, num_freq_above, outer_pr
 
 if TYPE_CHECKING:  # only annotations: importing noise does not import graph (nor PyG)
     from pyg_infdiff.graph.lattice import LatticeIndex
+
+
+@functools.lru_cache(maxsize=32)
+def _lattice_factor(n: int, gains: tuple[float, ...], device: torch.device,
+                    dtype: torch.dtype) -> Tensor:
+    # B with B^T B = A^T A for A = diag(gains) Phi, Phi[k, i] = phi_k(u_i) at the n pixel
+    # centres: A itself (K x n) when K <= n, else the n x n triangular factor R of A = QR
+    # (float64 on the CPU, once per lattice size).
+    g = torch.tensor(gains, dtype=torch.float64)
+    u = (torch.arange(n, dtype=torch.float64) + 0.5) / n
+    a = g[:, None] * cosine_basis(u, len(gains), torch.float64).t()
+    if len(gains) > n:
+        a = torch.linalg.qr(a, mode="r").R
+    return a.to(device=device, dtype=dtype)
 
 
 def _lattice_cost(num_graphs: int, channels: int, freqs: Sequence[int],
@@ -246,6 +261,63 @@ class MollifiedNoise:
         device = z.device if device is None else device
         dtype = compute_dtype(dtype)
         return NoiseField(z.to(device=device, dtype=dtype) * self.amplitudes(device, dtype))
+
+    def sample_lattice(
+        self,
+        shape: Sequence[int],
+        num_graphs: int = 1,
+        channels: int = 1,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> Tensor:
+        r"""Draws the fields' values on one lattice, with the distribution of
+        ``draw(num_graphs, channels, ...).on_lattice(shape)`` from fewer random numbers: for
+        training noise, which needs its values at the nodes and nothing else.
+
+        On a lattice the field is a Gaussian vector with the separable covariance
+        :math:`\bigotimes_j A_j^\top A_j`, where :math:`A_j = \mathrm{diag}(g / \sqrt{Z})\,
+        \Phi_j` holds the :math:`K` scaled cosines at the :math:`n_j` pixel centres of axis
+        :math:`j`. Where :math:`K > n_j` (a mollifier narrower than the pixels passes more
+        frequencies than the axis has pixels, e.g. :math:`K = 303` for half a pixel of
+        :math:`128^2`), :math:`A_j = Q_j R_j` with orthonormal columns :math:`Q_j`, and
+        :math:`Q_j^\top z` is again standard normal, so :math:`R_j` (:math:`n_j \times n_j`)
+        replaces :math:`A_j`. A draw then takes :math:`\prod_j \min(K, n_j)` standard normals
+        per graph and channel instead of :math:`K^d` (5.6× fewer at :math:`128^2`), and as
+        many fewer multiply-adds. The values are not those of :meth:`draw` for the same
+        generator state, and lattices of other shapes do not read one function: draw with
+        :meth:`draw` where a field must agree across discretisations (sampling).
+
+        Args:
+            shape (Sequence[int]): The lattice :math:`(n_1, \dots, n_d)`.
+            num_graphs (int, optional): The number of fields :math:`B`. (default: :obj:`1`)
+            channels (int, optional): The number of channels :math:`C`. (default: :obj:`1`)
+            generator (torch.Generator, optional): The source of randomness (standard normals
+                in float32 on its device). (default: :obj:`None`, the global generator)
+            device (torch.device, optional): The device of the values. (default: :obj:`None`,
+                the generator's device, else CPU)
+            dtype (torch.dtype, optional): The dtype of the values (float64, else computed in
+                float32). (default: :obj:`torch.float32`)
+
+        Shapes:
+            - **output:** :math:`(B, C, n_1, \dots, n_d)`
+        """
+        shape = tuple(int(n) for n in shape)
+        if len(shape) != self.ndim or min(shape) < 1:
+            raise ValueError(f"'shape' must hold {self.ndim} positive sizes, got {shape}")
+        if num_graphs < 1 or channels < 1:
+            raise ValueError(f"'num_graphs' and 'channels' must be positive, got "
+                             f"num_graphs={num_graphs}, channels={channels}")
+        draw_device = generator.device if generator is not None else device
+        size = (num_graphs, channels) + tuple(min(self.num_freq, n) for n in shape)
+        out = torch.randn(size, generator=generator, device=draw_device, dtype=torch.float32)
+        device = out.device if device is None else torch.device(device)
+        dtype = compute_dtype(dtype)
+        out = out.to(device=device, dtype=dtype)
+        gains = tuple(self._gains.tolist())
+        for n in shape:  # contract the first lattice axis; it comes back as the last one
+            out = torch.tensordot(out, _lattice_factor(n, gains, device, dtype), dims=([2], [0]))
+        return out
 
     def sample(
         self,

@@ -172,13 +172,18 @@ def test_edge_sum_smoke(tmp_path):
     result, doc, command = _run("edge_sum", tmp_path)
     assert set(result["sums"]) == {8}
     _positive(*result["sums"][8].values(), *result["steps"].values(), *result["collate"].values())
-    assert set(result["steps"]) == {"(i)", "(iii) fused", "(iii) composition"}
+    assert set(result["steps"]) == {"(i)", "(iii) fused", "(iii) composition",
+                                    "(iii) fused, noise as a function"}
+    assert set(result["noise"]) == {f"{arm} {how}" for arm in ("(i)", "(iii)")
+                                    for how in ("function", "lattice")}
+    _positive(*result["noise"].values())
     assert result["nodes"] == 256 and result["edges_per_graph"] > 0  # 32² renders, 4x
     body = read_section("edge_sum", doc)
     _common_lines(body, command)
     assert body.startswith(edge_sum.TITLE)
     assert "| channels | composition | fused | speed-up |" in body
     assert "Goal (issue 13): a step of (iii)" in body
+    assert "| arm | as a function | on the lattice | speed-up |" in body
 
 
 def test_edge_sum_cases_compute_the_same_sum():

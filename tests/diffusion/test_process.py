@@ -13,6 +13,7 @@ from pyg_infdiff.diffusion import (
     linear_schedule,
     min_snr_weight,
 )
+from pyg_infdiff.diffusion.process import _graph_inputs
 from pyg_infdiff.graph import LatticeIndex, lattice
 from pyg_infdiff.noise import GaussianMollifier, MollifiedNoise
 
@@ -53,9 +54,11 @@ def test_q_sample_indexes_per_graph_steps():
                                x_t[perm])
 
 
-def test_forward_marginals_at_nodes():
+@pytest.mark.parametrize("draw", ["draw_noise", "training_noise"])
+def test_forward_marginals_at_nodes(draw):
     # x_t = a T x0 + s T eps at each node: mean a x0, variance s^2 Var(T eps(u)), with the
-    # variance of the field at u from the noise's analytic covariance.
+    # variance of the field at u from the noise's analytic covariance; for the field read as a
+    # function (sampling) and for the training draw on the lattice.
     diffusion = make_diffusion(sigma=0.1)
     shape, reps = (6, 6), 3000
     steps = torch.tensor([20, 400, 900])
@@ -64,8 +67,8 @@ def test_forward_marginals_at_nodes():
     pos = index.pos()
     x0 = torch.sin(2 * math.pi * pos[:, :1]) * torch.cos(math.pi * pos[:, 1:])
     t = steps.repeat(reps)
-    noise = diffusion.draw_noise(num_graphs, 1, pos, index.batch, index,
-                                 torch.Generator().manual_seed(0))
+    noise = getattr(diffusion, draw)(num_graphs, 1, pos, index.batch, index,
+                                     torch.Generator().manual_seed(0))
     x_t = diffusion.q_sample(x0, t, noise, index.batch).view(reps, len(steps), -1)
     x0 = x0.view(reps, len(steps), -1)[0, 0]
     u = lattice(shape, dtype=torch.float64)
@@ -232,6 +235,39 @@ def test_noise_lattice_path_equals_point_path():
     fast = diffusion.draw_noise(2, 3, pos, index.batch, index, torch.Generator().manual_seed(0))
     slow = diffusion.draw_noise(2, 3, pos, index.batch, None, torch.Generator().manual_seed(0))
     torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
+
+
+def test_training_noise_samples_the_lattice_and_the_loss_draws_it():
+    diffusion = make_diffusion()
+    keep = torch.arange(0, 64, 3)
+    index = LatticeIndex(shape=(8, 8), pixel=keep.repeat(2),
+                         batch=torch.arange(2).repeat_interleave(keep.numel()), num_graphs=2)
+    pos = index.pos()
+    noise = diffusion.training_noise(2, 3, pos, index.batch, index,
+                                     torch.Generator().manual_seed(0))
+    values = diffusion.noise.sample_lattice((8, 8), 2, 3, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(noise, index.gather(values))
+    # off a lattice it is draw_noise
+    points = diffusion.training_noise(2, 3, pos, index.batch, None,
+                                      torch.Generator().manual_seed(0))
+    torch.testing.assert_close(points, diffusion.draw_noise(2, 3, pos, index.batch, None,
+                                                            torch.Generator().manual_seed(0)))
+    # training_loss draws the time steps, then this noise, from its generator
+    data = lattice_batch(keep=keep)
+    t = torch.tensor([5, 300, 700])
+    drawn = []
+
+    def record(x_t, pos, t, batch, edge_index=None, lattice=None):
+        drawn.append(x_t)
+        return torch.zeros_like(x_t)
+
+    g = torch.Generator().manual_seed(1)
+    diffusion.training_loss(record, data, t=t, generator=g)
+    x0, pos, batch, num_graphs, index = _graph_inputs(data)
+    a, s = diffusion.coefficients(t, batch, x0.size(0), x0.dtype)
+    expected = diffusion.training_noise(num_graphs, x0.size(1), pos, batch, index,
+                                        torch.Generator().manual_seed(1))
+    torch.testing.assert_close(drawn[0], a * x0 + s * expected)
 
 
 def test_loss_aware_sampler_is_fed():
