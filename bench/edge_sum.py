@@ -16,8 +16,10 @@ Three measurements, every case interleaved with the others (:func:`_common.time_
   pixels of :math:`128^2` renders (16× subsampled, radius edges: the graph path), the latter
   with the fused sum, with the composition, and with the noise drawn as a whole field
   (:meth:`~pyg_infdiff.diffusion.MollifiedDiffusion.draw_noise`) instead of the training draw on
-  the lattice (:meth:`~pyg_infdiff.diffusion.MollifiedDiffusion.training_noise`). Collation
-  (mollify, subsample, radius graph) is a separate column, timed apart.
+  the lattice (:meth:`~pyg_infdiff.diffusion.MollifiedDiffusion.training_noise`), and with the
+  kernel radius of ``--small-radius-px`` (2.5 pixels of 32², the main job's, about half the
+  edges of preset 32's 3.57). Collation (mollify, subsample, radius graph) is a separate
+  column, timed apart.
 * **The noise of one batch** of (i) and (iii), both ways.
 
 Goal (issue 13): a step of (iii) costs at most 1.3× one of (i).
@@ -43,6 +45,7 @@ from subsampling import InfDiffStep, make_model
 from pyg_infdiff.data import ContinuousShapes, GraphCollator, ShapesConfig
 from pyg_infdiff.diffusion import MollifiedDiffusion
 from pyg_infdiff.graph import LatticeIndex
+from pyg_infdiff.models import UNetConfig
 from pyg_infdiff.nn import kernel_conv
 from pyg_infdiff.nn._edge_sum import composed_edge_sum, edge_sum
 from pyg_infdiff.nn.stencil import LatticeStencil
@@ -51,10 +54,21 @@ TITLE = "## The fused edge sum and the step of sparse high-resolution training"
 GOAL_RATIO = 1.3
 
 
-def collate(args: argparse.Namespace, side: int, rate: float, edges: bool):
-    r"""One training batch of :class:`ContinuousShapes` renders at :obj:`side`², collated as
-    in training, and the collator (for timing collation)."""
+def model_config(args: argparse.Namespace, radius_px: float | None = None) -> UNetConfig:
+    r"""``--preset``'s configuration, with a kernel radius of :obj:`radius_px` pixels of
+    ``--base`` when given."""
     config = unet_config(args.preset, 3)
+    if radius_px is None:
+        return config
+    return UNetConfig.from_dict({**config.to_dict(), "radius": radius_px / args.base})
+
+
+def collate(args: argparse.Namespace, side: int, rate: float, edges: bool,
+            radius_px: float | None = None):
+    r"""One training batch of :class:`ContinuousShapes` renders at :obj:`side`², collated as
+    in training (radius edges of the model's radius), and the collator (for timing
+    collation)."""
+    config = model_config(args, radius_px)
     data = ContinuousShapes(args.batch_size, side, ShapesConfig(channels=3), seed=0)
     items = [data[i] for i in range(args.batch_size)]
     collator = GraphCollator(make_diffusion(side).mollifier, rate=rate,
@@ -86,14 +100,17 @@ def sum_cases(args: argparse.Namespace, channels: int) -> tuple[dict, int]:
 
 
 def step_cases(args: argparse.Namespace) -> tuple[dict, dict]:
-    r"""The training steps of (i) and (iii) (fused and composition), and their collations."""
-    config = unet_config(args.preset, 3)
+    r"""The training steps of (i) and (iii) (fused, composition, the noise drawn as a
+    function, and with the smaller radius of ``--small-radius-px``), and their collations, by
+    the name of the step's arm."""
     steps, collations = {}, {}
-    for name, side, rate, edges in (("(i)", args.base, 1.0, False),
-                                    ("(iii)", args.high, args.rate, True)):
+    small = small_arm(args)
+    for name, side, rate, edges, radius_px in (
+            ("(i)", args.base, 1.0, False, None), ("(iii)", args.high, args.rate, True, None),
+            (small, args.high, args.rate, True, args.small_radius_px)):
         diffusion = make_diffusion(side)
-        model, optimizer = make_model(config, "cpu")
-        items, collator = collate(args, side, rate, edges)
+        model, optimizer = make_model(model_config(args, radius_px), "cpu")
+        items, collator = collate(args, side, rate, edges, radius_px)
         batch = collator(items, generator=torch.Generator().manual_seed(0))
         steps[name] = InfDiffStep(model, diffusion, batch, optimizer,
                                   torch.Generator().manual_seed(0))
@@ -109,7 +126,19 @@ def step_cases(args: argparse.Namespace) -> tuple[dict, dict]:
             fused()
 
     return {"(i)": steps["(i)"], "(iii) fused": fused, "(iii) composition": unfused,
-            "(iii) fused, noise as a function": function_noise}, collations
+            "(iii) fused, noise as a function": function_noise,
+            f"{small} fused": steps[small]}, collations
+
+
+def small_arm(args: argparse.Namespace) -> str:
+    return f"(iii) radius {args.small_radius_px:g} px"
+
+
+def arm_of(step: str) -> str:
+    r"""The arm (collation) of a step case: its name up to "fused" or "composition"."""
+    for word in (" fused", " composition"):
+        step = step.split(word)[0]
+    return step
 
 
 def _draw_noise(diffusion: MollifiedDiffusion, *args, **kwargs):
@@ -147,7 +176,9 @@ def run(args: argparse.Namespace) -> dict:
                 for k, t in time_cases(noise_cases(args), args.repeats, warmup=1).items()}
     return dict(sums=sums, num_edges=num_edges, steps=step_ms, collate=collate_ms, noise=noise_ms,
                 nodes=steps["(iii) fused"].nodes_per_graph,
-                edges_per_graph=steps["(iii) fused"].edges_per_graph)
+                edges_per_graph=steps["(iii) fused"].edges_per_graph,
+                small_edges_per_graph=steps[f"{small_arm(args)} fused"].edges_per_graph,
+                radius_px=model_config(args).radius * args.base)
 
 
 def report(args: argparse.Namespace, result: dict) -> str:
@@ -157,7 +188,7 @@ def report(args: argparse.Namespace, result: dict) -> str:
     base = steps["(i)"] + coll["(i)"]
     step_rows = []
     for name, ms in steps.items():
-        arm = "(i)" if name == "(i)" else "(iii)"
+        arm = arm_of(name)
         total = ms + coll[arm]
         step_rows.append([name, f"{ms:.0f}", f"{coll[arm]:.0f}", f"{ms / steps['(i)']:.2f}×",
                           f"{total / base:.2f}×"])
@@ -181,7 +212,10 @@ def report(args: argparse.Namespace, result: dict) -> str:
         f"- (i): every pixel of {args.base}² renders, dense path. (iii): "
         f"{result['nodes']:,} random pixels of {args.high}² renders ({args.rate:g}× "
         f"subsampled), {result['edges_per_graph']:,} radius edges per graph, graph path. "
-        f"'noise as a function': (iii) with the noise of `draw_noise` instead.",
+        f"'noise as a function': (iii) with the noise of `draw_noise` instead. Kernel radius "
+        f"{result['radius_px']:.3g} pixels of {args.base}² (the preset's); "
+        f"{small_arm(args)}: as (iii) with a radius of {args.small_radius_px:g} pixels "
+        f"(`examples/shapes_demo.py`'s), {result['small_edges_per_graph']:,} edges per graph.",
         f"- Goal (issue 13): a step of (iii), collation included, at most {GOAL_RATIO:g}× one "
         f"of (i): {ratio:.2f}× — **{verdict}**",
         f"- Medians of {args.repeats} repeats, cases interleaved. " + machine_note(result),
@@ -198,6 +232,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--channels", type=int, nargs="+", default=[32, 64],
                    help="channels of the edge-sum rows (preset 32: 32 and 64)")
     p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--small-radius-px", type=float, default=2.5,
+                   help="kernel radius (pixels of --base) of the extra (iii) arm: 2.5, the main "
+                   "job's (examples/shapes_demo.py) and the presets' before 2026-12-07")
     add_threads_arg(p)
     add_publish_args(p, "preset 'tiny' at 16² and 32², batch 2, one repeat (for the tests)")
     args = p.parse_args(argv)

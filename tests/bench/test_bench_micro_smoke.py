@@ -173,7 +173,9 @@ def test_edge_sum_smoke(tmp_path):
     assert set(result["sums"]) == {8}
     _positive(*result["sums"][8].values(), *result["steps"].values(), *result["collate"].values())
     assert set(result["steps"]) == {"(i)", "(iii) fused", "(iii) composition",
-                                    "(iii) fused, noise as a function"}
+                                    "(iii) fused, noise as a function",
+                                    "(iii) radius 2.5 px fused"}
+    assert set(result["collate"]) == {"(i)", "(iii)", "(iii) radius 2.5 px"}
     assert set(result["noise"]) == {f"{arm} {how}" for arm in ("(i)", "(iii)")
                                     for how in ("function", "lattice")}
     _positive(*result["noise"].values())

@@ -85,6 +85,8 @@ def test_shapes_demo_smoke(demo_run):
     from pyg_infdiff.training import load_pretrained
     run = load_pretrained(out / "checkpoints" / "ckpt_00000003.pt")
     assert run.info["data"]["shapes"] == run.shapes == "demo"
+    # the demo's kernel radius: 2.5 pixels of 32², not preset 32's (--radius-px)
+    assert run.model.config.radius == pytest.approx(2.5 / 32)
 
 
 def _weights(checkpoint: Path) -> dict[str, torch.Tensor]:
@@ -249,6 +251,7 @@ def test_shapes_demo_arguments():
     assert a.threads in (1, os.cpu_count()) and a.resolutions == [32, 64, 128]
     assert (a.minutes, a.parametrization, a.deblur, a.eta) == (10.0, "x0", None, 1.0)
     assert a.shapes == "demo"  # ShapesConfig.demo(): five colours on light grey
+    assert a.radius_px == 2.5 and module.parse_args(["--radius-px", "3.5"]).radius_px == 3.5
     assert module.parse_args(["--shapes", "simple"]).shapes == "simple"
     a = module.parse_args(["--smoke", "--threads", "3", "--deblur"])
     assert (a.threads, a.steps, a.sample_steps, a.deblur) == (3, 3, 2, 0.05)
@@ -257,7 +260,8 @@ def test_shapes_demo_arguments():
     assert (a.checkpoint_every, a.keep_checkpoints) == (250, 2)
     assert module.parse_args(["--keep-checkpoints", "0"]).keep_checkpoints == 0  # keep all
     for bad in (["--noise-sigma", "0"], ["--sigma", "-1"], ["--checkpoint-every", "0"],
-                ["--keep-checkpoints", "-1"], ["--shapes", "toy"], ["--eta", "-0.5"]):
+                ["--keep-checkpoints", "-1"], ["--shapes", "toy"], ["--eta", "-0.5"],
+                ["--radius-px", "0"], ["--radius-px", "40"]):
         with pytest.raises(SystemExit):
             module.parse_args(bad)
 
