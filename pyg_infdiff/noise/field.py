@@ -216,6 +216,7 @@ class MollifiedNoise:
         self.num_freq = num_freq
         gains = gaussian_gains(sigma, num_freq)
         self._gains = gains / gains.square().sum().sqrt()  # per-axis share of 1 / Z
+        self._gain_values = tuple(self._gains.tolist())  # the key of the lattice factors
 
     def amplitudes(
         self, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
@@ -314,9 +315,9 @@ class MollifiedNoise:
         device = out.device if device is None else torch.device(device)
         dtype = compute_dtype(dtype)
         out = out.to(device=device, dtype=dtype)
-        gains = tuple(self._gains.tolist())
         for n in shape:  # contract the first lattice axis; it comes back as the last one
-            out = torch.tensordot(out, _lattice_factor(n, gains, device, dtype), dims=([2], [0]))
+            factor = _lattice_factor(n, self._gain_values, device, dtype)
+            out = torch.tensordot(out, factor, dims=([2], [0]))
         return out
 
     def sample(

@@ -24,7 +24,7 @@ def test_covariance_is_the_fields_exactly(ndim, sigma, data):
     noise = MollifiedNoise(sigma, ndim)
     sizes = st.integers(1, 12 if ndim < 3 else 5)
     shape = tuple(data.draw(st.lists(sizes, min_size=ndim, max_size=ndim)))
-    gains = tuple(noise._gains.tolist())
+    gains = noise._gain_values
     cov = torch.ones(1, 1, dtype=torch.float64)
     for n in shape:
         factor = _lattice_factor(n, gains, torch.device("cpu"), torch.float64)
