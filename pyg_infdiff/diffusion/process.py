@@ -328,8 +328,9 @@ class MollifiedDiffusion:
         r"""Draws the noise of a training step at the nodes: on lattice pixels (a
         :obj:`lattice`) from :meth:`MollifiedNoise.sample_lattice
         <pyg_infdiff.noise.MollifiedNoise.sample_lattice>`, the fields' distribution on that
-        lattice from fewer random numbers (3.5× faster at :math:`128^2` with half a pixel of
-        mollifier), gathered at the nodes; elsewhere :meth:`draw_noise`.
+        lattice from fewer random numbers (about 3× faster at :math:`128^2` with half a pixel
+        of mollifier; ``bench/edge_sum.py``), gathered at the nodes; elsewhere
+        :meth:`draw_noise`.
 
         A training step needs the noise at its nodes only, in distribution; unlike
         :meth:`draw_noise` (which sampling uses), two lattices of different shapes do not read
