@@ -226,8 +226,8 @@ def check_monte_carlo_density(
         config = UNetConfig.preset(28)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            check_monte_carlo_density(config, 28, rate=4)    # 4.9 nodes per ball: quiet
-            check_monte_carlo_density(config, 28, rate=16)   # 1.2 nodes per ball: warns
+            check_monte_carlo_density(config, 28, rate=4)    # 10 nodes per ball: quiet
+            check_monte_carlo_density(config, 28, rate=16)   # 2.5 nodes per ball: warns
         assert len(caught) == 1 and "rate" in str(caught[0].message)
 
     Args:
