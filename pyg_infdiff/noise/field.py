@@ -18,6 +18,7 @@ from pyg_infdiff.noise.cosine import (
     cosine_basis,
     evaluate_series,
     evaluate_series_on_lattice,
+    lattice_matrix,
 )
 from pyg_infdiff.noise.mollifier import gaussian_gains, num_freq_above, outer_product
 
@@ -29,14 +30,28 @@ if TYPE_CHECKING:  # only annotations: importing noise does not import graph (no
 def _lattice_factor(n: int, gains: tuple[float, ...], device: torch.device,
                     dtype: torch.dtype) -> Tensor:
     # B with B^T B = A^T A for A = diag(gains) Phi, Phi[k, i] = phi_k(u_i) at the n pixel
-    # centres: A itself (K x n) when K <= n, else the n x n triangular factor R of A = QR
-    # (float64 on the CPU, once per lattice size).
+    # centres (the synthesis matrix of on_lattice): A itself (K x n) when K <= n, else the
+    # n x n triangular factor R of A = QR (float64 on the CPU, once per lattice size).
     g = torch.tensor(gains, dtype=torch.float64)
-    u = (torch.arange(n, dtype=torch.float64) + 0.5) / n
-    a = g[:, None] * cosine_basis(u, len(gains), torch.float64).t()
+    a = g[:, None] * lattice_matrix(n, len(gains), dtype=torch.float64).t()
     if len(gains) > n:
         a = torch.linalg.qr(a, mode="r").R
     return a.to(device=device, dtype=dtype)
+
+
+def _standard_normals(num_graphs: int, channels: int, sizes: tuple[int, ...],
+                      generator: torch.Generator | None, device: torch.device | str | None,
+                      dtype: torch.dtype) -> Tensor:
+    # The draws of MollifiedNoise, (B, C, *sizes): float32 standard normals on the generator's
+    # device (so a generator state gives the same numbers for every requested dtype), then
+    # moved to `device` (default: where they were drawn) in the compute dtype of `dtype`.
+    if num_graphs < 1 or channels < 1:
+        raise ValueError(f"'num_graphs' and 'channels' must be positive, got "
+                         f"num_graphs={num_graphs}, channels={channels}")
+    draw_device = generator.device if generator is not None else device
+    z = torch.randn((num_graphs, channels, *sizes), generator=generator, device=draw_device,
+                    dtype=torch.float32)
+    return z.to(device=z.device if device is None else device, dtype=compute_dtype(dtype))
 
 
 def _lattice_cost(num_graphs: int, channels: int, freqs: Sequence[int],
@@ -253,15 +268,9 @@ class MollifiedNoise:
             dtype (torch.dtype, optional): The dtype of the coefficients.
                 (default: :obj:`torch.float32`)
         """
-        if num_graphs < 1 or channels < 1:
-            raise ValueError(f"'num_graphs' and 'channels' must be positive, got "
-                             f"num_graphs={num_graphs}, channels={channels}")
-        draw_device = generator.device if generator is not None else device
-        size = (num_graphs, channels) + (self.num_freq,) * self.ndim
-        z = torch.randn(size, generator=generator, device=draw_device, dtype=torch.float32)
-        device = z.device if device is None else device
-        dtype = compute_dtype(dtype)
-        return NoiseField(z.to(device=device, dtype=dtype) * self.amplitudes(device, dtype))
+        z = _standard_normals(num_graphs, channels, (self.num_freq,) * self.ndim, generator,
+                              device, dtype)
+        return NoiseField(z * self.amplitudes(z.device, z.dtype))
 
     def sample_lattice(
         self,
@@ -306,17 +315,10 @@ class MollifiedNoise:
         shape = tuple(int(n) for n in shape)
         if len(shape) != self.ndim or min(shape) < 1:
             raise ValueError(f"'shape' must hold {self.ndim} positive sizes, got {shape}")
-        if num_graphs < 1 or channels < 1:
-            raise ValueError(f"'num_graphs' and 'channels' must be positive, got "
-                             f"num_graphs={num_graphs}, channels={channels}")
-        draw_device = generator.device if generator is not None else device
-        size = (num_graphs, channels) + tuple(min(self.num_freq, n) for n in shape)
-        out = torch.randn(size, generator=generator, device=draw_device, dtype=torch.float32)
-        device = out.device if device is None else torch.device(device)
-        dtype = compute_dtype(dtype)
-        out = out.to(device=device, dtype=dtype)
+        out = _standard_normals(num_graphs, channels, tuple(min(self.num_freq, n) for n in shape),
+                                generator, device, dtype)
         for n in shape:  # contract the first lattice axis; it comes back as the last one
-            factor = _lattice_factor(n, self._gain_values, device, dtype)
+            factor = _lattice_factor(n, self._gain_values, out.device, out.dtype)
             out = torch.tensordot(out, factor, dims=([2], [0]))
         return out
 

@@ -226,11 +226,17 @@ def test_mixed_resolutions_fall_back_to_points():
     assert seen["lattice"] is None and torch.isfinite(loss)
 
 
+def every_third_pixel(num_graphs: int = 2) -> LatticeIndex:
+    """Every third pixel of an 8 x 8 lattice, in each of :obj:`num_graphs` graphs."""
+    keep = torch.arange(0, 64, 3)
+    return LatticeIndex(shape=(8, 8), pixel=keep.repeat(num_graphs),
+                        batch=torch.arange(num_graphs).repeat_interleave(keep.numel()),
+                        num_graphs=num_graphs)
+
+
 def test_noise_lattice_path_equals_point_path():
     diffusion = make_diffusion()
-    keep = torch.arange(0, 64, 3)
-    index = LatticeIndex(shape=(8, 8), pixel=keep.repeat(2),
-                         batch=torch.arange(2).repeat_interleave(keep.numel()), num_graphs=2)
+    index = every_third_pixel()
     pos = index.pos()
     fast = diffusion.draw_noise(2, 3, pos, index.batch, index, torch.Generator().manual_seed(0))
     slow = diffusion.draw_noise(2, 3, pos, index.batch, None, torch.Generator().manual_seed(0))
@@ -239,9 +245,7 @@ def test_noise_lattice_path_equals_point_path():
 
 def test_training_noise_samples_the_lattice_and_the_loss_draws_it():
     diffusion = make_diffusion()
-    keep = torch.arange(0, 64, 3)
-    index = LatticeIndex(shape=(8, 8), pixel=keep.repeat(2),
-                         batch=torch.arange(2).repeat_interleave(keep.numel()), num_graphs=2)
+    index = every_third_pixel()
     pos = index.pos()
     noise = diffusion.training_noise(2, 3, pos, index.batch, index,
                                      torch.Generator().manual_seed(0))
@@ -253,7 +257,7 @@ def test_training_noise_samples_the_lattice_and_the_loss_draws_it():
     torch.testing.assert_close(points, diffusion.draw_noise(2, 3, pos, index.batch, None,
                                                             torch.Generator().manual_seed(0)))
     # training_loss draws the time steps, then this noise, from its generator
-    data = lattice_batch(keep=keep)
+    data = lattice_batch(keep=torch.arange(0, 64, 3))
     t = torch.tensor([5, 300, 700])
     drawn = []
 
