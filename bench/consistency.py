@@ -43,6 +43,18 @@ checkpoint of any run written by :class:`~pyg_infdiff.training.Trainer` with the
     python bench/consistency.py --checkpoint bench/_out/spectral_grid/arm_conv --write
     python bench/consistency.py --smoke        # untrained tiny model, 2 steps (the tests)
 
+``--compare`` measures further checkpoints (trained at the same resolution, with the same
+mollifier) in the same protocol and adds a table of all of them side by side, for instance a
+model retrained after a change of the architecture beside the one before it; the goals row reads
+``--checkpoint``. Every set of samples of a checkpoint is cached in ``--out`` (keyed by the
+checkpoint, its step and the sampling arguments), so checkpoints can be sampled by separate runs
+in parallel, one thread each, and published by one run that reads them all::
+
+    python bench/consistency.py --checkpoint bench/_out/quality_radius/r357/arm_a --threads 1
+    python bench/consistency.py --checkpoint bench/_out/quality_radius/r25/arm_a --threads 1
+    python bench/consistency.py --checkpoint bench/_out/quality_radius/r357/arm_a \
+        --compare bench/_out/quality_radius/r25/arm_a --write
+
 The checkpoint is loaded with :func:`pyg_infdiff.training.load_pretrained`; sampling is
 :func:`_scoring.draw_samples` (``bench/_scoring.py``).
 """
@@ -50,6 +62,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import hashlib
 import math
 import os
 import time
@@ -198,14 +211,24 @@ def compare(low: Tensor, highs: dict[int, Tensor], undo) -> dict:
     return rows
 
 
-def run(args: argparse.Namespace) -> dict:
-    device = resolve_device(args.device)
-    if args.checkpoint is not None:
-        pretrained = load_pretrained(args.checkpoint, weights=args.weights, device=device)
-        source = f"`{pretrained.path}` (step {pretrained.step}, {args.weights} weights)"
-    else:  # --smoke without a checkpoint: an untrained tiny model
-        pretrained = _smoke_pretrained(args.seed, device)
-        source = "an untrained tiny model (smoke test)"
+def _sample_cache(args: argparse.Namespace, pretrained: Pretrained, arm: str,
+                  side: int) -> Path | None:
+    r"""Where one set of samples of a checkpoint is cached (:obj:`None` for an untrained
+    model): keyed by the checkpoint file, its step and weights, the arm, the side and the
+    sampling arguments, so that an interrupted or repeated run, or a later ``--write`` run that
+    compares checkpoints, samples nothing twice."""
+    if args.checkpoint is None:
+        return None
+    ident = (f"{pretrained.path.resolve()}|{pretrained.step}|{args.weights}|{arm}|{side}|"
+             f"{args.num}|{args.batch}|{args.steps}|{args.seed}")
+    digest = hashlib.sha1(ident.encode()).hexdigest()[:16]
+    return Path(args.out) / "samples" / f"{pretrained.path.stem}_{arm}_{side}_{digest}.pt"
+
+
+def measure(args: argparse.Namespace, pretrained: Pretrained, classifier: dict,
+            device: torch.device) -> dict:
+    r"""Both readings of one checkpoint at every side: its samples (cached by
+    :func:`_sample_cache`), sampling times, PSNR rows and class changes."""
     model, diffusion, trained = pretrained.model, pretrained.diffusion, pretrained.resolution
     base = args.resolution or trained
     if base is None:
@@ -213,17 +236,25 @@ def run(args: argparse.Namespace) -> dict:
                          "--resolution")
     channels = model.config.out_channels
     sides = (base, *(base * s for s in SCALES))
-    classifier = fit_classifier(args.out, diffusion.mollifier, smoke=args.smoke, seed=args.seed)
     arms = {}
     for arm in args.arms:
         samples, seconds, contexts = {}, {}, {}
         for side in sides:
             context = pretrained.context_for(side**2) if arm == "context" else None
+            contexts[side] = context_label(context)
+            cache = _sample_cache(args, pretrained, arm, side)
+            if cache is not None and cache.exists():
+                saved = torch.load(cache, weights_only=True)
+                samples[side], seconds[side] = saved["samples"], float(saved["seconds"])
+                print(f"{arm}: {args.num} samples at {side}² from {cache}", flush=True)
+                continue
             start = time.perf_counter()
             samples[side] = draw_samples(model, diffusion, args.num, side, channels, args.steps,
                                          args.batch, args.seed, device, context=context)
             seconds[side] = time.perf_counter() - start
-            contexts[side] = context_label(context)
+            if cache is not None:
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                torch.save({"samples": samples[side], "seconds": seconds[side]}, cache)
             print(f"{arm}: {args.num} samples at {side}² through {contexts[side]}: "
                   f"{seconds[side]:.1f} s", flush=True)
         low = samples[base]
@@ -235,10 +266,37 @@ def run(args: argparse.Namespace) -> dict:
         changed = {s: classes[base * s] != classes[base] for s in SCALES}
         arms[arm] = {"rows": rows, "samples": samples, "seconds": seconds,
                      "contexts": contexts, "classes": classes, "changed": changed}
-    return {"arms": arms, "sides": sides, "source": source, "device": device,
-            "machine": machine_description(device), "trained": trained,
+    radius_px = model.config.radius * trained if trained else None
+    return {"arms": arms, "sides": sides, "trained": trained, "radius_px": radius_px,
             "params": sum(p.numel() for p in model.parameters()),
-            "rate": pretrained.info.get("data", {}).get("subsample"),
+            "rate": pretrained.info.get("data", {}).get("subsample")}
+
+
+def run(args: argparse.Namespace) -> dict:
+    device = resolve_device(args.device)
+    if args.checkpoint is not None:
+        pretrained = load_pretrained(args.checkpoint, weights=args.weights, device=device)
+        source = f"`{pretrained.path}` (step {pretrained.step}, {args.weights} weights)"
+    else:  # --smoke without a checkpoint: an untrained tiny model
+        pretrained = _smoke_pretrained(args.seed, device)
+        source = "an untrained tiny model (smoke test)"
+    classifier = fit_classifier(args.out, pretrained.diffusion.mollifier, smoke=args.smoke,
+                                seed=args.seed)
+    result = measure(args, pretrained, classifier, device)
+    others = []
+    for path in args.compare:
+        other = load_pretrained(path, weights=args.weights, device=device)
+        if other.diffusion.mollifier.sigma != pretrained.diffusion.mollifier.sigma:
+            raise SystemExit(f"{path}: another mollifier than --checkpoint's; the classifier "
+                             "reads one width")
+        measured = measure(args, other, classifier, device)
+        if measured["sides"] != result["sides"]:
+            raise SystemExit(f"{path}: trained at {measured['trained']}², not at "
+                             f"{result['trained']}² as --checkpoint")
+        others.append({**measured, "source": f"`{other.path}` (step {other.step}, "
+                                            f"{args.weights} weights)"})
+    return {**result, "source": source, "others": others, "device": device,
+            "machine": machine_description(device),
             "classifier": {k: v for k, v in classifier.items() if k != "model"}}
 
 
@@ -283,6 +341,26 @@ def goal_row(result: dict, num: int) -> str:
             f"{'; '.join(measured)} | {'; '.join(status)} |")
 
 
+def side_by_side(result: dict, num: int) -> str:
+    r"""One row per checkpoint and reading: its kernel radius in training pixels, mean and
+    minimum PSNR at both scales (mollified samples) and the seeds that change class."""
+    n = result["sides"][0]
+    headers = ["checkpoint", "kernel radius", "reading"]
+    for s in SCALES:
+        headers += [f"{n * s}²↓: mean (dB)", "min"]
+    headers.append("seeds changing class")
+    rows = []
+    for model in (result, *result["others"]):
+        radius = "?" if model["radius_px"] is None else f"{model['radius_px']:.2f} px"
+        for arm, values in model["arms"].items():
+            t = targets(values)
+            cells = [model["source"], radius, arm]
+            for s in SCALES:
+                cells += [f"{t['scales'][s]['mean']:.2f}", f"{t['scales'][s]['min']:.2f}"]
+            rows.append([*cells, f"{t['changed']} of {num}"])
+    return markdown_table(headers, rows)
+
+
 def report(args: argparse.Namespace, result: dict, figure: Path | None) -> str:
     sides = result["sides"]
     n = sides[0]
@@ -300,16 +378,27 @@ def report(args: argparse.Namespace, result: dict, figure: Path | None) -> str:
             table.append([*cells, f"{r['other'].mean():.2f}"])
         changed = values["changed"]
         either = torch.stack(list(changed.values())).any(0)
+        same = values["rows"]["mollified"]["same"]
+        psnrs = " / ".join(f"{same[s][changed[s]].median():.1f}" if bool(changed[s].any())
+                           else "–" for s in SCALES)
         class_table.append([_arm_name(arm, result),
                             *[f"{int(changed[s].sum())} of {args.num}" for s in SCALES],
-                            f"{int(either.sum())} of {args.num}",
+                            f"{int(either.sum())} of {args.num}", psnrs,
                             f"{len(set(values['classes'][n].tolist()))}"])
     c = result["classifier"]
     lines = [f"## Resolution consistency: the same seeds at {', '.join(f'{s}²' for s in sides)}",
              "", markdown_table(headers, table), "",
-             "Seeds whose class changes (argmax of the classifier):", "",
+             "Seeds whose class changes (argmax of the classifier), and the median PSNR of "
+             "those seeds at " + " / ".join(f"{n * s}²↓" for s in SCALES) + " (mollified; the "
+             "figure's last rows show these seeds, the lowest resolution above the highest "
+             "pooled to it):", "",
              markdown_table(["reading", *[f"{n}² vs {n * s}²↓" for s in SCALES],
-                             "either", f"classes among the {n}² samples"], class_table), ""]
+                             "either", "their PSNR, median (dB)",
+                             f"classes among the {n}² samples"], class_table), ""]
+    if result["others"]:
+        lines += [f"The same protocol on {len(result['others']) + 1} checkpoints side by side "
+                  "(mollified samples; the first is the one above):", "",
+                  side_by_side(result, args.num), ""]
     if figure is not None:
         lines += [f"![The same seeds at {', '.join(f'{s}²' for s in sides)}]"
                   f"(_static/figures/{figure.name})", ""]
@@ -373,6 +462,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = bench_parser(__doc__)
     p.add_argument("--checkpoint", default=None,
                    help="checkpoint file or run folder (required unless --smoke)")
+    p.add_argument("--compare", nargs="*", default=[], metavar="CHECKPOINT",
+                   help="other checkpoints (files or run folders, trained at the same "
+                        "resolution) measured in the same protocol and reported beside "
+                        "--checkpoint, whose results the goals row reads")
     p.add_argument("--weights", choices=["ema", "model"], default="ema")
     p.add_argument("--resolution", type=int, default=None,
                    help="the lowest resolution (default: the checkpoint's training resolution)")
@@ -393,6 +486,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.num, args.batch, args.steps = 4, 4, 2
     elif args.checkpoint is None:
         p.error("--checkpoint is required (or --smoke)")
+    if args.compare and args.checkpoint is None:
+        p.error("--compare needs --checkpoint")
     if min(args.num, args.batch, args.steps) < 1:
         p.error("--num, --batch and --steps must be positive")
     args.arms = list(dict.fromkeys(args.arms))
@@ -401,7 +496,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def draw_figure(args: argparse.Namespace, result: dict) -> Path:
     r"""The first 8 seeds of each arm: the lowest resolution, the higher ones pooled to it, and
-    the highest as sampled."""
+    the highest as sampled; then up to 8 seeds of each arm whose class changes, at the lowest
+    resolution and the highest pooled to it."""
     sides = result["sides"]
     n, top = sides[0], sides[-1]
     rows = []
@@ -410,6 +506,14 @@ def draw_figure(args: argparse.Namespace, result: dict) -> Path:
         rows.append((f"{arm} {n}x{n}", s[n][:8]))
         rows += [(f"{arm} {m}x{m} pooled", F.avg_pool2d(s[m][:8], m // n)) for m in sides[1:]]
         rows.append((f"{arm} {top}x{top}", s[top][:8]))
+    for arm, values in result["arms"].items():  # the seeds whose class changes, if any
+        either = torch.stack(list(values["changed"].values())).any(0)
+        seeds = either.nonzero().flatten()[:8]
+        if seeds.numel():
+            s = values["samples"]
+            rows.append((f"{arm} changed {n}x{n}", s[n][seeds]))
+            rows.append((f"{arm} changed {top}x{top} pooled",
+                         F.avg_pool2d(s[top][seeds], top // n)))
     return compact_figure(save_rows(rows, args.figures / "bench_consistency.png"))
 
 

@@ -177,6 +177,48 @@ def test_consistency_smoke(tmp_path):
     assert "plain: 32²↓" in row and "context: 32²↓" in row
 
 
+def test_consistency_compare_and_sample_cache(tmp_path, monkeypatch):
+    # --compare measures a second checkpoint in the same protocol and reports both side by
+    # side; every set of samples is cached, so a rerun samples nothing and measures the same
+    _fashion_mnist_or_skip()
+    first, second = tmp_path / "a" / "ckpt_00000007.pt", tmp_path / "b" / "ckpt_00000007.pt"
+    _tiny_checkpoint(first)
+    _tiny_checkpoint(second)
+    state = torch.load(second, weights_only=False)
+    state["ema"] = {k: v + 0.05 * torch.randn_like(v) if v.is_floating_point() else v
+                    for k, v in state["ema"].items()}
+    save_checkpoint(state, second)
+    argv = ["--smoke", "--checkpoint", str(first), "--compare", str(second), "--arms", "plain",
+            "--out", str(tmp_path / "out")]
+    result = consistency.main(argv)
+    assert len(result["others"]) == 1 and set(result["others"][0]["arms"]) == {"plain"}
+    mine, other = result["arms"]["plain"], result["others"][0]["arms"]["plain"]
+    assert not torch.equal(mine["samples"][16], other["samples"][16])
+    table = consistency.side_by_side(result, 4)
+    assert str(first) in table and str(second) in table and table.count("| plain |") == 2
+    cached = sorted((tmp_path / "out" / "samples").glob("*.pt"))
+    assert len(cached) == 6  # two checkpoints, three sides, one arm
+
+    def no_sampling(*args, **kwargs):
+        raise AssertionError("sampled although every set is cached")
+
+    monkeypatch.setattr(consistency, "draw_samples", no_sampling)
+    again = consistency.main(argv)
+    for a, b in ((result, again), (result["others"][0], again["others"][0])):
+        rows_a, rows_b = a["arms"]["plain"]["rows"], b["arms"]["plain"]["rows"]
+        assert all(torch.equal(rows_a["mollified"]["same"][s], rows_b["mollified"]["same"][s])
+                   for s in (2, 4))
+    # another sampling argument is another set of samples
+    monkeypatch.undo()
+    consistency.main([*argv, "--seed", "3"])
+    assert len(list((tmp_path / "out" / "samples").glob("*.pt"))) == 12
+
+
+def test_consistency_compare_needs_a_checkpoint():
+    with pytest.raises(SystemExit):
+        consistency.parse_args(["--smoke", "--compare", "x.pt"])
+
+
 def _arm(same2: list[float], same4: list[float], changed: list[bool]) -> dict:
     same = {2: torch.tensor(same2), 4: torch.tensor(same4)}
     flags = torch.tensor(changed)
