@@ -18,7 +18,9 @@ Figures (all drawn from the library, nothing by hand):
 * ``sample_resolutions.png`` (only with ``--checkpoint``): the same seeds of a trained model
   at three resolutions (DDIM, :math:`\\eta = 0`). The committed one is drawn from the
   Fashion-MNIST model of ``bench/quality.py`` arm (a) (25 CPU minutes, 28²; the tutorial's
-  recipe): ``--checkpoint bench/_out/quality/arm_a``. The checkpoint is one
+  recipe) at the presets' kernel radius: ``--checkpoint bench/_out/quality_radius/r357/arm_a``
+  (``python bench/quality.py --arms a --threads 1 --num-real 2000 --out
+  bench/_out/quality_radius/r357``). The checkpoint is one
   written by :class:`pyg_infdiff.training.Trainer` whose ``model_config`` is
   ``{"unet": UNetConfig.to_dict(), "diffusion": {"sigma": ...}, "data": {"resolution": ...}}``
   as the examples write it (``--sigma`` and ``--resolutions`` override the recorded values).
