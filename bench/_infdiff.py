@@ -30,6 +30,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
+from _args import positive_int
 from _common import ROOT
 from _publish import add_publish_args
 from _scoring import MAIN_JOB_BENCH_SHAPES, draw_samples
@@ -303,9 +304,9 @@ def add_main_job_arm_args(parser: argparse.ArgumentParser, out: Path,
     :obj:`out`), ``--threads`` (of each arm's demo), ``--seed`` and the publishing options,
     whose ``--smoke`` runs the demo's own ``--smoke`` per arm, then 8 samples of 2 steps scored
     by SWD (:func:`main_job_arm_smoke`)."""
-    parser.add_argument("--num-samples", type=int, default=num_samples)
-    parser.add_argument("--sample-steps", type=int, default=50, help="DDIM steps")
-    parser.add_argument("--sample-batch", type=int, default=32)
+    parser.add_argument("--num-samples", type=positive_int, default=num_samples)
+    parser.add_argument("--sample-steps", type=positive_int, default=50, help="DDIM steps")
+    parser.add_argument("--sample-batch", type=positive_int, default=32)
     parser.add_argument("--out", type=Path, default=out, help="cache folder of the arms")
     add_threads_arg(parser, "torch CPU threads of each arm's demo")
     parser.add_argument("--seed", type=int, default=0)

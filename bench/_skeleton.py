@@ -4,7 +4,10 @@ closing lines of its report.
 A benchmark script is then its own parts only:
 
 * ``parse_args(argv)``: :func:`bench_parser`, the script's flags (with :func:`add_device_arg`,
-  :func:`add_threads_arg` and :func:`_publish.add_publish_args`) and what ``--smoke`` changes;
+  :func:`add_threads_arg` and :func:`_publish.add_publish_args`; counts and budgets typed
+  :func:`_args.positive_int` and :func:`_args.positive_float`, so that ``argparse`` rejects a
+  bad value with its usage line and no script checks them by hand) and what ``--smoke``
+  changes;
 * ``run(args) -> dict``: the measurement;
 * ``report(args, result)`` (``report(args, result, figure)`` when it draws one): the markdown
   section, ending in :func:`report_footer` or :func:`machine_note`;
@@ -32,6 +35,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import torch
+from _args import positive_int
 from _common import ROOT, machine_description, relative_to_root
 from _publish import publish
 
@@ -92,7 +96,7 @@ def add_device_arg(parser: argparse.ArgumentParser, help: str = DEVICE_HELP) -> 
 
 def add_threads_arg(parser: argparse.ArgumentParser, help: str = THREADS_HELP) -> None:
     r"""``--threads``: torch's CPU threads, one by default (steadiest on a shared machine)."""
-    parser.add_argument("--threads", type=int, default=1, help=help)
+    parser.add_argument("--threads", type=positive_int, default=1, help=help)
 
 
 def apply_allocator(args: argparse.Namespace) -> bool:

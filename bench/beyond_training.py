@@ -45,6 +45,7 @@ import math
 import time
 from pathlib import Path
 
+from _args import positive_float, positive_int
 from _common import ROOT, machine_description, relative_to_root
 from _infdiff import FIGURES, Recipe, resolve_device, train_infdiff, unet_config
 from _publish import add_publish_args, compact_figure, markdown_table
@@ -287,18 +288,18 @@ def report(args: argparse.Namespace, result: dict, figure: Path | None) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = bench_parser(__doc__)
-    p.add_argument("--minutes", type=float, default=10.0,
+    p.add_argument("--minutes", type=positive_float, default=10.0,
                    help="training budget per arm, wall clock (resumable; a larger one continues)")
     p.add_argument("--preset", default="32", help="UNetConfig preset of every arm ('tiny': the "
                    "smoke-test model)")
-    p.add_argument("--base", type=int, default=32, help="resolution of arm (i)")
+    p.add_argument("--base", type=positive_int, default=32, help="resolution of arm (i)")
     p.add_argument("--factor", type=int, default=4,
                    help="arms (iii) and (iv) train on base*factor renders, (iii) at rate factor²")
-    p.add_argument("--items", type=int, default=2048, help="training items (cached per "
+    p.add_argument("--items", type=positive_int, default=2048, help="training items (cached per "
                    "resolution)")
-    p.add_argument("--num", type=int, default=128, help="seeds per arm and resolution")
-    p.add_argument("--batch", type=int, default=16, help="samples per sampling call")
-    p.add_argument("--steps", type=int, default=50, help="DDIM steps")
+    p.add_argument("--num", type=positive_int, default=128, help="seeds per arm and resolution")
+    p.add_argument("--batch", type=positive_int, default=16, help="samples per sampling call")
+    p.add_argument("--steps", type=positive_int, default=50, help="DDIM steps")
     p.add_argument("--kid", action=argparse.BooleanOptionalAction, default=None,
                    help="KID on the FID Inception features (needs their weights; default: on, "
                    "off with --smoke)")
@@ -326,8 +327,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.preset = args.preset if args.preset == "tiny" else int(args.preset)
     if args.factor < 2 or args.factor & (args.factor - 1):
         p.error(f"--factor must be a power of 2 >= 2, got {args.factor}")
-    if min(args.num, args.batch, args.steps, args.items, args.base) < 1 or args.minutes <= 0:
-        p.error("--num, --batch, --steps, --items, --base and --minutes must be positive")
     if args.kid:
         try:
             find_inception_weights()

@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from _args import positive_int
 from _common import time_cases
 from _infdiff import make_diffusion, parse_preset, resolve_device, unet_config
 from _publish import add_publish_args, markdown_table
@@ -146,9 +147,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="comma-separated sampling resolutions (default: 32,64)")
     p.add_argument("--preset", type=parse_preset, default=None,
                    help="UNetConfig.preset, or 'tiny' (default: 32; --smoke: tiny)")
-    p.add_argument("--batch-size", type=int, default=None, help="samples per run (default: 8)")
-    p.add_argument("--steps", type=int, default=None, help="DDIM steps per run (default: 5)")
-    p.add_argument("--repeats", type=int, default=None, help="timed runs per case (default: 5)")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="samples per run (default: 8)")
+    p.add_argument("--steps", type=positive_int, default=None,
+                   help="DDIM steps per run (default: 5)")
+    p.add_argument("--repeats", type=positive_int, default=None,
+                   help="timed runs per case (default: 5)")
     p.add_argument("--backend", default=None,
                    help="torch.compile backend (default: inductor; --smoke: eager)")
     add_threads_arg(p)
@@ -164,8 +168,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for key in ("preset", "batch_size", "steps", "repeats", "backend"):
         if getattr(args, key) is None:
             setattr(args, key, defaults[key])
-    if min(args.repeats, args.threads, args.batch_size, args.steps) < 1:
-        p.error("--repeats, --threads, --batch-size and --steps must be >= 1")
     return args
 
 

@@ -70,6 +70,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _args import positive_int
 from _common import ROOT, machine_description
 from _infdiff import FIGURES, make_diffusion, resolve_device, unet_config
 from _publish import add_publish_args, compact_figure, markdown_table
@@ -467,13 +468,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "resolution) measured in the same protocol and reported beside "
                         "--checkpoint, whose results the goals row reads")
     p.add_argument("--weights", choices=["ema", "model"], default="ema")
-    p.add_argument("--resolution", type=int, default=None,
+    p.add_argument("--resolution", type=positive_int, default=None,
                    help="the lowest resolution (default: the checkpoint's training resolution)")
     p.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS),
                    help="plain lattices and/or the training context")
-    p.add_argument("--num", type=int, default=64, help="seeds (samples per resolution)")
-    p.add_argument("--batch", type=int, default=16, help="samples per sampling call")
-    p.add_argument("--steps", type=int, default=50, help="DDIM steps")
+    p.add_argument("--num", type=positive_int, default=64, help="seeds (samples per resolution)")
+    p.add_argument("--batch", type=positive_int, default=16, help="samples per sampling call")
+    p.add_argument("--steps", type=positive_int, default=50, help="DDIM steps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=OUT,
                    help="folder of the classifier's cached weights")
@@ -488,8 +489,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--checkpoint is required (or --smoke)")
     if args.compare and args.checkpoint is None:
         p.error("--compare needs --checkpoint")
-    if min(args.num, args.batch, args.steps) < 1:
-        p.error("--num, --batch and --steps must be positive")
     args.arms = list(dict.fromkeys(args.arms))
     return args
 

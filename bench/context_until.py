@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 import torch
+from _args import positive_int
 from _common import ROOT, machine_description, relative_to_root
 from _infdiff import FIGURES, Recipe, train_infdiff, unet_config
 from _publish import add_publish_args, compact_figure, markdown_table
@@ -163,10 +164,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="DDIM stochasticities of the context readings (0: deterministic)")
     p.add_argument("--section", default="context_until",
                    help="the section of docs/benchmarks.md to write (and its figure's name)")
-    p.add_argument("--side", type=int, default=128, help="the lattice sampled")
-    p.add_argument("--num", type=int, default=64, help="seeds per reading")
-    p.add_argument("--batch", type=int, default=8, help="samples per sampling call")
-    p.add_argument("--steps", type=int, default=50, help="DDIM steps")
+    p.add_argument("--side", type=positive_int, default=128, help="the lattice sampled")
+    p.add_argument("--num", type=positive_int, default=64, help="seeds per reading")
+    p.add_argument("--batch", type=positive_int, default=8, help="samples per sampling call")
+    p.add_argument("--steps", type=positive_int, default=50, help="DDIM steps")
     p.add_argument("--no-kid", dest="kid", action="store_false",
                    help="skip KID (needs the FID Inception weights)")
     p.add_argument("--out", type=Path, default=OUT, help="folder of the --smoke model")
@@ -184,8 +185,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.etas = [float(eta) for eta in args.etas.split(",")]
     if min(args.etas) < 0:
         p.error("--etas must be non-negative")
-    if min(args.num, args.batch, args.steps) < 1:
-        p.error("--num, --batch and --steps must be positive")
     return args
 
 

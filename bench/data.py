@@ -28,6 +28,7 @@ import argparse
 from collections.abc import Callable
 
 import torch
+from _args import positive_int
 from _common import time_cases
 from _publish import add_publish_args
 from _skeleton import add_threads_arg, bench_main, bench_parser, machine_note
@@ -192,14 +193,12 @@ def report(args: argparse.Namespace, result: dict) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = bench_parser(__doc__, epilog="CPU only (rendering, collation and DataLoader workers "
                      "run on the CPU): there is no --device.")
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=positive_int, default=5)
     add_threads_arg(p, "torch CPU threads (1 as in DataLoader workers)")
     add_publish_args(p, "the same rows on 8²–32² images, batches of 4, one repeat (for the tests)")
     args = p.parse_args(argv)
     if args.smoke:
         args.repeats = 1
-    if args.repeats < 1 or args.threads < 1:
-        p.error("--repeats and --threads must be >= 1")
     return args
 
 

@@ -35,6 +35,7 @@ import json
 from pathlib import Path
 
 import torch
+from _args import positive_int
 from _common import ROOT, cached_with_settings, machine_description
 from _infdiff import (
     add_main_job_arm_args,
@@ -139,7 +140,7 @@ def report(args: argparse.Namespace, result: dict, picture: Path | None = None) 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = bench_parser(__doc__)
-    p.add_argument("--steps", type=int, default=1000,
+    p.add_argument("--steps", type=positive_int, default=1000,
                    help="optimiser steps of every arm (they train at once)")
     p.add_argument("--metrics", choices=["kid", "swd"], default="kid")
     add_main_job_arm_args(p, OUT, num_samples=128)
@@ -147,10 +148,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     main_job_arm_smoke(args)
     if args.smoke:
         args.metrics = "swd"
-    if min(args.steps, args.num_samples, args.sample_steps, args.sample_batch,
-           args.threads) <= 0:
-        p.error("--steps, --num-samples, --sample-steps, --sample-batch and --threads must be "
-                "positive")
     return args
 
 

@@ -55,6 +55,7 @@ import time
 from pathlib import Path
 
 import torch
+from _args import positive_float, positive_int
 from _common import ROOT, cached_json
 from _infdiff import FIGURES, Recipe, train_infdiff, unet_config
 from _publish import add_publish_args, markdown_table
@@ -396,15 +397,18 @@ def figure(args: argparse.Namespace, result: dict) -> Path:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = bench_parser(__doc__)
-    p.add_argument("--minutes", type=float, default=25.0, help="CPU minutes of a final run")
-    p.add_argument("--probe-minutes", type=float, default=6.0, help="CPU minutes of a probe run")
+    p.add_argument("--minutes", type=positive_float, default=25.0,
+                   help="CPU minutes of a final run")
+    p.add_argument("--probe-minutes", type=positive_float, default=6.0,
+                   help="CPU minutes of a probe run")
     p.add_argument("--lrs", default="1.5e-4,5e-4,1.5e-3", help="probed learning rates")
     p.add_argument("--batches", default="32,128", help="probed batch sizes")
     p.add_argument("--steps", default="10,25,50,100", help="DDIM step counts")
-    p.add_argument("--num-samples", type=int, default=1000)
-    p.add_argument("--num-real", type=int, default=2000, help="test images to score against")
-    p.add_argument("--dense-params", type=int, default=DENSE_PARAMS)
-    p.add_argument("--metric-threads", type=int, default=os.cpu_count() or 1,
+    p.add_argument("--num-samples", type=positive_int, default=1000)
+    p.add_argument("--num-real", type=positive_int, default=2000,
+                   help="test images to score against")
+    p.add_argument("--dense-params", type=positive_int, default=DENSE_PARAMS)
+    p.add_argument("--metric-threads", type=positive_int, default=os.cpu_count() or 1,
                    help="torch threads of the Inception features in this process (the "
                    "∞-Diff worker scores its own samples on one thread)")
     p.add_argument("--out", type=Path, default=OUT, help="cache folder")
@@ -428,10 +432,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.steps, args.num_samples, args.num_real, args.dense_params = [2, 3], 8, 64, 20_000
     if min(args.lrs) <= 0 or min(args.batches) < 1 or min(args.steps) < 1:
         p.error("--lrs, --batches and --steps must be positive")
-    if args.minutes <= 0 or args.probe_minutes <= 0 or min(args.num_samples,
-                                                          args.metric_threads) < 1:
-        p.error("--minutes, --probe-minutes, --num-samples and --metric-threads must be "
-                "positive")
     return args
 
 

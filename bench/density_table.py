@@ -132,8 +132,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_publish_args(p, "presets 28 and 32 at rates 1 and 4, 200 points (for the tests)")
     p.set_defaults(doc=CONCEPTS)
     args = p.parse_args(argv)
-    if args.threads < 1:
-        p.error("--threads must be >= 1")
     return args
 
 

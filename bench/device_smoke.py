@@ -42,6 +42,7 @@ import time
 from pathlib import Path
 
 import torch
+from _args import positive_int
 from _common import format_bytes, peak_memory, time_cases
 from _infdiff import make_diffusion, parse_preset, resolve_device, unet_config
 from _publish import add_publish_args, markdown_table
@@ -174,8 +175,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--preset", type=parse_preset, default=None,
                    help="UNetConfig.preset of this resolution, or 'tiny', for every resolution "
                    "(default: each resolution's own preset; --smoke: tiny)")
-    p.add_argument("--batch-size", type=int, default=None, help="images per step (default: 8)")
-    p.add_argument("--repeats", type=int, default=None, help="timed steps per case (default: 5)")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="images per step (default: 8)")
+    p.add_argument("--repeats", type=positive_int, default=None,
+                   help="timed steps per case (default: 5)")
     p.add_argument("--backend", default=None,
                    help="torch.compile backend (default: inductor; --smoke: eager)")
     add_threads_arg(p, "torch CPU threads (1 is far steadier on a loaded, shared machine)")
@@ -193,8 +196,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for key in ("batch_size", "repeats", "backend"):
         if getattr(args, key) is None:
             setattr(args, key, defaults[key])
-    if args.repeats < 1 or args.threads < 1 or args.batch_size < 1:
-        p.error("--repeats, --threads and --batch-size must be >= 1")
     return args
 
 

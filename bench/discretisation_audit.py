@@ -462,8 +462,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_publish_args(p, "2 noise fields and 8 images (for the tests)")
     p.set_defaults(doc=CONCEPTS)
     args = p.parse_args(argv)
-    if args.threads < 1:
-        p.error("--threads must be >= 1")
     return args
 
 

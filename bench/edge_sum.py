@@ -37,6 +37,7 @@ import argparse
 from unittest import mock
 
 import torch
+from _args import positive_float, positive_int
 from _common import time_cases
 from _infdiff import make_diffusion, unet_config
 from _publish import add_publish_args, markdown_table
@@ -231,13 +232,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = bench_parser(__doc__, epilog="CPU only: the chunked sum is the layer's CPU path (off the "
                      "CPU it runs in one chunk), so there is no --device.")
     p.add_argument("--preset", default="32", help="UNetConfig preset ('tiny' for the smoke run)")
-    p.add_argument("--base", type=int, default=32, help="side of (i)'s lattice")
-    p.add_argument("--high", type=int, default=128, help="side of (iii)'s renders")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--channels", type=int, nargs="+", default=[32, 64],
+    p.add_argument("--base", type=positive_int, default=32, help="side of (i)'s lattice")
+    p.add_argument("--high", type=positive_int, default=128, help="side of (iii)'s renders")
+    p.add_argument("--batch-size", type=positive_int, default=16)
+    p.add_argument("--channels", type=positive_int, nargs="+", default=[32, 64],
                    help="channels of the edge-sum rows (preset 32: 32 and 64)")
-    p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--small-radius-px", type=float, default=2.5,
+    p.add_argument("--repeats", type=positive_int, default=7)
+    p.add_argument("--small-radius-px", type=positive_float, default=2.5,
                    help="kernel radius (pixels of --base) of the extra (iii) arm: 2.5, the main "
                    "job's (examples/shapes_demo.py) and the presets' before 2026-12-07")
     add_threads_arg(p)

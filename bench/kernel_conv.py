@@ -42,6 +42,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from _args import positive_int
 from _common import time_cases
 from _infdiff import resolve_device
 from _publish import add_publish_args
@@ -337,11 +338,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--speed", action="store_true", help="graph vs dense vs conv2d")
     p.add_argument("--crossover", action="store_true", help="direct vs FFT, unit costs")
     p.add_argument("--convergence", action="store_true", help="window vs mean")
-    p.add_argument("--sizes", type=int, nargs="+", default=FULL["sizes"])
-    p.add_argument("--rates", type=int, nargs="+", default=[1, 4, 8])
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--seeds", type=int, default=FULL["seeds"])
+    p.add_argument("--sizes", type=positive_int, nargs="+", default=FULL["sizes"])
+    p.add_argument("--rates", type=positive_int, nargs="+", default=[1, 4, 8])
+    p.add_argument("--batch", type=positive_int, default=1)
+    p.add_argument("--repeats", type=positive_int, default=5)
+    p.add_argument("--seeds", type=positive_int, default=FULL["seeds"])
     p.add_argument("--max-edge-channels", type=float, default=1.6e8,
                    help="skip the graph path above this E*C (memory)")
     add_threads_arg(p)
@@ -355,8 +356,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.sizes, args.seeds, args.repeats = sizes["sizes"], sizes["seeds"], 1
     args.channels = sizes["channels"]
     args.crossover_size, args.resolutions = sizes["crossover_size"], sizes["resolutions"]
-    if min(args.batch, args.repeats, args.seeds, args.threads, *args.sizes, *args.rates) < 1:
-        p.error("--sizes, --rates, --batch, --repeats, --seeds and --threads must be >= 1")
     if not (args.speed or args.crossover or args.convergence):
         args.speed = args.crossover = args.convergence = True
     return args

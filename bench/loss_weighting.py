@@ -35,6 +35,7 @@ import json
 from pathlib import Path
 
 import torch
+from _args import positive_float, positive_int
 from _common import ROOT, cached_with_settings, machine_description
 from _infdiff import (
     add_main_job_arm_args,
@@ -186,9 +187,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = bench_parser(__doc__)
     p.add_argument("--gammas", type=float, nargs="+", default=[0.0, 5.0],
                    help="--snr-gamma of each arm (0: uniform weights)")
-    p.add_argument("--minutes", type=float, default=6.0,
+    p.add_argument("--minutes", type=positive_float, default=6.0,
                    help="wall-clock training budget of every arm (they run at once)")
-    p.add_argument("--denoise-items", type=int, default=16)
+    p.add_argument("--denoise-items", type=positive_int, default=16)
     p.add_argument("--metrics", choices=["fid", "swd"], default="fid")
     add_main_job_arm_args(p, OUT, num_samples=256)
     args = p.parse_args(argv)
@@ -196,10 +197,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.smoke:
         args.denoise_items, args.metrics = 2, "swd"
     args.gammas = list(dict.fromkeys(args.gammas))
-    if min(args.minutes, args.num_samples, args.sample_steps, args.sample_batch,
-           args.denoise_items, args.threads) <= 0 or min(args.gammas) < 0:
-        p.error("--minutes, --num-samples, --sample-steps, --sample-batch, --denoise-items and "
-                "--threads must be positive, --gammas non-negative")
+    if min(args.gammas) < 0:
+        p.error("--gammas must be non-negative")
     return args
 
 

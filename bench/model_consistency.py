@@ -37,6 +37,7 @@ import statistics
 import time
 
 import torch
+from _args import positive_float
 from _infdiff import resolve_device
 from _publish import add_publish_args, markdown_table
 from _skeleton import add_device_arg, add_threads_arg, bench_main, bench_parser, machine_note
@@ -252,9 +253,9 @@ def report(args: argparse.Namespace, result: dict) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = bench_parser(__doc__)
     p.add_argument("--pools", nargs="+", choices=POOLS, default=list(POOLS))
-    p.add_argument("--sigmas", nargs="+", type=float, default=[0.25, 0.5, 1.0],
+    p.add_argument("--sigmas", nargs="+", type=positive_float, default=[0.25, 0.5, 1.0],
                    help="mollifier widths in training pixels (of 32²)")
-    p.add_argument("--radii", nargs="*", type=float, default=[2.5, 3.0, 5.0],
+    p.add_argument("--radii", nargs="*", type=positive_float, default=[2.5, 3.0, 5.0],
                    help="operator radii in training pixels besides the preset's (whole model, "
                         "σ = ½ pixel, the default pool, lattices only; 2.5 was the preset's "
                         "before 2026-12-07)")
@@ -267,8 +268,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.sigmas = [0.5]
     if args.smoke:
         args.radii = [2.5]
-    if args.threads < 1 or any(s <= 0 for s in args.sigmas + args.radii):
-        p.error("--threads, --sigmas and --radii must be positive")
     return args
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 
 import torch
+from _args import positive_int
 from _common import time_cases
 from _infdiff import resolve_device
 from _publish import add_publish_args
@@ -99,7 +100,7 @@ def report(args: argparse.Namespace, result: dict) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = bench_parser(__doc__)
-    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--repeats", type=positive_int, default=7)
     add_threads_arg(p, "torch CPU threads (1 is far steadier on a loaded, shared machine)")
     add_device_arg(p)
     add_publish_args(p, "the same rows on 32² lattices (σ = 1/16, 256 irregular nodes), one "
@@ -107,8 +108,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.smoke:
         args.repeats = 1
-    if args.repeats < 1 or args.threads < 1:
-        p.error("--repeats and --threads must be >= 1")
     return args
 
 

@@ -44,6 +44,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _args import positive_float, positive_int
 from _common import ROOT, cached_with_settings, machine_description
 from _infdiff import FIGURES, main_job_argv
 from _publish import add_publish_args, compact_figure, markdown_table
@@ -212,13 +213,14 @@ def goal_lines(result: dict) -> list[str]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = bench_parser(__doc__)
-    p.add_argument("--noise-pixels", type=float, nargs="+", default=[0.5, 1.0, 2.0],
+    p.add_argument("--noise-pixels", type=positive_float, nargs="+", default=[0.5, 1.0, 2.0],
                    help="noise widths of the arms, in 128² pixels")
-    p.add_argument("--steps", type=int, default=2000, help="optimiser steps of every arm")
-    p.add_argument("--num", type=int, default=16, help="seeds per arm, reading and resolution")
-    p.add_argument("--sample-steps", type=int, default=50, help="DDIM steps")
-    p.add_argument("--batch", type=int, default=8, help="samples per sampling call")
-    p.add_argument("--sample-threads", type=int, default=2,
+    p.add_argument("--steps", type=positive_int, default=2000, help="optimiser steps of every arm")
+    p.add_argument("--num", type=positive_int, default=16,
+                   help="seeds per arm, reading and resolution")
+    p.add_argument("--sample-steps", type=positive_int, default=50, help="DDIM steps")
+    p.add_argument("--batch", type=positive_int, default=8, help="samples per sampling call")
+    p.add_argument("--sample-threads", type=positive_int, default=2,
                    help="torch threads while sampling (after training)")
     p.add_argument("--out", type=Path, default=OUT, help="cache folder of the arms")
     p.add_argument("--seed", type=int, default=0)
@@ -227,10 +229,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.smoke:
         args.num, args.sample_steps, args.batch = 2, 2, 2
-    if min(args.noise_pixels) <= 0 or min(args.steps, args.num, args.sample_steps, args.batch,
-                                          args.sample_threads) < 1:
-        p.error("--noise-pixels, --steps, --num, --sample-steps, --batch and --sample-threads "
-                "must be positive")
     return args
 
 

@@ -25,6 +25,7 @@ import json
 import subprocess
 import sys
 
+from _args import positive_int
 from _common import ROOT, machine_description
 from _publish import add_publish_args, markdown_table
 from _skeleton import add_threads_arg, bench_main, bench_parser, report_footer
@@ -146,14 +147,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_threads_arg(p, "torch CPU threads of this process (the children use one; CPU only: no "
                     "--device, page faults are a host matter)")
     add_publish_args(p, "16², batch 2, 1 step each (for the tests)")
-    p.add_argument("--sample-steps", type=int, default=10, help="DDIM steps of a sample case")
-    p.add_argument("--train-steps", type=int, default=8, help="optimiser steps of a train case")
+    p.add_argument("--sample-steps", type=positive_int, default=10,
+                   help="DDIM steps of a sample case")
+    p.add_argument("--train-steps", type=positive_int, default=8,
+                   help="optimiser steps of a train case")
     args = p.parse_args(argv)
     args.cases = [(32, 64), (64, 64), (128, 16)]
     if args.smoke:
         args.cases, args.sample_steps, args.train_steps = [(16, 2)], 1, 1
-    if args.sample_steps < 1 or args.train_steps < 1:
-        p.error("--sample-steps and --train-steps must be >= 1")
     return args
 
 

@@ -54,6 +54,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _args import positive_float, positive_int
 from _common import ROOT, machine_description, relative_to_root
 from _infdiff import FIGURES, Recipe, resolve_device, train_infdiff, unet_config
 from _publish import add_publish_args, compact_figure, markdown_table
@@ -292,18 +293,19 @@ def figure(args: argparse.Namespace, results: dict[str, dict], path: Path,
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = bench_parser(__doc__)
     p.add_argument("--arms", default="a,b,c,d", help="comma list of a, b, c, d")
-    p.add_argument("--minutes", type=float, default=None,
+    p.add_argument("--minutes", type=positive_float, default=None,
                    help="training budget per arm (default: 25; 0.05 with --smoke)")
-    p.add_argument("--num-samples", type=int, default=1000)
-    p.add_argument("--num-real", type=int, default=10_000, help="test images to score against")
-    p.add_argument("--sample-steps", type=int, default=100, help="DDIM steps")
-    p.add_argument("--sample-batch", type=int, default=50)
-    p.add_argument("--batch-size", type=int, default=None,
+    p.add_argument("--num-samples", type=positive_int, default=1000)
+    p.add_argument("--num-real", type=positive_int, default=10_000,
+                   help="test images to score against")
+    p.add_argument("--sample-steps", type=positive_int, default=100, help="DDIM steps")
+    p.add_argument("--sample-batch", type=positive_int, default=50)
+    p.add_argument("--batch-size", type=positive_int, default=None,
                    help="∞-Diff training batch (default: the recipe's 32)")
-    p.add_argument("--radius-px", type=float, default=None,
+    p.add_argument("--radius-px", type=positive_float, default=None,
                    help="kernel radius of the ∞-Diff arms in pixels of 28² (default: the "
                    "preset's; 2.5 before 2026-12-07)")
-    p.add_argument("--dense-params", type=int, default=1_302_209,
+    p.add_argument("--dense-params", type=positive_int, default=1_302_209,
                    help="dense model's parameter count (default: that of the ∞-Diff preset 28)")
     p.add_argument("--metrics", choices=["fid", "swd"], default="fid",
                    help="fid: FID and KID (Inception weights needed); swd: weight-free")
@@ -313,7 +315,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="run nothing: the table from the finished arms in --out")
     add_device_arg(p)
     add_threads_arg(p, "torch CPU threads for training and sampling, every arm")
-    p.add_argument("--metric-threads", type=int, default=None,
+    p.add_argument("--metric-threads", type=positive_int, default=None,
                    help="torch CPU threads for the Inception features (default: --threads; "
                    "they do not affect the comparison)")
     p.add_argument("--seed", type=int, default=0)
@@ -328,10 +330,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.num_samples, args.num_real = 8, 8
         args.sample_steps, args.sample_batch, args.metrics = 2, 8, "swd"
         args.batch_size = args.batch_size or 4
-    if args.radius_px is not None and not 0 < args.radius_px < RESOLUTION:
+    if args.radius_px is not None and args.radius_px >= RESOLUTION:
         p.error("--radius-px must lie in (0, 28)")
-    if min(args.minutes, args.num_samples, args.sample_steps, args.sample_batch) <= 0:
-        p.error("--minutes, --num-samples, --sample-steps and --sample-batch must be positive")
     return args
 
 

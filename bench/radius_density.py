@@ -47,6 +47,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _args import positive_float, positive_int
 from _common import ROOT, machine_description, relative_to_root
 from _infdiff import make_diffusion, resolve_device, unet_config
 from _publish import add_publish_args, markdown_table
@@ -260,21 +261,23 @@ def report(args: argparse.Namespace, result: dict) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = bench_parser(__doc__)
-    p.add_argument("--nodes-per-ball", type=float, nargs="+", default=None,
+    p.add_argument("--nodes-per-ball", type=positive_float, nargs="+", default=None,
                    help="expected nodes per kernel ball of each arm, its radius (default: 5 10 "
                    "20 40; 5 20 with --smoke)")
-    p.add_argument("--rate", type=float, default=4.0, help="subsampling rate of the training "
+    p.add_argument("--rate", type=positive_float, default=4.0,
+                   help="subsampling rate of the training "
                    "images")
-    p.add_argument("--minutes", type=float, default=None,
+    p.add_argument("--minutes", type=positive_float, default=None,
                    help="CPU-time training budget per arm (default: 8; 0.05 with --smoke)")
-    p.add_argument("--parallel", type=int, default=2, help="arms trained at once")
-    p.add_argument("--num-samples", type=int, default=500)
-    p.add_argument("--num-real", type=int, default=2000, help="test images to score against")
-    p.add_argument("--sample-steps", type=int, default=50, help="DDIM steps")
-    p.add_argument("--sample-batch", type=int, default=50)
-    p.add_argument("--consistency-seeds", type=int, default=32)
-    p.add_argument("--consistency-batch", type=int, default=16)
-    p.add_argument("--batch-size", type=int, default=None,
+    p.add_argument("--parallel", type=positive_int, default=2, help="arms trained at once")
+    p.add_argument("--num-samples", type=positive_int, default=500)
+    p.add_argument("--num-real", type=positive_int, default=2000,
+                   help="test images to score against")
+    p.add_argument("--sample-steps", type=positive_int, default=50, help="DDIM steps")
+    p.add_argument("--sample-batch", type=positive_int, default=50)
+    p.add_argument("--consistency-seeds", type=positive_int, default=32)
+    p.add_argument("--consistency-batch", type=positive_int, default=16)
+    p.add_argument("--batch-size", type=positive_int, default=None,
                    help="training batch (default: the recipe's 32)")
     p.add_argument("--metrics", choices=["fid", "swd"], default="fid")
     p.add_argument("--out", type=Path, default=OUT, help="cache folder of the arms")
@@ -296,10 +299,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.consistency_seeds, args.consistency_batch, args.metrics = 4, 4, "swd"
         args.batch_size = args.batch_size or 4
     args.nodes_per_ball = list(dict.fromkeys(args.nodes_per_ball))
-    if min(args.minutes, args.rate, args.parallel, args.num_samples, args.sample_steps,
-           args.consistency_seeds, args.threads, *args.nodes_per_ball) <= 0:
-        p.error("--minutes, --rate, --parallel, --num-samples, --sample-steps, "
-                "--consistency-seeds, --threads and --nodes-per-ball must be positive")
     return args
 
 

@@ -58,6 +58,7 @@ import time
 from pathlib import Path
 
 import torch
+from _args import positive_float, positive_int
 from _common import ROOT, cached_json, format_bytes, peak_memory
 from _infdiff import FIGURES, Recipe, train_infdiff, unet_config
 from _publish import add_publish_args, compact_figure, markdown_table, save_figure
@@ -393,15 +394,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="Fashion-MNIST at 28² or the built-in shapes at 64²")
     p.add_argument("--rates", default=None,
                    help="subsampling rates (default: 1-32 on Fashion-MNIST, 1-16 on shapes)")
-    p.add_argument("--minutes", type=float, default=None,
+    p.add_argument("--minutes", type=positive_float, default=None,
                    help="CPU minutes of each run (default: 10 on Fashion-MNIST, 8 on shapes)")
-    p.add_argument("--sample-steps", type=int, default=50, help="DDIM steps of the samples")
-    p.add_argument("--num-samples", type=int, default=None,
+    p.add_argument("--sample-steps", type=positive_int, default=50,
+                   help="DDIM steps of the samples")
+    p.add_argument("--num-samples", type=positive_int, default=None,
                    help="samples per model (default: 1,000 on Fashion-MNIST, 128 on shapes)")
-    p.add_argument("--num-real", type=int, default=None,
+    p.add_argument("--num-real", type=positive_int, default=None,
                    help="real images to score against (default: 2,000 test images of "
                    "Fashion-MNIST, 128 held-out renders of shapes)")
-    p.add_argument("--jobs", type=int, default=2, help="runs at a time (one thread each)")
+    p.add_argument("--jobs", type=positive_int, default=2, help="runs at a time (one thread each)")
     p.add_argument("--out", type=Path, default=None,
                    help="cache folder (default: bench/_out/rate_quality[_shapes])")
     p.add_argument("--seed", type=int, default=0)
@@ -430,10 +432,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.num_samples, args.num_real = 8, 64
     if min(args.rates) < 1:
         p.error("--rates must be >= 1")
-    if args.minutes <= 0 or min(args.sample_steps, args.num_samples, args.num_real,
-                                args.jobs) < 1:
-        p.error("--minutes, --sample-steps, --num-samples, --num-real and --jobs must be "
-                "positive")
     return args
 
 

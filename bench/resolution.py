@@ -23,6 +23,7 @@ import argparse
 from pathlib import Path
 
 import torch
+from _args import positive_int
 from _common import machine_description, time_cases
 from _infdiff import FIGURES, make_diffusion, parse_preset, resolve_device, unet_config
 from _publish import add_publish_args, markdown_table, save_figure
@@ -146,9 +147,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="comma list of UNetConfig presets; each is trained (and sampled 1×) at "
                    "its own resolution ('tiny': 16²)")
     p.add_argument("--scales", default="1,2,4", help="sampling sides as multiples of training")
-    p.add_argument("--steps", type=int, default=100, help="DDIM steps")
-    p.add_argument("--batch", type=int, default=2, help="images per sampling call")
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--steps", type=positive_int, default=100, help="DDIM steps")
+    p.add_argument("--batch", type=positive_int, default=2, help="images per sampling call")
+    p.add_argument("--repeats", type=positive_int, default=5)
     p.add_argument("--warmup", type=int, default=1)
     add_device_arg(p)
     add_threads_arg(p)
@@ -160,8 +161,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.presets, args.steps, args.repeats, args.batch = "tiny", 2, 1, 1
     args.presets = [parse_preset(s) for s in str(args.presets).split(",")]
     args.scales = [int(s) for s in str(args.scales).split(",")]
-    if min(args.scales) < 1 or min(args.steps, args.batch, args.repeats) < 1:
-        p.error("--scales, --steps, --batch and --repeats must be positive")
+    if min(args.scales) < 1:
+        p.error("--scales must be positive")
     return args
 
 

@@ -45,17 +45,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from _args import positive_float, positive_int
 from _common import ROOT, machine_description, relative_to_root
 from _infdiff import Recipe, resolve_device, train_infdiff, unet_config
 from _publish import add_publish_args, markdown_table
 from _scoring import draw_samples, inception_metrics, kid_cell, swd_metrics
-from _skeleton import (
-    add_device_arg,
-    add_threads_arg,
-    bench_main,
-    bench_parser,
-    run_jobs,
-)
+from _skeleton import add_device_arg, add_threads_arg, bench_main, bench_parser, run_jobs
 from torch import Tensor
 
 from pyg_infdiff.data import FashionMNIST
@@ -262,15 +257,17 @@ def report(args: argparse.Namespace, results: dict[str, dict]) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = bench_parser(__doc__)
     p.add_argument("--arms", default="conv,spectral", help="comma list of conv, spectral")
-    p.add_argument("--minutes", type=float, default=None,
+    p.add_argument("--minutes", type=positive_float, default=None,
                    help="training budget per arm (default: 25; 0.05 with --smoke)")
-    p.add_argument("--rate", type=float, default=4.0, help="subsampling rate of the training "
+    p.add_argument("--rate", type=positive_float, default=4.0,
+                   help="subsampling rate of the training "
                    "images (1: all pixels)")
-    p.add_argument("--num-samples", type=int, default=1000)
-    p.add_argument("--num-real", type=int, default=2000, help="test images to score against")
-    p.add_argument("--sample-steps", type=int, default=50, help="DDIM steps")
-    p.add_argument("--sample-batch", type=int, default=50)
-    p.add_argument("--batch-size", type=int, default=None,
+    p.add_argument("--num-samples", type=positive_int, default=1000)
+    p.add_argument("--num-real", type=positive_int, default=2000,
+                   help="test images to score against")
+    p.add_argument("--sample-steps", type=positive_int, default=50, help="DDIM steps")
+    p.add_argument("--sample-batch", type=positive_int, default=50)
+    p.add_argument("--batch-size", type=positive_int, default=None,
                    help="training batch (default: the recipe's 32)")
     p.add_argument("--metrics", choices=["fid", "swd"], default="fid",
                    help="fid: FID and KID (Inception weights needed); swd: weight-free")
@@ -293,10 +290,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.num_samples, args.num_real, args.sample_steps = 8, 8, 2
         args.sample_batch, args.metrics = 8, "swd"
         args.batch_size = args.batch_size or 4
-    if min(args.minutes, args.rate, args.num_samples, args.sample_steps, args.sample_batch,
-           args.threads) <= 0:
-        p.error("--minutes, --rate, --num-samples, --sample-steps, --sample-batch and "
-                "--threads must be positive")
     return args
 
 

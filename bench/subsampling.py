@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from _args import positive_int
 from _common import format_bytes, machine_description, peak_memory, time_cases
 from _infdiff import FIGURES, make_diffusion, parse_preset, resolve_device, unet_config
 from _publish import add_publish_args, markdown_table, save_figure
@@ -360,9 +361,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--preset", type=parse_preset, default=None,
                    help="UNetConfig.preset to use at every resolution (default: the preset of "
                    "each resolution; 'tiny' for tests)")
-    p.add_argument("--batch-size", type=int, default=None,
+    p.add_argument("--batch-size", type=positive_int, default=None,
                    help="images per step (default: 2 on CPU, 16 on CUDA)")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=positive_int, default=3)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     add_device_arg(p)
@@ -384,8 +385,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.rates = [float(r) if "." in r else int(r) for r in str(args.rates).split(",")]
     if args.batch_size is None:
         args.batch_size = 16 if resolve_device(args.device).type == "cuda" else 2
-    if min(args.rates) < 1 or args.batch_size < 1 or args.repeats < 1:
-        p.error("rates must be >= 1, --batch-size and --repeats >= 1")
+    if min(args.rates) < 1:
+        p.error("rates must be >= 1")
     return args
 
 

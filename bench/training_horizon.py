@@ -41,6 +41,7 @@ import time
 from pathlib import Path
 
 import torch
+from _args import positive_float, positive_int
 from _common import ROOT
 from _infdiff import FIGURES, main_job_argv
 from _publish import add_publish_args, compact_figure, markdown_table
@@ -237,20 +238,20 @@ def report(args: argparse.Namespace, result: dict, picture: Path | None = None) 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = bench_parser(__doc__)
-    p.add_argument("--minutes", type=float, default=40.0,
+    p.add_argument("--minutes", type=positive_float, default=40.0,
                    help="wall-clock training budget of each arm (they run at once)")
     p.add_argument("--snapshots", default="5,10,20,40",
                    help="comma-separated minutes of training at which to score both arms")
-    p.add_argument("--checkpoint-every", type=int, default=100,
+    p.add_argument("--checkpoint-every", type=positive_int, default=100,
                    help="steps between the main job's checkpoints (all kept)")
-    p.add_argument("--num-samples", type=int, default=128)
-    p.add_argument("--sample-steps", type=int, default=50, help="DDIM steps")
-    p.add_argument("--sample-batch", type=int, default=32)
-    p.add_argument("--dense-params", type=int, default=1_100_000,
+    p.add_argument("--num-samples", type=positive_int, default=128)
+    p.add_argument("--sample-steps", type=positive_int, default=50, help="DDIM steps")
+    p.add_argument("--sample-batch", type=positive_int, default=32)
+    p.add_argument("--dense-params", type=positive_int, default=1_100_000,
                    help="target parameter count of the dense model")
-    p.add_argument("--dense-lr", type=float, default=5e-3)
-    p.add_argument("--dense-batch", type=int, default=32)
-    p.add_argument("--score-threads", type=int, default=os.cpu_count() or 1,
+    p.add_argument("--dense-lr", type=positive_float, default=5e-3)
+    p.add_argument("--dense-batch", type=positive_int, default=32)
+    p.add_argument("--score-threads", type=positive_int, default=os.cpu_count() or 1,
                    help="torch CPU threads to sample and score with, once both arms are trained")
     p.add_argument("--no-kid", dest="kid", action="store_false", help="SWD and detail only")
     p.add_argument("--out", type=Path, default=OUT, help="cache folder of the runs")
@@ -272,10 +273,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--snapshots must be comma-separated minutes, got {args.snapshots!r}")
     if not 0 < args.snapshots[0] <= args.snapshots[-1] <= args.minutes:
         p.error(f"--snapshots must lie in (0, --minutes], got {args.snapshots}")
-    if min(args.checkpoint_every, args.num_samples, args.sample_steps, args.sample_batch,
-           args.dense_params, args.dense_batch, args.threads, args.score_threads) < 1 \
-            or args.dense_lr <= 0:
-        p.error("the counts, sizes and --dense-lr must be positive")
     return args
 
 

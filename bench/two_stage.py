@@ -38,17 +38,12 @@ from functools import partial
 from pathlib import Path
 
 import torch
+from _args import positive_float, positive_int
 from _common import ROOT, machine_description, relative_to_root
 from _infdiff import FIGURES, LossBudget, Recipe, resolve_device, train_infdiff, unet_config
 from _publish import add_publish_args, compact_figure, markdown_table
 from _scoring import draw_samples, kid_cell
-from _skeleton import (
-    add_device_arg,
-    add_threads_arg,
-    bench_main,
-    bench_parser,
-    report_footer,
-)
+from _skeleton import add_device_arg, add_threads_arg, bench_main, bench_parser, report_footer
 from spectral_grid import score
 
 from pyg_infdiff.data import FashionMNIST
@@ -354,12 +349,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--autoencoder", type=Path, default=None,
                    help="run folder of bench/autoencoder.py (default: its output; with "
                    "--smoke a tiny one trained into --out)")
-    p.add_argument("--latent-minutes", type=float, default=None,
+    p.add_argument("--latent-minutes", type=positive_float, default=None,
                    help="CPU budget of the latent training (default: 3; 0.02 with --smoke)")
-    p.add_argument("--num-samples", type=int, default=1000)
-    p.add_argument("--num-real", type=int, default=2000, help="test images to score against")
-    p.add_argument("--sample-steps", type=int, default=50, help="DDIM steps of the images")
-    p.add_argument("--sample-batch", type=int, default=50)
+    p.add_argument("--num-samples", type=positive_int, default=1000)
+    p.add_argument("--num-real", type=positive_int, default=2000,
+                   help="test images to score against")
+    p.add_argument("--sample-steps", type=positive_int, default=50, help="DDIM steps of the images")
+    p.add_argument("--sample-batch", type=positive_int, default=50)
     p.add_argument("--metrics", choices=["fid", "swd"], default="fid")
     p.add_argument("--out", type=Path, default=OUT, help="cache folder")
     p.add_argument("--worker", action="store_true", help="run the single-stage arm (internal)")
@@ -377,8 +373,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.smoke:
         args.num_samples, args.num_real, args.sample_steps = 8, 8, 2
         args.sample_batch, args.metrics = 4, "swd"
-    if min(args.latent_minutes, args.num_samples, args.sample_steps, args.sample_batch) <= 0:
-        p.error("budgets and counts must be positive")
     return args
 
 

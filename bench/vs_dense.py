@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 
 import torch
+from _args import positive_int
 from _common import machine_description, time_cases
 from _infdiff import make_diffusion, parse_preset, resolve_device, unet_config
 from _publish import add_publish_args, markdown_table
@@ -191,11 +192,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--preset", type=parse_preset, default=None,
                    help="UNetConfig.preset at every resolution (default: each resolution's; "
                    "the dense model follows its parameter count)")
-    p.add_argument("--batch-size", type=int, default=None,
+    p.add_argument("--batch-size", type=positive_int, default=None,
                    help="training images per step (default: 16 at <= 32², 4 above; x4 on CUDA)")
-    p.add_argument("--sample-batch", type=int, default=2, help="images per sampling batch")
-    p.add_argument("--sample-steps", type=int, default=100, help="DDIM steps")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--sample-batch", type=positive_int, default=2, help="images per sampling batch")
+    p.add_argument("--sample-steps", type=positive_int, default=100, help="DDIM steps")
+    p.add_argument("--repeats", type=positive_int, default=3)
     add_device_arg(p)
     add_threads_arg(p)
     p.add_argument("--seed", type=int, default=0)
@@ -211,9 +212,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.batch_sizes = {
         res: args.batch_size or (16 if res <= 32 else 4) * (4 if cuda else 1)
         for res in args.resolutions}
-    if min(args.rates) < 1 or min(*args.batch_sizes.values(), args.sample_batch,
-                                  args.sample_steps, args.repeats) < 1:
-        p.error("rates must be >= 1; batch sizes, steps and repeats >= 1")
+    if min(args.rates) < 1:
+        p.error("rates must be >= 1")
     return args
 
 

@@ -1,7 +1,9 @@
 """Shared benchmark utilities (bench/_common.py, _publish.py, _skeleton.py): interleaved timing,
 peak memory in a fresh subprocess, markdown sections rewritten in place and read back, the
 skeleton of every script's ``main``, worker processes run side by side."""
+import argparse
 import json
+import math
 import os
 import sys
 import threading
@@ -13,6 +15,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
+from _args import positive_float, positive_int  # noqa: E402
 from _common import (  # noqa: E402
     ROOT,
     Timing,
@@ -24,6 +27,7 @@ from _common import (  # noqa: E402
 from _publish import compact_figure, markdown_table, read_section, write_section  # noqa: E402
 from _scoring import kid_cell  # noqa: E402
 from _skeleton import (  # noqa: E402
+    add_threads_arg,
     bench_main,
     bench_parser,
     command_line,
@@ -126,6 +130,28 @@ def test_compact_figure_keeps_small_pngs_and_fits_large_ones(tmp_path):
     Image.fromarray(noise.permute(1, 2, 0).numpy()).save(again)
     with pytest.raises(ValueError, match="does not fit"):
         compact_figure(again, max_bytes=1_000)
+
+
+def test_positive_types_reject_what_no_count_or_budget_can_be(capsys):
+    assert positive_int("1") == 1 and positive_int("16") == 16
+    assert positive_float("0.05") == 0.05 and positive_float("2") == 2.0
+    assert positive_float("1e-3") == 1e-3
+    for bad in ("0", "-3", "1.5", "x", ""):
+        with pytest.raises(argparse.ArgumentTypeError):
+            positive_int(bad)
+    for bad in ("0", "-0.5", "x", "", "inf", "-inf", "nan"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            positive_float(bad)
+    assert math.isfinite(positive_float("1e300"))
+    parser = bench_parser("a script")
+    add_threads_arg(parser)
+    assert parser.parse_args([]).threads == 1
+    assert parser.parse_args(["--threads", "4"]).threads == 4
+    for bad in ("0", "-1", "two"):
+        with pytest.raises(SystemExit) as info:
+            parser.parse_args(["--threads", bad])
+        assert info.value.code == 2
+    assert "argument --threads" in capsys.readouterr().err
 
 
 def test_bench_main_runs_the_skeleton(tmp_path, capsys):
