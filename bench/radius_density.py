@@ -48,13 +48,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from _args import positive_float, positive_int
+from _classifier import fit_classifier, predict
 from _common import ROOT, machine_description, relative_to_root
 from _infdiff import make_diffusion, resolve_device, unet_config
 from _publish import add_publish_args, markdown_table
 from _scoring import draw_samples, kid_cell
 from _skeleton import add_threads_arg, bench_main, bench_parser, report_footer, run_jobs
 from consistency import OUT as CLASSIFIER_OUT
-from consistency import SCALES, compare, fit_classifier, predict, targets
+from consistency import SCALES, compare, targets
 from spectral_grid import REAL_CACHE, median_step_seconds, score, train_and_sample
 
 from pyg_infdiff.data import GraphCollator

@@ -11,6 +11,7 @@ import torch
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 sys.path.append(str(BENCH))  # appended: bench/kernel_conv.py must not shadow the standard module
 
+import _classifier  # noqa: E402
 import _infdiff  # noqa: E402
 import consistency  # noqa: E402
 import resolution  # noqa: E402
@@ -254,13 +255,13 @@ def test_consistency_classifier_cache(tmp_path):
     from pyg_infdiff.noise import GaussianMollifier
 
     mollifier = GaussianMollifier(1 / 32)
-    first = consistency.fit_classifier(tmp_path, mollifier, smoke=True)
-    again = consistency.fit_classifier(tmp_path, mollifier, smoke=True)
+    first = _classifier.fit_classifier(tmp_path, mollifier, smoke=True)
+    again = _classifier.fit_classifier(tmp_path, mollifier, smoke=True)
     assert not first["cached"] and again["cached"] and again["path"] == first["path"]
     assert again["accuracy"] == first["accuracy"] and first["train"] == 2000
     x = torch.rand(3, 3, 16, 16) * 2 - 1  # colour 16² images: grey, resized to 28²
-    assert consistency.classifier_input(x).shape == (3, 1, 28, 28)
-    predict = consistency.predict
+    assert _classifier.classifier_input(x).shape == (3, 1, 28, 28)
+    predict = _classifier.predict
     assert torch.equal(predict(first["model"], x), predict(again["model"], x))
 
 
