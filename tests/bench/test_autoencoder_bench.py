@@ -13,6 +13,9 @@ sys.path.append(str(BENCH))  # appended: bench/kernel_conv.py must not shadow th
 import autoencoder  # noqa: E402
 from _publish import read_section  # noqa: E402
 
+from pyg_infdiff.data import FashionMNIST  # noqa: E402
+from pyg_infdiff.training import load_pretrained  # noqa: E402
+
 
 def test_autoencoder_smoke(tmp_path, fashion_mnist):  # its smoke reads Fashion-MNIST
     doc, figures = tmp_path / "benchmarks.md", tmp_path / "figures"
@@ -21,7 +24,8 @@ def test_autoencoder_smoke(tmp_path, fashion_mnist):  # its smoke reads Fashion-
     result = autoencoder.main(argv)
     assert set(result["reconstruction"]) == {"1", "0.25", "0.1"}
     assert set(result["reconstruction"]["0.25"]) == {"decoded", "decoded, deblurred",
-                                                     "cubic interpolation", "nearest"}
+                                                     autoencoder.KEPT, "cubic interpolation",
+                                                     "nearest"}
     assert set(result["reconstruction"]["1"]) == {"decoded", "decoded, deblurred"}
     assert set(result["upsampling"]) == {"56", "112"}
     assert set(result["latent"]) == {"pixel replication", "bicubic"}
@@ -37,6 +41,19 @@ def test_autoencoder_smoke(tmp_path, fashion_mnist):  # its smoke reads Fashion-
         assert (figures / name).stat().st_size > 0 and name in body
     again = autoencoder.main(argv[:3])  # cached: neither trained nor evaluated again
     assert again["trained"] == result["trained"] and again["step"] == result["step"]
+    # decoding that keeps the observed pixels returns them where they were observed, and
+    # decodes the same latents as without them
+    run = load_pretrained(result["trained"]["checkpoint"])
+    images = (FashionMNIST(train=False).images[:3].float() / 127.5 - 1).unsqueeze(1)
+    batch = autoencoder.subset_batch(images, 0.25, 0)
+    args = autoencoder.parse_args(argv[:3])
+    kept = autoencoder.decode(run.model, run.diffusion, batch, 28, args, "cpu", keep=True)
+    free = autoencoder.decode(run.model, run.diffusion, batch, 28, args, "cpu")
+    seen = torch.zeros(3, 28 * 28, dtype=torch.bool)
+    seen[batch.enc_batch, batch.enc_pixel] = True
+    seen = seen.view(3, 1, 28, 28)
+    torch.testing.assert_close(kept[seen], images.clamp(-1, 1)[seen])
+    assert not torch.equal(kept[~seen], free[~seen])
 
 
 def test_scattered_interpolation_of_a_plane_is_exact():
