@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pyg_infdiff.data import FashionMNIST
+from pyg_infdiff.training import save_checkpoint  # atomic: parallel runs share the cache
 
 CLASSIFIER_SIDE = 28
 
@@ -89,9 +90,8 @@ def fit_classifier(out: Path, mollifier, *, smoke: bool, seed: int = 0) -> dict:
     xt, yt = _mollified_split(False, mollifier, num_test)
     accuracy = float((predict(model, xt) == yt).float().mean())
     seconds = time.perf_counter() - start
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": model.state_dict(), "accuracy": accuracy, "train": x.size(0),
-                "epochs": epochs, "seconds": seconds}, path)
+    save_checkpoint({"model": model.state_dict(), "accuracy": accuracy, "train": x.size(0),
+                     "epochs": epochs, "seconds": seconds}, path)
     print(f"classifier: {x.size(0)} images, {epochs} epochs, {seconds:.0f} s, test accuracy "
           f"{accuracy:.1%} -> {path}", flush=True)
     return {"model": model, "accuracy": accuracy, "train": x.size(0), "epochs": epochs,

@@ -82,7 +82,7 @@ from torch import Tensor
 from pyg_infdiff.data.images import save_rows
 from pyg_infdiff.models import MultiscaleOperatorUNet
 from pyg_infdiff.testing import redraw_zero_layers
-from pyg_infdiff.training import Pretrained, load_pretrained
+from pyg_infdiff.training import Pretrained, load_pretrained, save_checkpoint
 
 OUT = ROOT / "bench" / "_out" / "consistency"
 SCALES = (2, 4)  # the higher resolutions, as multiples of the lower one
@@ -168,8 +168,7 @@ def measure(args: argparse.Namespace, pretrained: Pretrained, classifier: dict,
                                          args.batch, args.seed, device, context=context)
             seconds[side] = time.perf_counter() - start
             if cache is not None:
-                cache.parent.mkdir(parents=True, exist_ok=True)
-                torch.save({"samples": samples[side], "seconds": seconds[side]}, cache)
+                save_checkpoint({"samples": samples[side], "seconds": seconds[side]}, cache)
             print(f"{arm}: {args.num} samples at {side}² through {contexts[side]}: "
                   f"{seconds[side]:.1f} s", flush=True)
         low = samples[base]
