@@ -13,21 +13,19 @@ __all__ = ["positive_float", "positive_int"]
 
 def positive_int(text: str) -> int:
     r"""An :mod:`argparse` type: an integer of at least 1 (counts, sizes, steps, threads)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+    return _positive(text, int, "an integer of at least 1")
 
 
 def positive_float(text: str) -> float:
     r"""An :mod:`argparse` type: a finite number above 0 (budgets, rates, widths)."""
+    return _positive(text, float, "a finite number above 0")
+
+
+def _positive(text: str, convert: type[int] | type[float], what: str) -> int | float:
     try:
-        value = float(text)
+        value = convert(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
     if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
     return value
