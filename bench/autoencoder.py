@@ -137,12 +137,10 @@ def kept_pixels(chunk, side: int) -> Observation:
     r"""The observed pixels of a chunk's encoder subsets as an :class:`Observation` of the
     full :obj:`side`² lattices the chunk decodes (nodes graph by graph, row-major), their raw
     values standing for the mollified ones (which need the unobserved neighbours)."""
-    size = side * side
-    node = chunk.enc_batch * size + chunk.enc_pixel
-    mask = torch.zeros(chunk.num_graphs * size, dtype=torch.bool, device=node.device)
-    values = chunk.enc_x.new_zeros(chunk.num_graphs * size, chunk.enc_x.size(1))
-    mask[node] = True
-    values[node] = chunk.enc_x
+    index = LatticeIndex((side, side), chunk.enc_pixel, chunk.enc_batch, chunk.num_graphs)
+    node, size = index.flat_index(), chunk.num_graphs * index.num_pixels
+    mask = torch.zeros(size, dtype=torch.bool, device=node.device).index_fill_(0, node, True)
+    values = chunk.enc_x.new_zeros(size, chunk.enc_x.size(1)).index_copy_(0, node, chunk.enc_x)
     return Observation(mask, values)
 
 
