@@ -30,6 +30,7 @@ __all__ = [
     "publish",
     "read_section",
     "save_figure",
+    "write_goal_row",
     "write_section",
 ]
 
@@ -73,22 +74,51 @@ def write_section(name: str, body: str, path: str | os.PathLike = DOC) -> None:
         raise ValueError(f"section name must be letters, digits, '_' or '-', got {name!r}")
     begin, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
     section = f"{begin}\n{body.strip()}\n{end}"
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+", encoding="utf-8") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        f.seek(0)
-        text = f.read()
+
+    def edit(text: str) -> str:
         start, stop = text.find(begin), text.find(end)
         if start >= 0 and stop > start:
-            text = text[:start] + section + text[stop + len(end):]
-        else:
-            text = (text.rstrip("\n") + "\n\n" if text.strip() else "") + section + "\n"
+            return text[:start] + section + text[stop + len(end):]
+        return (text.rstrip("\n") + "\n\n" if text.strip() else "") + section + "\n"
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _edit_locked(path, edit, create=True)
+
+
+def write_goal_row(prefix: str, row: str, path: str | os.PathLike = DOC) -> bool:
+    r"""Replaces the first line of a markdown file that starts with :obj:`prefix` (a row of
+    "Goals at a glance", found by the start of its first cell) by :obj:`row`, under the lock
+    that :func:`write_section` takes; returns whether the file had such a line."""
+    found = False
+
+    def edit(text: str) -> str | None:
+        nonlocal found
+        lines = text.split("\n")
+        hits = [i for i, line in enumerate(lines) if line.startswith(prefix)]
+        if not hits:
+            return None
+        found = True
+        lines[hits[0]] = row
+        return "\n".join(lines)
+
+    _edit_locked(Path(path), edit, create=False)
+    return found
+
+
+def _edit_locked(path: Path, edit, *, create: bool) -> None:
+    # Reads the file under an exclusive flock, rewrites it with edit(text) (None: leave it
+    # alone) and fsyncs before unlocking, so concurrent writers of other parts lose nothing.
+    with open(path, "a+" if create else "r+", encoding="utf-8") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
         f.seek(0)
-        f.truncate()
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
+        text = edit(f.read())
+        if text is not None:
+            f.seek(0)
+            f.truncate()
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
         fcntl.flock(f, fcntl.LOCK_UN)
 
 

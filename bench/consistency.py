@@ -61,10 +61,8 @@ The checkpoint is loaded with :func:`pyg_infdiff.training.load_pretrained`; samp
 from __future__ import annotations
 
 import argparse
-import fcntl
 import hashlib
 import math
-import os
 import time
 from pathlib import Path
 
@@ -74,7 +72,7 @@ from _args import positive_int
 from _classifier import fit_classifier, predict
 from _common import ROOT, machine_description
 from _infdiff import FIGURES, make_diffusion, resolve_device, unet_config
-from _publish import add_publish_args, compact_figure, markdown_table
+from _publish import add_publish_args, compact_figure, markdown_table, write_goal_row
 from _scoring import context_label, draw_samples
 from _skeleton import add_device_arg, add_threads_arg, bench_main, bench_parser, report_footer
 from torch import Tensor
@@ -215,6 +213,12 @@ def run(args: argparse.Namespace) -> dict:
 
 
 # --------------------------------------------------------------------------- the report
+def changed_anywhere(arm: dict) -> Tensor:
+    r"""Which seeds of an arm change class at any of the higher resolutions, bool
+    :math:`(\text{num},)`."""
+    return torch.stack(list(arm["changed"].values())).any(0)
+
+
 def targets(arm: dict) -> dict:
     r"""Whether an arm meets the targets of issue 12: per scale the mean and minimum PSNR of
     the mollified samples, and overall (``"met"``) with no seed changing class."""
@@ -222,7 +226,7 @@ def targets(arm: dict) -> dict:
     per_scale = {s: {"mean": float(v.mean()), "min": float(v.min()),
                      "met": bool(v.mean() >= TARGET_MEAN and v.min() >= TARGET_MIN)}
                  for s, v in same.items()}
-    changed = torch.stack(list(arm["changed"].values())).any(0)
+    changed = changed_anywhere(arm)
     return {"scales": per_scale, "changed": int(changed.sum()),
             "met": all(p["met"] for p in per_scale.values()) and not bool(changed.any())}
 
@@ -291,7 +295,7 @@ def report(args: argparse.Namespace, result: dict, figure: Path | None) -> str:
                 cells += [f"{v.mean():.2f}", f"{v.median():.2f}", f"{v.min():.2f}"]
             table.append([*cells, f"{r['other'].mean():.2f}"])
         changed = values["changed"]
-        either = torch.stack(list(changed.values())).any(0)
+        either = changed_anywhere(values)
         same = values["rows"]["mollified"]["same"]
         psnrs = " / ".join(f"{same[s][changed[s]].median():.1f}" if bool(changed[s].any())
                            else "–" for s in SCALES)
@@ -353,25 +357,6 @@ def report(args: argparse.Namespace, result: dict, figure: Path | None) -> str:
     return "\n".join(lines)
 
 
-def write_goal_row(doc: str | os.PathLike, row: str) -> bool:
-    r"""Replaces the line of :obj:`doc` that starts with :data:`GOAL_ROW` (the row of "Goals at
-    a glance") by :obj:`row`, under the lock that :func:`_publish.write_section` takes; returns
-    whether the file had that row."""
-    with open(doc, "r+", encoding="utf-8") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        lines = f.read().split("\n")
-        hits = [i for i, line in enumerate(lines) if line.startswith(GOAL_ROW)]
-        if hits:
-            lines[hits[0]] = row
-            f.seek(0)
-            f.truncate()
-            f.write("\n".join(lines))
-            f.flush()
-            os.fsync(f.fileno())
-        fcntl.flock(f, fcntl.LOCK_UN)
-    return bool(hits)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = bench_parser(__doc__)
     p.add_argument("--checkpoint", default=None,
@@ -419,8 +404,7 @@ def draw_figure(args: argparse.Namespace, result: dict) -> Path:
         rows += [(f"{arm} {m}x{m} pooled", F.avg_pool2d(s[m][:8], m // n)) for m in sides[1:]]
         rows.append((f"{arm} {top}x{top}", s[top][:8]))
     for arm, values in result["arms"].items():  # the seeds whose class changes, if any
-        either = torch.stack(list(values["changed"].values())).any(0)
-        seeds = either.nonzero().flatten()[:8]
+        seeds = changed_anywhere(values).nonzero().flatten()[:8]
         if seeds.numel():
             s = values["samples"]
             rows.append((f"{arm} changed {n}x{n}", s[n][seeds]))
@@ -435,7 +419,7 @@ def main(argv: list[str] | None = None) -> dict:
                         figure=draw_figure)
     if args.write:
         row = goal_row(result, args.num)
-        if write_goal_row(args.doc, row):
+        if write_goal_row(GOAL_ROW, row, args.doc):
             print(f"updated the goals row of {args.doc}:\n{row}")
         else:
             print(f"{args.doc} has no row starting with {GOAL_ROW!r}: goals not updated")

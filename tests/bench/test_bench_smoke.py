@@ -16,7 +16,7 @@ import _infdiff  # noqa: E402
 import consistency  # noqa: E402
 import resolution  # noqa: E402
 import subsampling  # noqa: E402
-from _publish import read_section  # noqa: E402
+from _publish import read_section, write_goal_row  # noqa: E402
 
 from pyg_infdiff.models import MultiscaleOperatorUNet  # noqa: E402
 from pyg_infdiff.training import create_ema, load_pretrained, save_checkpoint  # noqa: E402
@@ -242,11 +242,11 @@ def test_consistency_goal_row(tmp_path):
     doc = tmp_path / "benchmarks.md"
     doc.write_text(GOALS)
     row = "| resolution consistency: new | x | **met** |"
-    assert consistency.write_goal_row(doc, row)
+    assert write_goal_row(consistency.GOAL_ROW, row, doc)
     assert doc.read_text() == GOALS.replace(GOALS.splitlines()[5], row)
     other = tmp_path / "other.md"
     other.write_text("# no goals\n")
-    assert not consistency.write_goal_row(other, row)
+    assert not write_goal_row(consistency.GOAL_ROW, row, other)
     assert other.read_text() == "# no goals\n"
 
 
