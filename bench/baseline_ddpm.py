@@ -324,18 +324,19 @@ def dense_step_factory(
 
 
 def main() -> None:
+    from _args import positive_int
     from _common import format_bytes, machine_description, peak_memory, time_cases
 
     parser = argparse.ArgumentParser(description="Times the dense DDPM baseline.")
-    parser.add_argument("--resolution", type=int, default=28)
-    parser.add_argument("--channels", type=int, default=1)
-    parser.add_argument("--target-params", type=int, default=1_100_000)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--num-samples", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=100, help="DDIM steps")
-    parser.add_argument("--repeats", type=int, default=5, help="training-step repeats")
-    parser.add_argument("--sample-repeats", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--resolution", type=positive_int, default=28)
+    parser.add_argument("--channels", type=positive_int, default=1)
+    parser.add_argument("--target-params", type=positive_int, default=1_100_000)
+    parser.add_argument("--batch-size", type=positive_int, default=64)
+    parser.add_argument("--num-samples", type=positive_int, default=16)
+    parser.add_argument("--steps", type=positive_int, default=100, help="DDIM steps")
+    parser.add_argument("--repeats", type=positive_int, default=5, help="training-step repeats")
+    parser.add_argument("--sample-repeats", type=positive_int, default=1)
+    parser.add_argument("--threads", type=positive_int, default=None)
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _args import positive_float, positive_int
 from _common import ROOT, machine_description
 from baseline_ddpm import (
     build_dense_unet,
@@ -291,28 +292,27 @@ def save_grid(images: torch.Tensor, path: Path, columns: int = 8) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, default=25.0, help="training wall-clock budget")
+    parser.add_argument("--minutes", type=positive_float, default=25.0,
+                        help="training wall-clock budget")
     parser.add_argument("--smoke", action="store_true",
                         help="1-minute run, 16 samples (overrides --minutes/--num-samples)")
-    parser.add_argument("--target-params", type=int, default=1_100_000,
+    parser.add_argument("--target-params", type=positive_int, default=1_100_000,
                         help="parameter count of the UNet (the library's 28² preset: 1302209)")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--warmup-steps", type=int, default=500)
-    parser.add_argument("--num-samples", type=int, default=1000)
-    parser.add_argument("--sample-steps", type=int, default=100, help="DDIM steps")
-    parser.add_argument("--sample-batch-size", type=int, default=50)
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--batch-size", type=positive_int, default=16)
+    parser.add_argument("--lr", type=positive_float, default=1e-4)
+    parser.add_argument("--warmup-steps", type=positive_int, default=500)
+    parser.add_argument("--num-samples", type=positive_int, default=1000)
+    parser.add_argument("--sample-steps", type=positive_int, default=100, help="DDIM steps")
+    parser.add_argument("--sample-batch-size", type=positive_int, default=50)
+    parser.add_argument("--threads", type=positive_int, default=None,
                         help="torch threads; 1 is far steadier on a loaded, shared machine")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--log-every", type=int, default=50)
+    parser.add_argument("--log-every", type=positive_int, default=50)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "_out" / "dense_ddpm_28")
     args = parser.parse_args()
     if args.smoke:
         args.minutes, args.num_samples = 1.0, 16
         args.out = args.out.with_name(args.out.name + "_smoke")
-    if args.minutes <= 0 or args.batch_size < 1 or args.num_samples < 1:
-        parser.error("--minutes, --batch-size and --num-samples must be positive")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     recipe = DenseRecipe(batch_size=args.batch_size, lr=args.lr, warmup=args.warmup_steps)

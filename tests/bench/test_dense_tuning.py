@@ -4,6 +4,7 @@ a dense run resumed after an interruption, and (slow: worker processes) ``--smok
 a temporary doc. No scores are asserted."""
 import json
 import math
+import sys
 
 import pytest
 import torch
@@ -32,6 +33,19 @@ def test_defaults_and_bad_arguments():
     assert min(dense_tuning.HELD_OUT) >= args.num_real
     # the midpoints of 8 equal bins of the 1000 time steps
     assert [t + 0.5 for t in dense_tuning.HELD_OUT_STEPS] == [125 * (i + 0.5) for i in range(8)]
+
+
+@pytest.mark.parametrize("script", ["train_dense_ddpm", "baseline_ddpm"])
+def test_dense_scripts_reject_counts_and_budgets_below_one(script, monkeypatch, capsys):
+    main = load_script(script).main
+    cases = {"train_dense_ddpm": (["--minutes", "0"], ["--lr", "-1"], ["--warmup-steps", "0"],
+                                  ["--batch-size", "x"], ["--num-samples", "0"]),
+             "baseline_ddpm": (["--steps", "0"], ["--resolution", "-8"], ["--repeats", "0"])}
+    for bad in cases[script]:
+        monkeypatch.setattr(sys, "argv", [f"{script}.py", *bad])
+        with pytest.raises(SystemExit) as exit_info:
+            main()  # argparse stops before anything is built or trained
+        assert exit_info.value.code == 2 and f"argument {bad[0]}" in capsys.readouterr().err
 
 
 class _Out:
