@@ -23,9 +23,9 @@ def test_autoencoder_smoke(tmp_path, fashion_mnist):  # its smoke reads Fashion-
             "--figures", str(figures)]
     result = autoencoder.main(argv)
     assert set(result["reconstruction"]) == {"1", "0.25", "0.1"}
-    assert set(result["reconstruction"]["0.25"]) == {"decoded", "decoded, deblurred",
-                                                     autoencoder.KEPT, "cubic interpolation",
-                                                     "nearest"}
+    assert set(result["reconstruction"]["0.25"]) == {
+        "decoded", "decoded, deblurred", autoencoder.KEPT, autoencoder.REPAINT,
+        autoencoder.MEAN.format(draws=2), "cubic interpolation", "nearest"}
     assert set(result["reconstruction"]["1"]) == {"decoded", "decoded, deblurred"}
     assert set(result["upsampling"]) == {"56", "112"}
     assert set(result["latent"]) == {"pixel replication", "bicubic"}
@@ -54,6 +54,13 @@ def test_autoencoder_smoke(tmp_path, fashion_mnist):  # its smoke reads Fashion-
     seen = seen.view(3, 1, 28, 28)
     torch.testing.assert_close(kept[seen], images.clamp(-1, 1)[seen])
     assert not torch.equal(kept[~seen], free[~seen])
+    # so do the RePaint decodings, each seed offset its own draw
+    repaint = [autoencoder.decode(run.model, run.diffusion, batch, 28, args, "cpu", keep=True,
+                                  seed=seed, resample=2, jump_length=1, eta=1.0)
+               for seed in (0, 1000)]
+    for draw in repaint:
+        torch.testing.assert_close(draw[seen], images.clamp(-1, 1)[seen])
+    assert not torch.equal(repaint[0][~seen], repaint[1][~seen])
 
 
 def test_scattered_interpolation_of_a_plane_is_exact():
