@@ -2,6 +2,7 @@ r"""The diffusion autoencoder of ∞-Diff: an encoder of functions and a U-Net c
 latent vector. Composition only; decoding (sampling) lives in :mod:`pyg_infdiff.diffusion`."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from torch import Tensor, nn
@@ -11,6 +12,7 @@ from pyg_infdiff.graph import LatticeIndex
 from pyg_infdiff.models.config import UNetConfig
 from pyg_infdiff.models.encoder import EncoderConfig, FunctionEncoder
 from pyg_infdiff.models.unet import MultiscaleOperatorUNet
+from pyg_infdiff.nn.kernel_conv import EdgeKernel
 
 
 class DiffusionAutoencoder(nn.Module):
@@ -34,7 +36,9 @@ class DiffusionAutoencoder(nn.Module):
     reach the encoder through :obj:`z`. The use cases are functions of :mod:`pyg_infdiff.diffusion`:
     :func:`~pyg_infdiff.diffusion.reconstruct` (encode from any subset of points, decode by
     DDIM at any resolution) and :func:`~pyg_infdiff.diffusion.interpolate` (slerp in
-    :math:`\mathbf{z}` with one shared noise field).
+    :math:`\mathbf{z}` with one shared noise field). Like the U-Net, it reads point sets
+    through a context of the training density (``sample(..., context=)``), and computes the
+    operators' kernels once per point set (:meth:`context_graph`, :meth:`edge_kernels`).
 
     .. code-block:: python
 
@@ -120,6 +124,8 @@ class DiffusionAutoencoder(nn.Module):
         edge_index: OptTensor = None,
         lattice: LatticeIndex | None = None,
         cond: OptTensor = None,
+        context: OptTensor = None,
+        kernels: Sequence[EdgeKernel] | None = None,
         *,
         enc_x: OptTensor = None,
         enc_pos: OptTensor = None,
@@ -137,6 +143,10 @@ class DiffusionAutoencoder(nn.Module):
         (:class:`~pyg_infdiff.diffusion.AutoencoderLoss` calls the model this way).
 
         Args:
+            context (torch.Tensor, optional): Sorted indices of the context nodes
+                (:meth:`MultiscaleOperatorUNet.forward`). (default: :obj:`None`)
+            kernels (Sequence[EdgeKernel], optional): The U-Net's kernels on
+                :obj:`edge_index` (:meth:`edge_kernels`). (default: :obj:`None`)
             enc_x (torch.Tensor, optional): Values the encoder reads, :math:`(M, C)`.
                 (default: :obj:`None`)
             enc_pos (torch.Tensor, optional): Their coordinates, :math:`(M, d)`.
@@ -154,7 +164,19 @@ class DiffusionAutoencoder(nn.Module):
                 raise ValueError("'enc_x' needs 'enc_pos'")
             cond = self.encode(enc_x, enc_pos, enc_batch, lattice=enc_lattice,
                                num_graphs=t.numel())
-        return self.unet(x_t, pos, t, batch, edge_index=edge_index, lattice=lattice, cond=cond)
+        return self.unet(x_t, pos, t, batch, edge_index=edge_index, lattice=lattice, cond=cond,
+                         context=context, kernels=kernels)
+
+    def edge_kernels(self, pos: Tensor, edge_index: Tensor) -> tuple[EdgeKernel, ...]:
+        r"""The U-Net's kernels on fixed edges (:meth:`MultiscaleOperatorUNet.edge_kernels`),
+        computed once per point set by :func:`~pyg_infdiff.diffusion.sample`."""
+        return self.unet.edge_kernels(pos, edge_index)
+
+    def context_graph(self, pos: Tensor, context: Tensor, batch: OptTensor = None) -> Tensor:
+        r"""The U-Net's edges through the context nodes
+        (:meth:`MultiscaleOperatorUNet.context_graph`), for :meth:`forward` with
+        :obj:`context`."""
+        return self.unet.context_graph(pos, context, batch)
 
     def to_dict(self) -> dict[str, Any]:
         r"""Both configurations as Python primitives, ``{"encoder": ..., "unet": ...}``."""

@@ -135,6 +135,33 @@ def test_reconstruct_at_any_resolution(keep):
     assert at_points.values.shape == (30, 1) and at_points.images is None
 
 
+def test_reconstruct_through_a_context_decodes_one_function_at_every_resolution():
+    # The decoder reads every lattice through the same random pixels of the training lattice
+    # (sample(..., context=)): the context's trajectory, hence its values, do not depend on
+    # the lattice; the kernels are computed once per point set (edge_kernels).
+    from pyg_infdiff.diffusion import LatticeSubset
+
+    model = tiny_autoencoder()
+    x, pos = image_points(12, 36)
+    outs = [reconstruct(model, diffusion(), x, pos, shape=(side, side), steps=3,
+                        context=LatticeSubset((12, 12), 40), progress=False,
+                        generator=torch.Generator().manual_seed(0)) for side in (12, 24)]
+    assert outs[1].images.shape == (1, 1, 24, 24) and bool(torch.isfinite(outs[1].images).all())
+    torch.testing.assert_close(outs[0].context_pos, outs[1].context_pos)
+    torch.testing.assert_close(outs[0].context_values, outs[1].context_values)
+    z = model.encode(x, pos)
+    t = torch.tensor([40])
+    nodes = torch.rand(50, 2, generator=torch.Generator().manual_seed(1))
+    values = torch.randn(50, 1, generator=torch.Generator().manual_seed(2))
+    context = torch.arange(0, 50, 2)
+    edges = model.context_graph(nodes, context)
+    with torch.no_grad():
+        ours = model(values, nodes, t, cond=z, edge_index=edges, context=context,
+                     kernels=model.edge_kernels(nodes, edges))
+        unet = model.unet(values, nodes, t, cond=z, edge_index=edges, context=context)
+    torch.testing.assert_close(ours, unet)
+
+
 def test_reconstruct_a_batch_of_functions():
     model = tiny_autoencoder()
     x, pos = image_points(12, 50)
