@@ -9,6 +9,14 @@ upsampling of the original to the largest one:
     python examples/reconstruct.py --checkpoint runs/fashion-mnist28 --fraction 0.25
     python examples/reconstruct.py --checkpoint runs/fashion-mnist28 --fraction 0.1 \
         --resolutions 28,56,112 --num 8 --deblur
+    python examples/reconstruct.py --checkpoint runs/fashion-mnist28 --fraction 0.25 \
+        --keep-pixels --resample 3 --draws 4
+
+z alone carries the layout, not the pixels. --keep-pixels also keeps the observed pixels at the
+training resolution (whose pixels they are): inpainting by replacement (sample(...,
+observation=)), with RePaint resampling given --resample; --draws averages several decodings
+from independent noise, an estimate of the posterior mean (what PSNR rewards, blurrier than one
+decoding). bench/autoencoder.py measures each against interpolation of the same pixels.
 
 Writes the PNG and the tensors (.pt: images in [-1, 1]).
 """
@@ -21,7 +29,7 @@ from tqdm.auto import tqdm
 
 from pyg_infdiff.data import GraphCollator, held_out_images
 from pyg_infdiff.data.images import save_rows
-from pyg_infdiff.diffusion import reconstruct
+from pyg_infdiff.diffusion import Observation, reconstruct
 from pyg_infdiff.graph import LatticeIndex
 from pyg_infdiff.models import DiffusionAutoencoder
 from pyg_infdiff.training import load_pretrained
@@ -45,6 +53,18 @@ def parse_args(argv=None):
                    help="comma-separated lattice sides to decode at (default: 1x, 2x and 4x "
                    "the training resolution)")
     p.add_argument("--steps", type=int, default=100, help="DDIM steps")
+    p.add_argument("--keep-pixels", action="store_true",
+                   help="keep the observed pixels in the decodings at the training resolution "
+                   "(inpainting by replacement)")
+    p.add_argument("--resample", type=int, default=1,
+                   help="with --keep-pixels: RePaint passes over each segment of --jump-length "
+                   "steps (1: none)")
+    p.add_argument("--jump-length", type=int, default=2, help="RePaint's segment, in steps")
+    p.add_argument("--eta", type=float, default=None,
+                   help="DDIM stochasticity (default: 0, or 1 with --resample, as RePaint)")
+    p.add_argument("--draws", type=int, default=1,
+                   help="average this many decodings from independent noise (the posterior "
+                   "mean: higher PSNR, softer)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the observed pixels and of the decoding noise")
     p.add_argument("--deblur", type=float, nargs="?", const=0.05, default=None,
@@ -60,8 +80,16 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if not 0 < args.fraction <= 1:
         p.error(f"--fraction must lie in (0, 1], got {args.fraction}")
-    if args.num < 1 or args.steps < 1:
-        p.error("--num and --steps must be positive")
+    if min(args.num, args.steps, args.resample, args.jump_length, args.draws) < 1:
+        p.error("--num, --steps, --resample, --jump-length and --draws must be positive")
+    if args.resample > 1 and not args.keep_pixels:
+        p.error("--resample (RePaint) needs --keep-pixels: it resamples around known pixels")
+    if args.resample > 1 and args.jump_length >= args.steps:
+        p.error(f"--jump-length ({args.jump_length}) must be below --steps ({args.steps})")
+    if args.eta is not None and args.eta < 0:
+        p.error(f"--eta must be >= 0, got {args.eta}")
+    if args.eta is None:
+        args.eta = 1.0 if args.resample > 1 else 0.0
     if args.out is not None and Path(args.out).suffix.lower() != ".png":
         p.error(f"--out must name a .png file, got {args.out!r}")
     return args
@@ -94,18 +122,27 @@ def main(argv=None):
     batch = collate(list(images), generator=torch.Generator().manual_seed(args.seed)).to(device)
     index = LatticeIndex((res, res), batch.enc_pixel, batch.enc_batch, batch.num_graphs)
     grid, mask = index.scatter(batch.enc_x)
+    observation = Observation.from_images(grid, mask.bool()) if args.keep_pixels else None
+    mean = f", mean of {args.draws}" if args.draws > 1 else ""
     print(f"{run.path} (step {run.step}, {args.weights} weights, trained at {res}x{res}): "
           f"{images.size(0)} images encoded from {100 * args.fraction:g}% of their pixels, "
-          f"decoded at {', '.join(f'{n}x{n}' for n in sides)} by DDIM ({args.steps} steps)")
+          f"decoded at {', '.join(f'{n}x{n}' for n in sides)} by DDIM ({args.steps} steps, "
+          f"eta {args.eta:g}{mean})")
+    if args.keep_pixels and res not in sides:
+        print(f"--keep-pixels: no decoding at {res}x{res}, where the observed pixels are nodes")
 
     rows = [("original", images), (f"observed {100 * args.fraction:g}%",
                                     (grid * mask - (1 - mask)).cpu())]
     results = {}
     for n in tqdm(sides, desc="resolutions", disable=args.no_progress):
-        out = reconstruct(run.model, run.diffusion, batch.enc_x, batch.enc_pos, batch.enc_batch,
-                          shape=(n, n), steps=args.steps, progress=not args.no_progress,
-                          generator=torch.Generator(device).manual_seed(args.seed))
-        decoded = out.images.float()
+        known = {"observation": observation, "resample": args.resample,
+                 "jump_length": args.jump_length} if observation is not None and n == res else {}
+        decoded = sum(
+            reconstruct(run.model, run.diffusion, batch.enc_x, batch.enc_pos, batch.enc_batch,
+                        shape=(n, n), steps=args.steps, progress=not args.no_progress,
+                        eta=args.eta, generator=torch.Generator(device).manual_seed(
+                            args.seed + 1000 * draw), **known).images.float()
+            for draw in range(args.draws)) / args.draws
         if args.deblur is not None:
             decoded = run.diffusion.mollifier.undo(decoded, 2, inv_snr=args.deblur)
         results[f"{n}x{n}"] = decoded.clamp(-1, 1).cpu()
@@ -121,6 +158,8 @@ def main(argv=None):
     torch.save({"original": images, "observed_pixel": batch.enc_pixel.cpu(),
                 "observed_batch": batch.enc_batch.cpu(), "reconstructions": results,
                 "fraction": args.fraction, "steps": args.steps, "seed": args.seed,
+                "keep_pixels": args.keep_pixels, "resample": args.resample, "eta": args.eta,
+                "draws": args.draws,
                 "deblur": args.deblur, "checkpoint": str(run.path)}, png.with_suffix(".pt"))
     print(f"wrote {png} and {png.with_suffix('.pt')}")
 

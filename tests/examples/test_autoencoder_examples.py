@@ -84,6 +84,25 @@ def test_reconstruct_and_interpolate(stage_one, tmp_path):
         "28x28": (2, 3, 28, 28), "56x56": (2, 3, 56, 56)}
     assert saved["observed_pixel"].numel() == 2 * 196  # a quarter of each image
     assert Image.open(png).size[1] > 5 * 56  # original, observed, 2 decodings, bicubic
+    # keeping the observed pixels (RePaint, a mean of two draws) at the training resolution
+    _load("reconstruct").main(["--checkpoint", str(stage_one), "--num", "2", "--steps", "3",
+                               "--resolutions", "28,56", "--keep-pixels", "--resample", "2",
+                               "--jump-length", "1", "--draws", "2", "--out", str(png),
+                               "--no-progress"])
+    kept = torch.load(png.with_suffix(".pt"), weights_only=True)
+    assert (kept["keep_pixels"], kept["resample"], kept["eta"], kept["draws"]) == (True, 2, 1.0,
+                                                                                   2)
+    seen = torch.zeros(2, 28 * 28, dtype=torch.bool)
+    seen[kept["observed_batch"], kept["observed_pixel"]] = True
+    seen = seen.view(2, 1, 28, 28).expand(-1, 3, -1, -1)
+    decoded = kept["reconstructions"]["28x28"]
+    torch.testing.assert_close(decoded[seen], kept["original"].clamp(-1, 1)[seen])
+    assert not torch.equal(decoded, saved["reconstructions"]["28x28"])
+    reconstruct = _load("reconstruct")
+    for bad in (["--resample", "2"], ["--draws", "0"],
+                ["--keep-pixels", "--resample", "2", "--steps", "2", "--jump-length", "2"]):
+        with pytest.raises(SystemExit):
+            reconstruct.parse_args(["--checkpoint", "x", *bad])
     strip = tmp_path / "interp.png"
     _load("interpolate").main(["--checkpoint", str(stage_one), "--pairs", "0:1", "--points",
                                "3", "--steps", "2", "--resolution", "56", "--out", str(strip),
