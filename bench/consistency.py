@@ -27,7 +27,10 @@ set, mollified with the checkpoint's own mollifier (what the model samples), cla
 :math:`n` sample and the pooled :math:`2n` and :math:`4n` samples of every seed; a seed *changes
 class* when the argmax differs. Its weights and its test accuracy (on the mollified test set)
 are cached in ``--out``. Samples that are not 28² grey images (the smoke test's model) are
-averaged over channels and resized to 28² bilinearly before classification.
+averaged over channels and resized to 28² bilinearly before classification. For reference, the
+classifier's own floor: how many seeds change class when their :math:`n` sample gets white
+noise of the same size as its difference to the pooled higher one (the same root-mean-square,
+one seeded draw per seed), a change the model did not make.
 
 Targets (issue 12): mean PSNR ≥ 30 dB and minimum ≥ 20 dB for :math:`n` vs :math:`2n`↓ and
 :math:`n` vs :math:`4n`↓ (mollified samples), and no seed changing class. With ``--write`` the
@@ -177,11 +180,28 @@ def measure(args: argparse.Namespace, pretrained: Pretrained, classifier: dict,
             classes[base * s] = predict(classifier["model"], F.avg_pool2d(high, s))
         changed = {s: classes[base * s] != classes[base] for s in SCALES}
         arms[arm] = {"rows": rows, "samples": samples, "seconds": seconds,
-                     "contexts": contexts, "classes": classes, "changed": changed}
+                     "contexts": contexts, "classes": classes, "changed": changed,
+                     "floor": classifier_floor(classifier["model"], low, highs, classes[base],
+                                               args.seed)}
     radius_px = model.config.radius * trained if trained else None
     return {"arms": arms, "sides": sides, "trained": trained, "radius_px": radius_px,
             "params": sum(p.numel() for p in model.parameters()),
             "rate": pretrained.info.get("data", {}).get("subsample")}
+
+
+def classifier_floor(classifier, low: Tensor, highs: dict[int, Tensor], classes: Tensor,
+                     seed: int) -> dict[int, Tensor]:
+    r"""Per scale, which seeds change class when their low-resolution sample gets white noise
+    of the root-mean-square of its difference to the pooled higher one: the changes that
+    differences of that size cause in the classifier without any structure, bool
+    :math:`(\text{num},)`."""
+    floor = {}
+    for s, high in highs.items():
+        diff = (low.float() - F.avg_pool2d(high.float(), s)).flatten(1)
+        rms = diff.pow(2).mean(1).sqrt().view(-1, *([1] * (low.dim() - 1)))
+        noise = torch.randn(low.shape, generator=torch.Generator().manual_seed(seed + s))
+        floor[s] = predict(classifier, low.float() + rms * noise) != classes
+    return floor
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -299,9 +319,10 @@ def report(args: argparse.Namespace, result: dict, figure: Path | None) -> str:
         same = values["rows"]["mollified"]["same"]
         psnrs = " / ".join(f"{same[s][changed[s]].median():.1f}" if bool(changed[s].any())
                            else "–" for s in SCALES)
+        floor = " / ".join(f"{int(values['floor'][s].sum())}" for s in SCALES)
         class_table.append([_arm_name(arm, result),
                             *[f"{int(changed[s].sum())} of {args.num}" for s in SCALES],
-                            f"{int(either.sum())} of {args.num}", psnrs,
+                            f"{int(either.sum())} of {args.num}", psnrs, floor,
                             f"{len(set(values['classes'][n].tolist()))}"])
     c = result["classifier"]
     lines = [f"## Resolution consistency: the same seeds at {', '.join(f'{s}²' for s in sides)}",
@@ -312,7 +333,12 @@ def report(args: argparse.Namespace, result: dict, figure: Path | None) -> str:
              "pooled to it):", "",
              markdown_table(["reading", *[f"{n}² vs {n * s}²↓" for s in SCALES],
                              "either", "their PSNR, median (dB)",
-                             f"classes among the {n}² samples"], class_table), ""]
+                             "white noise of the same size: changes",
+                             f"classes among the {n}² samples"], class_table), "",
+             "White noise of the same size: seeds whose class changes when their "
+             f"{n}² sample gets white noise of the root-mean-square of its difference to the "
+             + " / ".join(f"{n * s}²↓" for s in SCALES) + " sample (one draw per seed): what "
+             "differences of that size do to this classifier without any structure.", ""]
     if result["others"]:
         lines += [f"The same protocol on {len(result['others']) + 1} checkpoints side by side "
                   "(mollified samples; the first is the one above):", "",

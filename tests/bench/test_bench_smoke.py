@@ -156,6 +156,7 @@ def test_consistency_smoke(tmp_path):
         assert all(c.shape == (4,) and c.dtype == torch.bool for c in arm["changed"].values())
         assert all(torch.equal(arm["changed"][s], arm["classes"][16 * s] != arm["classes"][16])
                    for s in (2, 4))
+        assert all(f.shape == (4,) and f.dtype == torch.bool for f in arm["floor"].values())
     # trained at 16² with rate 4: a context of 64 random training pixels at every side
     # (16² > 64)
     assert plain["contexts"] == {s: "the lattice itself" for s in (16, 32, 64)}
@@ -176,6 +177,25 @@ def test_consistency_smoke(tmp_path):
     row = next(line for line in text.splitlines() if line.startswith("| resolution consistency"))
     assert row == consistency.goal_row(result, 4) and "(5 #6 / 12)" in row
     assert "plain: 32²↓" in row and "context: 32²↓" in row
+
+
+def test_classifier_floor_adds_noise_of_the_differences_size():
+    # A classifier of the mean brightness: class 1 above 0. Pooled higher samples equal to the
+    # low ones add no noise and change nothing; a difference of size 1 flips the seeds that
+    # sit near the threshold and keeps the far ones.
+    class Brightness(torch.nn.Module):
+        def forward(self, x):
+            m = x.flatten(1).mean(1)
+            return torch.stack([-m, m], 1)
+
+    low = torch.tensor([-0.9, -0.001, 0.001, 0.9]).view(4, 1, 1, 1).expand(4, 1, 28, 28)
+    classes = (low.flatten(1).mean(1) > 0).long()
+    same = {2: low.repeat_interleave(2, -1).repeat_interleave(2, -2)}
+    floor = consistency.classifier_floor(Brightness(), low, same, classes, seed=0)
+    assert not bool(floor[2].any())
+    shifted = {2: same[2] + 1.0}  # rms difference 1 per pixel: noise of mean ~ 1/28 per image
+    floor = consistency.classifier_floor(Brightness(), low, shifted, classes, seed=0)
+    assert floor[2].dtype == torch.bool and not bool(floor[2][[0, 3]].any())
 
 
 def test_consistency_compare_and_sample_cache(tmp_path, monkeypatch):
