@@ -146,7 +146,8 @@ def main(argv=None):
         if args.deblur is not None:
             decoded = run.diffusion.mollifier.undo(decoded, 2, inv_snr=args.deblur)
         results[f"{n}x{n}"] = decoded.clamp(-1, 1).cpu()
-        rows.append((f"{n}x{n}", results[f"{n}x{n}"]))
+        label = f"{n}x{n}{', pixels kept' if known else ''}{mean}"
+        rows.append((label, results[f"{n}x{n}"]))
     top = max(sides)
     bicubic = F.interpolate(images, size=(top, top), mode="bicubic", align_corners=False)
     rows.append((f"bicubic {top}x{top}", bicubic.clamp(-1, 1)))
