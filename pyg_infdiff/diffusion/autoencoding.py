@@ -212,6 +212,15 @@ def reconstruct(
     noise, on full lattices of :obj:`shape` or at the points :obj:`query_pos`, as the official
     ∞-Diff model reconstructs (100 DDIM steps).
 
+    :math:`\mathbf{z}` carries the layout more than the pixels. Where the observed points are
+    nodes of the decoding (the pixels of the lattice they were read from), pass them as
+    ``observation=`` (:class:`~pyg_infdiff.diffusion.Observation`, e.g.
+    ``Observation.from_images``) to keep them, with ``resample=`` for RePaint; the mean of
+    several decodings from independent noise estimates the posterior mean, which scores a
+    higher PSNR than any one decoding. On Fashion-MNIST from 25% of the pixels: 16.2 dB from
+    :math:`\mathbf{z}` alone, 17.9 keeping the pixels, 18.5 with RePaint, 19.2 for the mean of
+    four, against 17.2 for cubic interpolation (``bench/autoencoder.py``, docs/benchmarks.md).
+
     Args:
         model (Autoencoder): The diffusion autoencoder, e.g.
             :class:`~pyg_infdiff.models.DiffusionAutoencoder` (call ``model.eval()`` first).
