@@ -20,10 +20,9 @@ Fashion-MNIST test images:
   interpolations do too; the same with RePaint resampling (``--resample`` passes over segments of
   ``--jump-length`` steps, :math:`\eta = 1` as RePaint's ancestral steps; the defaults, 3 and
   2, were the best of four settings tried on the first 48 test images with a 20-minute model);
-  and the mean of
-  ``--draws`` such RePaint decodings from independent noise, an estimate of the posterior mean
-  (what PSNR rewards; blurrier than any one decoding). Goal: from 25%, PSNR at least 3 dB above
-  both interpolations.
+  and the mean of ``--draws`` such RePaint decodings from independent noise, an estimate of the
+  posterior mean (what PSNR rewards; blurrier than any one decoding). Goal: from 25%, PSNR at
+  least 3 dB above both interpolations.
 * **(b)** 28² → 56² and 112²: the first ``--num-upsample`` images encoded from all their pixels
   and decoded at 56² and 112², scored against bicubic upsampling of the 28² input (PSNR, SSIM),
   and their detail: the energy in the upper half of the 28² band (7 to 14 cycles per unit)
