@@ -38,6 +38,14 @@ class Observation:
     (``sample(..., resample=5)``) halves both. Conditioning is weaker far from the observed
     nodes (large holes) than between them (super-resolution).
 
+    Guidance (``sample(..., guidance=)``, after DPS, `"Diffusion Posterior Sampling for
+    General Noisy Inverse Problems" <https://arxiv.org/abs/2209.14687>`_, Chung et al., ICLR
+    2023) also pulls every node by the gradient of :meth:`residual` through the denoiser, so
+    the observations reach the unobserved nodes within each step: after each reverse step,
+    :math:`x_{t'} \leftarrow x_{t'} - \zeta\, \nabla_{x_t} \|m \odot (\hat x_0(x_t) - y)\|`
+    per graph, then the replacement above. It costs one backward pass through the denoiser
+    per step.
+
     Args:
         mask (torch.Tensor): Which nodes are observed, bool :math:`(N,)`.
         values (torch.Tensor): Clean, mollified values :math:`y` at the nodes, :math:`(N, C)`
@@ -135,6 +143,23 @@ class Observation:
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}(num_nodes={self.num_nodes}, "
                 f"observed={int(self.mask.sum())}, channels={self.channels})")
+
+    def residual(self, x0: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
+        r"""The distance of a prediction of the clean data from the observations, per graph:
+        :math:`\|m \odot (\hat x_0 - y)\|` over the observed nodes of each graph, :math:`(B,)`
+        (differentiable; the guidance of ``sample(..., guidance=)``).
+
+        Args:
+            x0 (torch.Tensor): The prediction :math:`\hat x_0` at the nodes, :math:`(N, C)`.
+            batch (torch.Tensor): Graph index of each node, :math:`(N,)`.
+            num_graphs (int): The number of graphs :math:`B`.
+        """
+        if x0.shape != self.values.shape:
+            raise ValueError(f"The prediction {tuple(x0.shape)} does not match the observation "
+                             f"{tuple(self.values.shape)}")
+        sq = (x0 - self.values.to(x0.dtype)).pow(2).sum(-1) * self.mask
+        per_graph = sq.new_zeros(num_graphs).index_add(0, batch, sq)
+        return per_graph.clamp_min(torch.finfo(sq.dtype).tiny).sqrt()
 
     def replace(self, sample: Tensor, known: Tensor) -> Tensor:
         r"""Returns :obj:`sample` with the observed nodes set to :obj:`known`."""

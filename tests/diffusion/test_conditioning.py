@@ -137,6 +137,38 @@ def test_inpainting_with_the_oracle(sampler):
     assert plain_error < 0.4 and plain_var < 0.3
     assert repaint_error < 0.75 * plain_error and repaint_var < 0.75 * plain_var
     assert repaint_error < 0.2 and repaint_var < 0.15
+    # Guidance through the denoiser's gradient (DPS) brings the observations to every node
+    # within each step: measured 0.04 / 0.03 of the prior (error of the mean / variance) for
+    # both samplers, against 0.26-0.36 / 0.17-0.26 for replacement alone.
+    out = sample(oracle, oracle.diffusion, shape=(n,), num_samples=num, steps=50,
+                 sampler=sampler, clip_x0=None, observation=observation, guidance=1.0,
+                 progress=False, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    samples = out.values.view(num, n)
+    assert torch.equal(samples[:, observed], truth[observed, 0].expand(num, -1))
+    guided_error, guided_var = conditional_errors(samples[:, ~observed], mean, var, prior_var)
+    assert guided_error < 0.1 and guided_var < 0.1
+    assert guided_error < 0.5 * repaint_error and guided_var < repaint_var
+
+
+def test_guidance_residual_and_errors():
+    observation = Observation(torch.tensor([True, False, True, True]),
+                              torch.tensor([[1.0], [9.0], [-1.0], [2.0]]))
+    x0 = torch.tensor([[0.0], [0.0], [1.0], [2.0]], requires_grad=True)
+    batch = torch.tensor([0, 0, 1, 1])
+    residual = observation.residual(x0, batch, 2)
+    torch.testing.assert_close(residual, torch.tensor([1.0, 2.0]))  # node 1 is not observed
+    (grad,) = torch.autograd.grad(residual.sum(), x0)
+    torch.testing.assert_close(grad, torch.tensor([[-1.0], [0.0], [1.0], [0.0]]))
+    with pytest.raises(ValueError, match="does not match"):
+        observation.residual(x0[:3], batch[:3], 2)
+    oracle = make_oracle()
+    with pytest.raises(ValueError, match="needs an observation"):
+        sample(oracle, oracle.diffusion, shape=(4,), num_samples=1, channels=1, steps=2,
+               guidance=1.0, progress=False)
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="'guidance'"):
+            sample(oracle, oracle.diffusion, shape=(4,), num_samples=1, steps=2,
+                   observation=observation, guidance=bad, progress=False)
 
 
 def test_super_resolution_as_inpainting():
