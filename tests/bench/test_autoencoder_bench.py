@@ -25,7 +25,8 @@ def test_autoencoder_smoke(tmp_path, fashion_mnist):  # its smoke reads Fashion-
     assert set(result["reconstruction"]) == {"1", "0.25", "0.1"}
     assert set(result["reconstruction"]["0.25"]) == {
         "decoded", "decoded, deblurred", autoencoder.KEPT, autoencoder.REPAINT,
-        autoencoder.MEAN.format(draws=2), "cubic interpolation", "nearest"}
+        autoencoder.MEAN.format(draws=2), autoencoder.GUIDED,
+        autoencoder.GUIDED_MEAN.format(draws=2), "cubic interpolation", "nearest"}
     assert set(result["reconstruction"]["1"]) == {"decoded", "decoded, deblurred"}
     assert set(result["upsampling"]) == {"56", "112"}
     assert set(result["latent"]) == {"pixel replication", "bicubic"}
@@ -61,6 +62,10 @@ def test_autoencoder_smoke(tmp_path, fashion_mnist):  # its smoke reads Fashion-
     for draw in repaint:
         torch.testing.assert_close(draw[seen], images.clamp(-1, 1)[seen])
     assert not torch.equal(repaint[0][~seen], repaint[1][~seen])
+    guided = autoencoder.decode(run.model, run.diffusion, batch, 28, args, "cpu", keep=True,
+                                guidance=3.0)
+    torch.testing.assert_close(guided[seen], images.clamp(-1, 1)[seen])
+    assert not torch.equal(guided[~seen], kept[~seen])  # the same seed, pulled by the gradient
 
 
 def test_scattered_interpolation_of_a_plane_is_exact():
