@@ -10,11 +10,12 @@ upsampling of the original to the largest one:
     python examples/reconstruct.py --checkpoint runs/fashion-mnist28 --fraction 0.1 \
         --resolutions 28,56,112 --num 8 --deblur
     python examples/reconstruct.py --checkpoint runs/fashion-mnist28 --fraction 0.25 \
-        --keep-pixels --resample 3 --draws 4
+        --keep-pixels --guidance 3 --draws 4
 
 z alone carries the layout, not the pixels. --keep-pixels also keeps the observed pixels at the
 training resolution (whose pixels they are): inpainting by replacement (sample(...,
-observation=)), with RePaint resampling given --resample; --draws averages several decodings
+observation=)), pulled towards them through the denoiser's gradient given --guidance (DPS,
+sample(..., guidance=)) and with RePaint resampling given --resample; --draws averages decodings
 from independent noise, an estimate of the posterior mean (what PSNR rewards, blurrier than one
 decoding). bench/autoencoder.py measures each against interpolation of the same pixels.
 
@@ -60,6 +61,9 @@ def parse_args(argv=None):
                    help="with --keep-pixels: RePaint passes over each segment of --jump-length "
                    "steps (1: none)")
     p.add_argument("--jump-length", type=int, default=2, help="RePaint's segment, in steps")
+    p.add_argument("--guidance", type=float, default=0.0,
+                   help="with --keep-pixels: step size of the guidance towards them through the "
+                   "denoiser's gradient (0: none; one backward pass per step)")
     p.add_argument("--eta", type=float, default=None,
                    help="DDIM stochasticity (default: 0, or 1 with --resample, as RePaint)")
     p.add_argument("--draws", type=int, default=1,
@@ -84,6 +88,8 @@ def parse_args(argv=None):
         p.error("--num, --steps, --resample, --jump-length and --draws must be positive")
     if args.resample > 1 and not args.keep_pixels:
         p.error("--resample (RePaint) needs --keep-pixels: it resamples around known pixels")
+    if not args.guidance >= 0 or (args.guidance > 0 and not args.keep_pixels):
+        p.error(f"--guidance must be >= 0 and needs --keep-pixels, got {args.guidance}")
     if args.resample > 1 and args.jump_length >= args.steps:
         p.error(f"--jump-length ({args.jump_length}) must be below --steps ({args.steps})")
     if args.eta is not None and args.eta < 0:
@@ -136,7 +142,8 @@ def main(argv=None):
     results = {}
     for n in tqdm(sides, desc="resolutions", disable=args.no_progress):
         known = {"observation": observation, "resample": args.resample,
-                 "jump_length": args.jump_length} if observation is not None and n == res else {}
+                 "jump_length": args.jump_length, "guidance": args.guidance
+                 } if observation is not None and n == res else {}
         decoded = sum(
             reconstruct(run.model, run.diffusion, batch.enc_x, batch.enc_pos, batch.enc_batch,
                         shape=(n, n), steps=args.steps, progress=not args.no_progress,
@@ -160,6 +167,7 @@ def main(argv=None):
                 "observed_batch": batch.enc_batch.cpu(), "reconstructions": results,
                 "fraction": args.fraction, "steps": args.steps, "seed": args.seed,
                 "keep_pixels": args.keep_pixels, "resample": args.resample, "eta": args.eta,
+                "guidance": args.guidance,
                 "draws": args.draws,
                 "deblur": args.deblur, "checkpoint": str(run.path)}, png.with_suffix(".pt"))
     print(f"wrote {png} and {png.with_suffix('.pt')}")

@@ -99,7 +99,16 @@ def test_reconstruct_and_interpolate(stage_one, tmp_path):
     torch.testing.assert_close(decoded[seen], kept["original"].clamp(-1, 1)[seen])
     assert not torch.equal(decoded, saved["reconstructions"]["28x28"])
     reconstruct = _load("reconstruct")
-    for bad in (["--resample", "2"], ["--draws", "0"],
+    guided = tmp_path / "guided.png"
+    _load("reconstruct").main(["--checkpoint", str(stage_one), "--num", "2", "--steps", "2",
+                               "--resolutions", "28", "--keep-pixels", "--guidance", "2",
+                               "--out", str(guided), "--no-progress"])
+    saved = torch.load(guided.with_suffix(".pt"), weights_only=True)
+    assert saved["guidance"] == 2.0
+    torch.testing.assert_close(saved["reconstructions"]["28x28"][seen],
+                               saved["original"].clamp(-1, 1)[seen])
+    for bad in (["--resample", "2"], ["--draws", "0"], ["--guidance", "1"],
+                ["--keep-pixels", "--guidance", "-1"],
                 ["--keep-pixels", "--resample", "2", "--steps", "2", "--jump-length", "2"]):
         with pytest.raises(SystemExit):
             reconstruct.parse_args(["--checkpoint", "x", *bad])
