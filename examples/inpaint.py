@@ -2,7 +2,9 @@ r"""Conditional sampling with a trained ∞-Diff model: inpainting and super-res
 
 Both are the same operation on point sets: some nodes are observed, the reverse process keeps
 them at their (noised) known values and the model fills in the rest (replacement conditioning,
-with optional RePaint resampling).
+with optional RePaint resampling, and optional guidance through the model's gradient,
+--guidance: sample(..., guidance=), which brings the observations to every node within each
+step at the cost of a backward pass per step).
 
 * **Inpainting**: a region of each image is hidden (--mask center|left|random) and sampled.
 * **Super-resolution**: a low-resolution image (the training resolution) is observed at the
@@ -48,6 +50,9 @@ def parse_args(argv=None):
     p.add_argument("--resample", type=int, default=2,
                    help="RePaint passes over each jump segment (1: plain replacement)")
     p.add_argument("--jump-length", type=int, default=5, help="RePaint jump length in steps")
+    p.add_argument("--guidance", type=float, default=0.0,
+                   help="step size of the guidance towards the observed pixels through the "
+                   "model's gradient (0: none)")
     p.add_argument("--deblur", type=float, nargs="?", const=0.05, default=None,
                    help="Wiener-deblur the results with this inverse SNR (flag alone: 0.05)")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise and of the mask")
@@ -63,6 +68,8 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     if args.sr_factor < 3 or args.sr_factor % 2 == 0:
         raise SystemExit(f"--sr-factor must be odd and >= 3, got {args.sr_factor}")
+    if not args.guidance >= 0:
+        raise SystemExit(f"--guidance must be >= 0, got {args.guidance}")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
     # The model and the process, rebuilt from the checkpoint (as in examples/sample.py).
@@ -93,7 +100,7 @@ def main(argv=None):
     run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
     out_dir = Path(args.out) if args.out else run_dir / "conditional"
     common = dict(channels=channels, steps=args.steps, resample=args.resample,
-                  jump_length=args.jump_length, device=device)
+                  jump_length=args.jump_length, guidance=args.guidance, device=device)
 
     def finish(images):
         images = images.float().cpu()

@@ -235,6 +235,16 @@ def test_inpaint_and_superres_smoke(demo_run, tmp_path):
     superres = torch.load(tmp_path / "superres.pt", weights_only=True)
     assert superres[f"infdiff {3 * res}x{3 * res}"].shape == (2, 3, 3 * res, 3 * res)
     assert (tmp_path / "superres.png").is_file()
+    # --guidance reaches the sampler: the same seed, another result
+    guided = tmp_path / "guided"
+    _load("inpaint").main(["--checkpoint", str(out), "--num", "2", "--steps", "4",
+                           "--jump-length", "2", "--task", "inpaint", "--guidance", "1",
+                           "--out", str(guided)])
+    pulled = torch.load(guided / "inpaint.pt", weights_only=True)["inpainted"]
+    assert pulled.shape == inpaint["inpainted"].shape
+    assert not torch.equal(pulled, inpaint["inpainted"])
+    with pytest.raises(SystemExit, match="guidance"):
+        _load("inpaint").main(["--checkpoint", str(out), "--guidance", "-1"])
 
 
 @pytest.mark.slow
