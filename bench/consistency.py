@@ -175,13 +175,14 @@ def measure(args: argparse.Namespace, pretrained: Pretrained, classifier: dict,
         low = samples[base]
         highs = {s: samples[base * s] for s in SCALES}
         rows = compare(low, highs, lambda x: diffusion.mollifier.undo(x, 2, inv_snr=0.05))
+        pooled = {s: F.avg_pool2d(high, s) for s, high in highs.items()}
         classes = {base: predict(classifier["model"], low)}
-        for s, high in highs.items():
-            classes[base * s] = predict(classifier["model"], F.avg_pool2d(high, s))
+        for s, image in pooled.items():
+            classes[base * s] = predict(classifier["model"], image)
         changed = {s: classes[base * s] != classes[base] for s in SCALES}
         arms[arm] = {"rows": rows, "samples": samples, "seconds": seconds,
                      "contexts": contexts, "classes": classes, "changed": changed,
-                     "floor": classifier_floor(classifier["model"], low, highs, classes[base],
+                     "floor": classifier_floor(classifier["model"], low, pooled, classes[base],
                                                args.seed)}
     radius_px = model.config.radius * trained if trained else None
     return {"arms": arms, "sides": sides, "trained": trained, "radius_px": radius_px,
@@ -189,15 +190,15 @@ def measure(args: argparse.Namespace, pretrained: Pretrained, classifier: dict,
             "rate": pretrained.info.get("data", {}).get("subsample")}
 
 
-def classifier_floor(classifier, low: Tensor, highs: dict[int, Tensor], classes: Tensor,
+def classifier_floor(classifier, low: Tensor, pooled: dict[int, Tensor], classes: Tensor,
                      seed: int) -> dict[int, Tensor]:
     r"""Per scale, which seeds change class when their low-resolution sample gets white noise
-    of the root-mean-square of its difference to the pooled higher one: the changes that
-    differences of that size cause in the classifier without any structure, bool
-    :math:`(\text{num},)`."""
+    of the root-mean-square of its difference to the higher one pooled to it (:obj:`pooled`,
+    by scale): the changes that differences of that size cause in the classifier without any
+    structure, bool :math:`(\text{num},)`."""
     floor = {}
-    for s, high in highs.items():
-        diff = (low.float() - F.avg_pool2d(high.float(), s)).flatten(1)
+    for s, image in pooled.items():
+        diff = (low.float() - image.float()).flatten(1)
         rms = diff.pow(2).mean(1).sqrt().view(-1, *([1] * (low.dim() - 1)))
         noise = torch.randn(low.shape, generator=torch.Generator().manual_seed(seed + s))
         floor[s] = predict(classifier, low.float() + rms * noise) != classes
