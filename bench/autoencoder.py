@@ -229,18 +229,16 @@ def evaluate(args: argparse.Namespace, checkpoint: str) -> dict:
         if fraction < 1:
             kept = decode(model, diffusion, batch, RESOLUTION, args, device, keep=True)
             rows[KEPT] = scores(kept, test)
-            draws = [decode(model, diffusion, batch, RESOLUTION, args, device, keep=True,
-                            seed=1000 * (k + 1), resample=args.resample,
-                            jump_length=args.jump_length, eta=1.0) for k in range(args.draws)]
-            mean = torch.stack(draws).mean(0)
-            rows[REPAINT] = scores(draws[0], test)
-            rows[MEAN.format(draws=args.draws)] = scores(mean, test)
-            guided = [decode(model, diffusion, batch, RESOLUTION, args, device, keep=True,
-                             seed=1000 * (k + 1), guidance=args.guidance)
-                      for k in range(args.draws)]
-            guided_mean = torch.stack(guided).mean(0)
-            rows[GUIDED] = scores(guided[0], test)
-            rows[GUIDED_MEAN.format(draws=args.draws)] = scores(guided_mean, test)
+            conditioned = ((REPAINT, MEAN, {"resample": args.resample, "eta": 1.0,
+                                            "jump_length": args.jump_length}),
+                           (GUIDED, GUIDED_MEAN, {"guidance": args.guidance}))
+            means = {}
+            for one, mean, sampling in conditioned:  # one decoding, the mean of --draws
+                draws = [decode(model, diffusion, batch, RESOLUTION, args, device, keep=True,
+                                seed=1000 * (k + 1), **sampling) for k in range(args.draws)]
+                means[one] = torch.stack(draws).mean(0)
+                rows[one] = scores(draws[0], test)
+                rows[mean.format(draws=args.draws)] = scores(means[one], test)
             for name, method in zip(INTERPOLATIONS, ("cubic", "nearest"), strict=True):
                 guess = scattered(test, batch.enc_pixel, batch.enc_batch, method)
                 rows[name] = scores(guess, test)
@@ -248,7 +246,8 @@ def evaluate(args: argparse.Namespace, checkpoint: str) -> dict:
                     figure[f"{name} (25%)"] = guess[:args.figure_images]
             if fraction == 0.25:
                 figure["decoded, pixels kept (25%)"] = kept[:args.figure_images]
-                figure[f"mean of {args.draws}, guided (25%)"] = guided_mean[:args.figure_images]
+                figure[f"mean of {args.draws}, guided (25%)"] = (
+                    means[GUIDED][:args.figure_images])
         if fraction == 0.25:
             figure["decoded 28x28 (25%)"] = deblur(diffusion, decoded[:args.figure_images])
         result["reconstruction"][f"{fraction:g}"] = rows
