@@ -17,7 +17,11 @@ default), each trained for ``--minutes`` with the public library parts (resumabl
 images of every arm are the same functions (dataset seed ``--seed``), rendered once per
 resolution, mollified once and cached (:class:`~pyg_infdiff.data.MollifiedCache`, float16,
 ``--items`` of them); the build is not part of the training budget and is reported apart.
-Samples use the same seeds in every arm (DDIM, :math:`\eta = 0`) and are deblurred with each
+Every arm trains with the main job's recipe (``examples/shapes_demo.py``: :math:`T x_0`
+prediction, Min-SNR-5 loss weights, ``--snr-gamma``) and the kernel radius of ``--radius-px``
+pixels of the base resolution (default: the preset's). Samples use the same seeds in every arm
+(DDIM with ``--eta``, 1 by default as the main job: every fresh noise is a whole mollified field,
+so the seeds stay one function at every resolution) and are deblurred with each
 arm's own mollifier (Wiener, inverse SNR 0.05, as the examples' ``--deblur``). Each set is
 scored against renders of held-out items at the same resolution (area-averaged pixels) with the
 multi-scale SWD, on the deblurred and on the raw samples, and with KID on the FID Inception
@@ -40,6 +44,7 @@ Writes a table into ``docs/benchmarks.md`` and ``docs/_static/figures/bench_beyo
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import time
@@ -69,8 +74,8 @@ from pyg_infdiff.training import load_pretrained
 
 OUT = ROOT / "bench" / "_out" / "beyond_training"
 #: The recipe of ``examples/shapes_demo.py`` (the README's main job), predicting :math:`T x_0`
-#: as the CPU presets of ``examples/celebahq_train.py`` do, with the uniform loss weights the
-#: demo had when these arms were measured (it now uses Min-SNR-5: ``bench/loss_weighting.py``).
+#: as the CPU presets of ``examples/celebahq_train.py`` do; its Min-SNR loss weights come from
+#: ``--snr-gamma``.
 RECIPE = dict(batch_size=16, lr=1e-3, warmup=100, ema_decay=0.995, ema_start=100,
               parametrization="x0")
 FLOOR = "held-out renders (floor)"
@@ -78,10 +83,18 @@ FLOOR = "held-out renders (floor)"
 
 def recipe_of(args: argparse.Namespace) -> dict:
     r"""The :class:`Recipe` fields of every arm (smaller batches in the smoke run)."""
-    recipe = dict(RECIPE, checkpoint_every=5 if args.smoke else 250)
+    recipe = dict(RECIPE, checkpoint_every=5 if args.smoke else 250,
+                  snr_gamma=args.snr_gamma or None)
     if args.smoke:
         recipe.update(batch_size=4, warmup=5, ema_start=0)
     return recipe
+
+
+def config_radius_px(args: argparse.Namespace) -> float:
+    r"""The kernel radius of every arm in pixels of the base resolution."""
+    if args.radius_px is not None:
+        return args.radius_px
+    return unet_config(args.preset).radius * args.base
 
 
 def arm_names(base: int, high: int, rate: float) -> dict[str, str]:
@@ -109,7 +122,8 @@ def build_cache(args: argparse.Namespace, side: int, channels: int) -> tuple[Mol
 
 
 def train_arms(args: argparse.Namespace, channels: int) -> dict:
-    config = unet_config(args.preset, channels)
+    config = dataclasses.replace(unet_config(args.preset, channels),
+                                 radius=config_radius_px(args) / args.base)
     recipe_kwargs = recipe_of(args)
     high, rate = args.base * args.factor, float(args.factor**2)
     caches = {}
@@ -155,7 +169,7 @@ def run(args: argparse.Namespace) -> dict:
             contexts[arm, side] = context_label(context)
             raw[arm][side] = draw_samples(model, diffusion, args.num, side, channels,
                                           args.steps, args.batch, args.seed + 1, device,
-                                          context)
+                                          context, eta=args.eta)
             seconds[arm, side] = time.perf_counter() - start
             deblurred[arm][side] = diffusion.mollifier.undo(raw[arm][side], 2,
                                                             inv_snr=0.05).clamp(-1, 1)
@@ -265,17 +279,20 @@ def report(args: argparse.Namespace, result: dict, figure: Path | None) -> str:
         *goals(result, args.kid),
         f"- Model: `--preset {args.preset}` in every arm ({result['params'] / 1e6:.2f} M "
         f"parameters), EMA weights, each trained for {args.minutes:g} min of "
-        f"{'CPU' if args.clock == 'cpu' else 'wall-clock'} time, one torch thread "
-        "(data loading included) with the recipe of `examples/shapes_demo.py` before its "
-        "Min-SNR weights (uniform loss weights; batch "
-        f"{recipe['batch_size']}, lr {recipe['lr']:g}, {recipe['warmup']} warm-up steps, EMA "
-        f"{recipe['ema_decay']}, predicting T x0; full lattices on the model's dense path, "
-        f"without radius edges). Training data: the same {args.items:,} "
+        f"{'CPU' if args.clock == 'cpu' else 'wall-clock'} time (data loading included) "
+        "with the recipe of `examples/shapes_demo.py`: "
+        + (f"Min-SNR-{args.snr_gamma:g} loss weights" if args.snr_gamma
+           else "uniform loss weights")
+        + f", batch {recipe['batch_size']}, lr {recipe['lr']:g}, {recipe['warmup']} warm-up "
+        f"steps, EMA {recipe['ema_decay']}, predicting T x0, kernel radius "
+        f"{config_radius_px(args):.3g} pixels of {base}² (full lattices on the model's dense "
+        f"path, without radius edges). Training data: the same {args.items:,} "
         f"functions (seed {args.seed}) rendered at {base}² and {high}², mollified once by "
         "half a pixel of their resolution and cached in float16 (`MollifiedCache`; outside "
         f"the budget: {caches}).",
-        f"- Samples: {args.num} seeds, the same in every arm and at every resolution (DDIM η = 0, "
-        f"{args.steps} steps), deblurred by each arm's mollifier (Wiener, inverse SNR 0.05); "
+        f"- Samples: {args.num} seeds, the same in every arm and at every resolution (DDIM η = "
+        f"{args.eta:g}, {args.steps} steps), deblurred by each arm's mollifier (Wiener, "
+        "inverse SNR 0.05); "
         "'raw' = as sampled. References: renders of held-out items (dataset seed "
         f"{args.data_seed}; floor: seed {args.data_seed + 1}), 4×4 supersampled. SWD: multi-scale "
         "sliced Wasserstein (levels ≥ 16²)"
@@ -310,6 +327,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--clock", choices=["cpu", "wall"], default="cpu",
                    help="what --minutes counts: this process's CPU time (fair when the arms "
                    "train one after the other on a shared machine) or wall-clock time")
+    p.add_argument("--snr-gamma", type=float, default=5.0,
+                   help="Min-SNR-gamma loss weights of every arm (the main job's 5; 0: the "
+                   "paper's uniform weights)")
+    p.add_argument("--radius-px", type=positive_float, default=None,
+                   help="kernel radius of every arm in pixels of --base (default: the "
+                   "preset's; the main job uses 2.5)")
+    p.add_argument("--eta", type=float, default=1.0,
+                   help="DDIM stochasticity of the samples (the main job's 1; 0: deterministic)")
     p.add_argument("--no-context", action="store_true",
                    help="sample every arm on plain lattices, without the context of its "
                    "training density that the library uses on denser lattices")
@@ -325,6 +350,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.kid is None:
         args.kid = not args.smoke
     args.preset = args.preset if args.preset == "tiny" else int(args.preset)
+    if args.snr_gamma < 0:
+        p.error(f"--snr-gamma must be >= 0, got {args.snr_gamma}")
+    if not 0 <= args.eta <= 1:
+        p.error(f"--eta must lie in [0, 1], got {args.eta}")
     if args.factor < 2 or args.factor & (args.factor - 1):
         p.error(f"--factor must be a power of 2 >= 2, got {args.factor}")
     if args.kid:

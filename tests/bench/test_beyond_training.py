@@ -72,3 +72,28 @@ def test_arguments():
     assert (args.preset, args.kid, args.base) == ("tiny", False, 16)
     with pytest.raises(SystemExit):
         beyond_training.parse_args(["--factor", "3"])
+
+
+def test_recipe_options():
+    # the main job's recipe by default: Min-SNR-5, DDIM eta 1, the preset's kernel radius
+    args = beyond_training.parse_args(["--no-kid"])
+    assert (args.snr_gamma, args.eta) == (5.0, 1.0)
+    assert beyond_training.recipe_of(args)["snr_gamma"] == 5.0
+    assert beyond_training.config_radius_px(args) == pytest.approx(
+        beyond_training.unet_config(32).radius * 32)
+    args = beyond_training.parse_args(["--no-kid", "--snr-gamma", "0", "--radius-px", "2.5",
+                                       "--eta", "0"])
+    assert beyond_training.recipe_of(args)["snr_gamma"] is None  # uniform weights
+    assert beyond_training.config_radius_px(args) == 2.5
+    for bad in (["--eta", "1.5"], ["--snr-gamma", "-1"], ["--radius-px", "0"]):
+        with pytest.raises(SystemExit):
+            beyond_training.parse_args(["--no-kid", *bad])
+
+
+def test_radius_reaches_every_arm(tmp_path):
+    result, body, _ = _run(tmp_path, "--radius-px", "3", "--snr-gamma", "0", "--eta", "0")
+    for arm in ("i", "iii", "iv"):
+        info = torch.load(result["trained"][arm]["checkpoint"], weights_only=True)["model_config"]
+        assert info["unet"]["radius"] == pytest.approx(3 / 16)
+    assert "uniform loss weights" in body and "kernel radius 3 pixels of 16²" in body
+    assert "(DDIM η = 0, 2 steps)" in body
