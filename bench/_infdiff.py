@@ -49,7 +49,7 @@ from pyg_infdiff.models import (
     MultiscaleOperatorUNet,
     UNetConfig,
 )
-from pyg_infdiff.noise import MollifiedNoise
+from pyg_infdiff.noise import GaussianMollifier, MollifiedNoise
 from pyg_infdiff.training import (
     Pretrained,
     Trainer,
@@ -127,6 +127,8 @@ class Recipe:
     keep_last: int | None = 2  # None keeps every checkpoint (for scores at equal steps)
     log_every: int = 50
     sigma_pixels: float = 0.5
+    # the noise's width in pixels of the training resolution, if not the data mollifier's
+    noise_sigma_pixels: float | None = None
     parametrization: str = "mollified_eps"
     snr_gamma: float | None = None  # Min-SNR-γ loss weights (examples/shapes_demo.py: 5)
 
@@ -231,7 +233,10 @@ def train_infdiff(
                          f"not {clock!r}: use another folder")
     spent_at = {int(k): v for k, v in ledger.get("spent_at", {}).items()}
     sigma = recipe.sigma_pixels / resolution
-    diffusion = MollifiedDiffusion(MollifiedNoise(sigma, config.ndim),
+    noise_sigma = (sigma if recipe.noise_sigma_pixels is None
+                   else recipe.noise_sigma_pixels / resolution)
+    diffusion = MollifiedDiffusion(MollifiedNoise(noise_sigma, config.ndim),
+                                   mollifier=GaussianMollifier(sigma),
                                    parametrization=recipe.parametrization,
                                    snr_gamma=recipe.snr_gamma)
     mollifier = diffusion.mollifier

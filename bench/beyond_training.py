@@ -9,7 +9,12 @@ default), each trained for ``--minutes`` with the public library parts (resumabl
 * **(ii)** bicubic ×2 and ×4 of (i)'s :math:`32^2` samples;
 * **(iii)** the same architecture trained on nodes of :math:`128^2` renders at 16×
   subsampling: as many nodes per image as (i), mollifier half a :math:`128^2` pixel (the
-  data's resolution, not the node density), sampled at the same resolutions;
+  data's resolution, not the node density), sampled at the same resolutions.
+  With ``--noise-at nodes`` the noise of (iii) is mollified at half the spacing of its nodes
+  instead (2 pixels of :math:`128^2`; the data mollifier stays at half a pixel): the rule of
+  (i), whose noise is half its node spacing too (``bench/noise_width.py`` measured both
+  widths on the main job's model). That arm trains into its own folder, (i) and (iv) are
+  shared, and the run writes its own section and figure (``beyond_training_noise_nodes``);
 * **(iv)** the same architecture on every pixel of the :math:`128^2` renders (16× the nodes
   per step).
 
@@ -39,7 +44,11 @@ DDIM steps ~1.5 min at 32², ~3 min at 64², ~15 min at 128² per model arm (thr
     python bench/beyond_training.py --smoke --out /tmp/bt   # tiny model, seconds (the tests)
 
 Writes a table into ``docs/benchmarks.md`` and ``docs/_static/figures/bench_beyond_training.jpg``
-(the first seeds of every arm at the highest resolution, and (iii) at the base, with renders).
+(the first seeds of every arm at the highest resolution, and (iii) at the base, with renders);
+with ``--noise-at nodes``, the section and figure ``beyond_training_noise_nodes``::
+
+    python bench/beyond_training.py --minutes 8 --num 64 --threads 1 --radius-px 2.5 \
+        --noise-at nodes --out bench/_out/bt3 --write   # reuses (i) and (iv) of a run in bt3
 """
 from __future__ import annotations
 
@@ -97,6 +106,19 @@ def config_radius_px(args: argparse.Namespace) -> float:
     return unet_config(args.preset).radius * args.base
 
 
+def noise_pixels(args: argparse.Namespace, rate: float) -> float | None:
+    r"""The noise's width in pixels of an arm's data (:obj:`None`: the data mollifier's, half a
+    pixel): with ``--noise-at nodes``, half the spacing of the nodes of a rate."""
+    if args.noise_at == "data" or rate == 1:
+        return None
+    return 0.5 * rate ** 0.5
+
+
+def arm_folder(args: argparse.Namespace, arm: str) -> str:
+    r"""The run folder of an arm (arm (iii) with the noise at the node spacing has its own)."""
+    return f"arm_{arm}" + ("_noise_nodes" if arm == "iii" and args.noise_at == "nodes" else "")
+
+
 def arm_names(base: int, high: int, rate: float) -> dict[str, str]:
     r"""The labels of the model arms."""
     return {"i": f"(i) {base}² lattice model", "iii": f"(iii) {high}² renders, {rate:g}× "
@@ -132,11 +154,11 @@ def train_arms(args: argparse.Namespace, channels: int) -> dict:
     plan = {"i": (args.base, 1.0), "iii": (high, rate), "iv": (high, 1.0)}
     trained = {}
     for arm, (side, arm_rate) in plan.items():
-        recipe = Recipe(**recipe_kwargs)
+        recipe = Recipe(**recipe_kwargs, noise_sigma_pixels=noise_pixels(args, arm_rate))
         # full lattices: no radius edges, the model takes its dense path (at 128² the edges
         # of preset 32's radius, 10 pixels, would number ~80 M per batch)
-        trained[arm] = train_infdiff(args.out / f"arm_{arm}", caches[side][0], config, side,
-                                     arm_rate, args.minutes, recipe, data_name="shapes",
+        trained[arm] = train_infdiff(args.out / arm_folder(args, arm), caches[side][0], config,
+                                     side, arm_rate, args.minutes, recipe, data_name="shapes",
                                      seed=args.seed, radius_edges=arm_rate > 1,
                                      device=str(resolve_device(args.device)),
                                      clock=args.clock)
@@ -150,6 +172,8 @@ def run(args: argparse.Namespace) -> dict:
     channels = 3
     high, rate = args.base * args.factor, float(args.factor**2)
     names = arm_names(args.base, high, rate)
+    if args.noise_at == "nodes":
+        names["iii"] += ", noise at the node spacing"
     training = train_arms(args, channels)
     sides = [args.base * 2**k for k in range(int(math.log2(args.factor)) + 1)]
     raw: dict[str, dict[int, Tensor]] = {}
@@ -263,7 +287,9 @@ def report(args: argparse.Namespace, result: dict, figure: Path | None) -> str:
     for arm, (side, rate) in (("i", (base, 1.0)), ("iii", (high, result["rate"])),
                               ("iv", (high, 1.0))):
         t = result["trained"][arm]
-        train_rows.append([names[arm], f"{side}², rate {rate:g}, σ = 0.5/{side}",
+        noise = noise_pixels(args, rate)
+        train_rows.append([names[arm], f"{side}², rate {rate:g}, σ = 0.5/{side}"
+                           + ("" if noise is None else f", noise σ = {noise:g}/{side}"),
                            f"{math.ceil(side * side / rate):,}", f"{t['steps']:,}",
                            f"{result['step_seconds'][arm]:.3f}", f"{t['images_seen']:,}"])
     recipe = recipe_of(args)
@@ -335,6 +361,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "preset's; the main job uses 2.5)")
     p.add_argument("--eta", type=float, default=1.0,
                    help="DDIM stochasticity of the samples (the main job's 1; 0: deterministic)")
+    p.add_argument("--noise-at", choices=["data", "nodes"], default="data",
+                   help="the noise's width: half a pixel of the data in every arm (the "
+                   "library's default), or, for (iii), half the spacing of its nodes (the data "
+                   "mollifier stays at half a pixel)")
     p.add_argument("--no-context", action="store_true",
                    help="sample every arm on plain lattices, without the context of its "
                    "training density that the library uses on denser lattices")
@@ -364,14 +394,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def section(args: argparse.Namespace) -> str:
+    r"""The section of the docs (and the figure's name): one per choice of ``--noise-at``."""
+    return "beyond_training" + ("_noise_nodes" if args.noise_at == "nodes" else "")
+
+
 def draw_figure(args: argparse.Namespace, result: dict) -> Path:
     return compact_figure(save_rows(result["figure_rows"],
-                                    args.figures / "bench_beyond_training.png", cell_size=128))
+                                    args.figures / f"bench_{section(args)}.png", cell_size=128))
 
 
 def main(argv: list[str] | None = None) -> dict:
-    return bench_main(__file__, "beyond_training", parse_args, run, report, argv,
-                      figure=draw_figure)
+    return bench_main(__file__, section, parse_args, run, report, argv, figure=draw_figure)
 
 
 if __name__ == "__main__":

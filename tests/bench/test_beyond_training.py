@@ -15,12 +15,12 @@ import beyond_training  # noqa: E402
 from _publish import read_section  # noqa: E402
 
 
-def _run(tmp_path: Path, *extra: str) -> tuple[dict, str, Path]:
+def _run(tmp_path: Path, *extra: str, section: str = "beyond_training") -> tuple[dict, str, Path]:
     doc, figures = tmp_path / "benchmarks.md", tmp_path / "figures"
     argv = ["--smoke", "--minutes", "0.02", "--out", str(tmp_path / "bt"), "--write",
             "--doc", str(doc), "--figures", str(figures), *extra]
     result = beyond_training.main(argv)
-    return result, read_section("beyond_training", doc), figures
+    return result, read_section(section, doc), figures
 
 
 def test_beyond_training_smoke(tmp_path):
@@ -97,3 +97,19 @@ def test_radius_reaches_every_arm(tmp_path):
         assert info["unet"]["radius"] == pytest.approx(3 / 16)
     assert "uniform loss weights" in body and "kernel radius 3 pixels of 16²" in body
     assert "(DDIM η = 0, 2 steps)" in body
+
+
+def test_noise_at_the_node_spacing(tmp_path):
+    # --noise-at nodes: (iii)'s noise at half its node spacing (4 px of 64² at rate 16), its
+    # data still mollified at half a pixel, in a folder of its own; (i) and (iv) unchanged
+    result, body, figures = _run(tmp_path, "--noise-at", "nodes",
+                                 section="beyond_training_noise_nodes")
+    assert (figures / "bench_beyond_training_noise_nodes.png").stat().st_size > 0
+    info = torch.load(result["trained"]["iii"]["checkpoint"], weights_only=True)["model_config"]
+    assert info["diffusion"]["sigma"] == pytest.approx(2 / 64)
+    assert info["diffusion"]["data_sigma"] == pytest.approx(0.5 / 64)
+    assert "arm_iii_noise_nodes" in result["trained"]["iii"]["checkpoint"]
+    for arm in ("i", "iv"):
+        info = torch.load(result["trained"][arm]["checkpoint"], weights_only=True)["model_config"]
+        assert "data_sigma" not in info["diffusion"]
+    assert "noise at the node spacing" in body and "noise σ = 2/64" in body
