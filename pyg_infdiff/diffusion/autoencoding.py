@@ -218,8 +218,8 @@ def reconstruct(
     ``Observation.from_images``) to keep them, with ``guidance=`` to pull the decoding towards
     them through the denoiser's gradient (or ``resample=`` for RePaint); the mean of several
     decodings from independent noise estimates the posterior mean, which scores a higher PSNR
-    than any one decoding. On Fashion-MNIST from 25% of the pixels: 16.2 dB from
-    :math:`\mathbf{z}` alone, 17.9 keeping the pixels, 19.0 guided (18.5 with RePaint), 19.9
+    than any one decoding. On Fashion-MNIST from 25% of the pixels: 16.4 dB from
+    :math:`\mathbf{z}` alone, 18.2 keeping the pixels, 19.2 guided (18.7 with RePaint), 20.2
     for the mean of four guided decodings, against 17.2 for cubic interpolation
     (``bench/autoencoder.py``, docs/benchmarks.md).
 
