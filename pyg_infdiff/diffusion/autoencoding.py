@@ -220,8 +220,8 @@ def reconstruct(
     decodings from independent noise estimates the posterior mean, which scores a higher PSNR
     than any one decoding. On Fashion-MNIST from 25% of the pixels: 16.4 dB from
     :math:`\mathbf{z}` alone, 18.2 keeping the pixels, 19.2 guided (18.7 with RePaint), 20.2
-    for the mean of four guided decodings, against 17.2 for cubic interpolation
-    (``bench/autoencoder.py``, docs/benchmarks.md).
+    for the mean of four guided decodings and 20.35 for eight, against 17.2 for cubic
+    interpolation (``bench/autoencoder.py``, docs/benchmarks.md).
 
     Args:
         model (Autoencoder): The diffusion autoencoder, e.g.
