@@ -380,7 +380,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.kid is None:
         args.kid = not args.smoke
     args.preset = args.preset if args.preset == "tiny" else int(args.preset)
-    if args.snr_gamma < 0:
+    if not args.snr_gamma >= 0:  # nan too
         p.error(f"--snr-gamma must be >= 0, got {args.snr_gamma}")
     if not 0 <= args.eta <= 1:
         p.error(f"--eta must lie in [0, 1], got {args.eta}")

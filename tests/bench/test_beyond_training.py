@@ -85,7 +85,8 @@ def test_recipe_options():
                                        "--eta", "0"])
     assert beyond_training.recipe_of(args)["snr_gamma"] is None  # uniform weights
     assert beyond_training.config_radius_px(args) == 2.5
-    for bad in (["--eta", "1.5"], ["--snr-gamma", "-1"], ["--radius-px", "0"]):
+    for bad in (["--eta", "1.5"], ["--eta", "nan"], ["--snr-gamma", "-1"],
+                ["--snr-gamma", "nan"], ["--radius-px", "0"]):
         with pytest.raises(SystemExit):
             beyond_training.parse_args(["--no-kid", *bad])
 
