@@ -38,7 +38,8 @@ of (iv)'s SWD at a step cost at most 1.3× that of (i).
 Durations on this 2-core machine (one thread, preset 32): ``4 × --minutes`` of training; the
 caches ~1 min (2,048 items at 128², kept in ``--out`` for reruns); sampling 128 seeds with 50
 DDIM steps ~1.5 min at 32², ~3 min at 64², ~15 min at 128² per model arm (three of them); KID
-~10 min. Run::
+~10 min. Samples are kept per arm and resolution in ``--out``/``samples`` with their settings
+(checkpoint, seeds, sampler, reading): a rerun draws again only what changed. Run::
 
     python bench/beyond_training.py --minutes 10 --write   # trains into bench/_out/beyond_training/
     python bench/beyond_training.py --smoke --out /tmp/bt   # tiny model, seconds (the tests)
@@ -57,8 +58,11 @@ import dataclasses
 import json
 import math
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
+import torch
 from _args import positive_float, positive_int
 from _common import ROOT, machine_description, relative_to_root
 from _infdiff import FIGURES, Recipe, resolve_device, train_infdiff, unet_config
@@ -167,6 +171,24 @@ def train_arms(args: argparse.Namespace, channels: int) -> dict:
     return {"trained": trained, "caches": cache_info, "config": config}
 
 
+def cached_samples(path: Path, settings: dict, draw: Callable[[], Tensor]
+                   ) -> tuple[Tensor, float]:
+    r"""The samples of one arm at one resolution and the seconds they took: from
+    :obj:`path` if they were drawn there with the same :obj:`settings` (checkpoint, seeds,
+    sampler, reading), else :obj:`draw()`, saved there. A rerun that retrains or changes one
+    arm samples that arm only (sampling at 128² costs minutes per arm)."""
+    if path.exists():
+        saved = torch.load(path, weights_only=True)
+        if saved["settings"] == settings:
+            return saved["images"], float(saved["seconds"])
+    start = time.perf_counter()
+    images = draw()
+    seconds = time.perf_counter() - start
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"settings": settings, "images": images, "seconds": seconds}, path)
+    return images, seconds
+
+
 def run(args: argparse.Namespace) -> dict:
     device = resolve_device(args.device)
     channels = 3
@@ -186,15 +208,18 @@ def run(args: argparse.Namespace) -> dict:
         model, diffusion = pretrained.model, pretrained.diffusion
         raw[arm], deblurred[arm] = {}, {}
         for side in sides:
-            start = time.perf_counter()
             # on lattices denser than its training nodes, the model reads through a context
             # of its training density (Pretrained.context_for), unless --no-context
             context = None if args.no_context else pretrained.context_for(side * side)
             contexts[arm, side] = context_label(context)
-            raw[arm][side] = draw_samples(model, diffusion, args.num, side, channels,
-                                          args.steps, args.batch, args.seed + 1, device,
-                                          context, eta=args.eta)
-            seconds[arm, side] = time.perf_counter() - start
+            settings = {"checkpoint": str(training["trained"][arm]["checkpoint"]),
+                        "num": args.num, "steps": args.steps, "batch": args.batch,
+                        "seed": args.seed + 1, "eta": args.eta, "context": contexts[arm, side],
+                        "device": str(device)}
+            draw = partial(draw_samples, model, diffusion, args.num, side, channels, args.steps,
+                           args.batch, args.seed + 1, device, context, eta=args.eta)
+            raw[arm][side], seconds[arm, side] = cached_samples(
+                args.out / "samples" / f"{arm_folder(args, arm)}_{side}.pt", settings, draw)
             deblurred[arm][side] = diffusion.mollifier.undo(raw[arm][side], 2,
                                                             inv_snr=0.05).clamp(-1, 1)
             print(f"{names[arm]}: {args.num} samples at {side}²: {seconds[arm, side]:.0f} s",

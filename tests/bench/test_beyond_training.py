@@ -4,6 +4,7 @@ timing is asserted: only that the script runs and reports what it promises."""
 import json
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
@@ -47,9 +48,13 @@ def test_beyond_training_smoke(tmp_path):
     assert "Machine: " in body
     assert (figures / "bench_beyond_training.png").stat().st_size > 0
     assert json.loads((tmp_path / "bt" / "result.json").read_text())
-    # a rerun reuses the caches and the spent budgets: nothing is trained again
-    again, _, _ = _run(tmp_path)
+    # a rerun reuses the caches, the spent budgets and the samples: nothing is trained or
+    # sampled again, and the scores are the same
+    assert len(list((tmp_path / "bt" / "samples").glob("arm_*.pt"))) == 3 * 3
+    with mock.patch.object(beyond_training, "draw_samples", side_effect=AssertionError("drawn")):
+        again, _, _ = _run(tmp_path)
     assert again["steps"] == result["steps"]
+    assert again["scores"] == result["scores"]
 
 
 @pytest.mark.slow
@@ -63,6 +68,19 @@ def test_beyond_training_smoke_with_kid(tmp_path):
     result, body, _ = _run(tmp_path, "--kid")
     assert all("kid" in m for m in result["scores"].values())
     assert "KID ×10³ (deblurred)" in body and "on SWD and KID" in body
+
+
+def test_samples_are_drawn_again_when_their_settings_change(tmp_path):
+    path, calls = tmp_path / "s.pt", []
+
+    def draw():
+        calls.append(1)
+        return torch.full((1, 3, 2, 2), float(len(calls)))
+
+    first, _ = beyond_training.cached_samples(path, {"eta": 1.0}, draw)
+    same, _ = beyond_training.cached_samples(path, {"eta": 1.0}, draw)
+    other, _ = beyond_training.cached_samples(path, {"eta": 0.0}, draw)
+    assert len(calls) == 2 and torch.equal(first, same) and not torch.equal(first, other)
 
 
 def test_arguments():
