@@ -174,8 +174,8 @@ def test_edge_sum_smoke(tmp_path):
     _positive(*result["sums"][8].values(), *result["steps"].values(), *result["collate"].values())
     assert set(result["steps"]) == {"(i)", "(iii) fused", "(iii) composition",
                                     "(iii) fused, noise as a function",
-                                    "(iii) radius 2.5 px fused"}
-    assert set(result["collate"]) == {"(i)", "(iii)", "(iii) radius 2.5 px"}
+                                    "(i) radius 2.5 px", "(iii) radius 2.5 px fused"}
+    assert set(result["collate"]) == {"(i)", "(iii)", "(i) radius 2.5 px", "(iii) radius 2.5 px"}
     assert set(result["noise"]) == {f"{arm} {how}" for arm in ("(i)", "(iii)")
                                     for how in ("function", "lattice")}
     _positive(*result["noise"].values())
@@ -185,6 +185,7 @@ def test_edge_sum_smoke(tmp_path):
     assert body.startswith(edge_sum.TITLE)
     assert "| channels | composition | fused | speed-up |" in body
     assert "Goal (issue 13): a step of (iii)" in body
+    assert "with the radius of 2.5 pixels in both arms: " in body
     assert "| arm | as a function | on the lattice | speed-up |" in body
 
 
