@@ -178,21 +178,40 @@ def held_out_name() -> str:
     return f"shapes-seed{HELD_OUT_SEED}-{shapes}"
 
 
+def inception_reference(args: argparse.Namespace) -> tuple[Tensor | FashionMNIST, str]:
+    r"""The real images of the Inception metrics and the name their statistics are cached
+    under: held-out renders of the shapes, or the Fashion-MNIST test set."""
+    if args.dataset == "shapes":
+        return renders(args.num_real, args.resolution, 3, HELD_OUT_SEED), held_out_name()
+    return FashionMNIST(train=False), "fashion-mnist-test"
+
+
 def metrics_of(args: argparse.Namespace, images: Tensor) -> dict:
     r"""SWD with ``--smoke``; FID and KID on Fashion-MNIST; SWD, KID and FID on the shapes."""
     if args.dataset == "shapes":
-        real = renders(args.num_real, args.resolution, 3, HELD_OUT_SEED)
+        real, name = inception_reference(args)
         out = swd_metrics({"x": images}, real, args.seed)["x"]
         if not args.smoke:
-            out.update(inception_metrics({"x": images}, real, args.num_real,
-                                         held_out_name(), seed=args.seed)["x"])
+            out.update(inception_metrics({"x": images}, real, args.num_real, name,
+                                         seed=args.seed)["x"])
         return out
     if args.smoke:
         test = FashionMNIST(train=False).images[: args.num_real]
         return swd_metrics({"x": images}, (test.float() / 127.5 - 1.0).unsqueeze(1),
                            args.seed)["x"]
-    return inception_metrics({"x": images}, FashionMNIST(train=False), args.num_real,
-                             "fashion-mnist-test", seed=args.seed)["x"]
+    real, name = inception_reference(args)
+    return inception_metrics({"x": images}, real, args.num_real, name, seed=args.seed)["x"]
+
+
+def score_all(args: argparse.Namespace, step: int) -> None:
+    r"""Scores every rate in the worker processes. The real Inception statistics are cached
+    here first (not with ``--smoke``, which scores by SWD alone): otherwise every worker of a
+    first run would extract the same features of ``--num-real`` images at once (about 12 min
+    each for 2,000 on this machine)."""
+    if not args.smoke:
+        real, name = inception_reference(args)
+        inception_metrics({}, real, args.num_real, name, seed=args.seed)
+    launch(args, "score", ["--step", str(step)])
 
 
 def score_rate(args: argparse.Namespace, rate: float, step: int) -> dict[str, dict]:
@@ -264,7 +283,7 @@ def run(args: argparse.Namespace) -> dict:
                for rate in args.rates}
     step = equal_steps(results, recipe(args).checkpoint_every)
     print(f"equal-step models at step {step:,}", flush=True)
-    launch(args, "score", ["--step", str(step)])
+    score_all(args, step)
     config = model_config(args)
     rows = []
     for rate in args.rates:

@@ -69,6 +69,21 @@ def test_goal_line():
 
 
 @pytest.mark.slow  # worker processes end to end: 30-65 s on 2 cores
+def test_real_statistics_are_cached_before_the_workers_score(monkeypatch):
+    calls = []
+    monkeypatch.setattr(rate_quality, "inception_metrics",
+                        lambda fakes, real, num, name, **kw: calls.append(("stats", fakes, name)))
+    monkeypatch.setattr(rate_quality, "launch",
+                        lambda args, phase, extra=None: calls.append((phase, extra)))
+    monkeypatch.setattr(rate_quality, "renders", lambda num, side, channels, seed: None)
+    args = rate_quality.parse_args(["--dataset", "shapes"])
+    rate_quality.score_all(args, 250)
+    assert calls == [("stats", {}, rate_quality.held_out_name()), ("score", ["--step", "250"])]
+    calls.clear()
+    rate_quality.score_all(rate_quality.parse_args(["--smoke"]), 5)  # SWD only: no statistics
+    assert calls == [("score", ["--step", "5"])]
+
+
 def test_smoke(tmp_path, fashion_mnist):
     out, doc, figures = tmp_path / "out", tmp_path / "benchmarks.md", tmp_path / "figures"
     result = rate_quality.main(["--smoke", "--out", str(out), "--write", "--doc", str(doc),
