@@ -325,6 +325,26 @@ def cached_with_settings(path: str | os.PathLike, settings: dict) -> dict | None
     return result if result is not None and result.get("settings") == settings else None
 
 
+def cached_timed(path: str | os.PathLike, settings: dict, compute: Callable[[], Any]
+                 ) -> tuple[Any, float]:
+    r"""What :obj:`compute()` returns (tensors, e.g. samples) and the seconds it took: read
+    from :obj:`path` if it was computed there with the same :obj:`settings`, else computed and
+    saved there with them (``torch.save``; folders made as needed). The cache of a benchmark's
+    costly tensors, such as one model's samples, that a rerun may reuse while its settings
+    (checkpoint, seeds, sampler, ...) hold."""
+    path = Path(path)
+    if path.exists():
+        saved = torch.load(path, weights_only=True)
+        if saved["settings"] == settings:
+            return saved["value"], float(saved["seconds"])
+    start = time.perf_counter()
+    value = compute()
+    seconds = time.perf_counter() - start
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"settings": settings, "value": value, "seconds": seconds}, path)
+    return value, seconds
+
+
 def relative_to_root(path: str | os.PathLike) -> str:
     r""":obj:`path` relative to the repository root when it lies below it, else as given."""
     try:

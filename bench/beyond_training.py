@@ -58,13 +58,11 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-import torch
 from _args import positive_float, positive_int
-from _common import ROOT, machine_description, relative_to_root
+from _common import ROOT, cached_timed, machine_description, relative_to_root
 from _infdiff import FIGURES, Recipe, resolve_device, train_infdiff, unet_config
 from _publish import add_publish_args, compact_figure, markdown_table
 from _scoring import (
@@ -118,9 +116,15 @@ def noise_pixels(args: argparse.Namespace, rate: float) -> float | None:
     return 0.5 * rate ** 0.5
 
 
+def variant(args: argparse.Namespace) -> str:
+    r"""The suffix of what ``--noise-at nodes`` changes (arm (iii)'s folder, the section and
+    the figure): ``"_noise_nodes"``, or nothing."""
+    return "_noise_nodes" if args.noise_at == "nodes" else ""
+
+
 def arm_folder(args: argparse.Namespace, arm: str) -> str:
     r"""The run folder of an arm (arm (iii) with the noise at the node spacing has its own)."""
-    return f"arm_{arm}" + ("_noise_nodes" if arm == "iii" and args.noise_at == "nodes" else "")
+    return f"arm_{arm}" + (variant(args) if arm == "iii" else "")
 
 
 def arm_names(base: int, high: int, rate: float) -> dict[str, str]:
@@ -171,24 +175,6 @@ def train_arms(args: argparse.Namespace, channels: int) -> dict:
     return {"trained": trained, "caches": cache_info, "config": config}
 
 
-def cached_samples(path: Path, settings: dict, draw: Callable[[], Tensor]
-                   ) -> tuple[Tensor, float]:
-    r"""The samples of one arm at one resolution and the seconds they took: from
-    :obj:`path` if they were drawn there with the same :obj:`settings` (checkpoint, seeds,
-    sampler, reading), else :obj:`draw()`, saved there. A rerun that retrains or changes one
-    arm samples that arm only (sampling at 128² costs minutes per arm)."""
-    if path.exists():
-        saved = torch.load(path, weights_only=True)
-        if saved["settings"] == settings:
-            return saved["images"], float(saved["seconds"])
-    start = time.perf_counter()
-    images = draw()
-    seconds = time.perf_counter() - start
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"settings": settings, "images": images, "seconds": seconds}, path)
-    return images, seconds
-
-
 def run(args: argparse.Namespace) -> dict:
     device = resolve_device(args.device)
     channels = 3
@@ -218,7 +204,8 @@ def run(args: argparse.Namespace) -> dict:
                         "device": str(device)}
             draw = partial(draw_samples, model, diffusion, args.num, side, channels, args.steps,
                            args.batch, args.seed + 1, device, context, eta=args.eta)
-            raw[arm][side], seconds[arm, side] = cached_samples(
+            # kept with their settings: a rerun that changes one arm samples that arm only
+            raw[arm][side], seconds[arm, side] = cached_timed(
                 args.out / "samples" / f"{arm_folder(args, arm)}_{side}.pt", settings, draw)
             deblurred[arm][side] = diffusion.mollifier.undo(raw[arm][side], 2,
                                                             inv_snr=0.05).clamp(-1, 1)
@@ -421,7 +408,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def section(args: argparse.Namespace) -> str:
     r"""The section of the docs (and the figure's name): one per choice of ``--noise-at``."""
-    return "beyond_training" + ("_noise_nodes" if args.noise_at == "nodes" else "")
+    return "beyond_training" + variant(args)
 
 
 def draw_figure(args: argparse.Namespace, result: dict) -> Path:

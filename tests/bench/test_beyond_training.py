@@ -70,19 +70,6 @@ def test_beyond_training_smoke_with_kid(tmp_path):
     assert "KID ×10³ (deblurred)" in body and "on SWD and KID" in body
 
 
-def test_samples_are_drawn_again_when_their_settings_change(tmp_path):
-    path, calls = tmp_path / "s.pt", []
-
-    def draw():
-        calls.append(1)
-        return torch.full((1, 3, 2, 2), float(len(calls)))
-
-    first, _ = beyond_training.cached_samples(path, {"eta": 1.0}, draw)
-    same, _ = beyond_training.cached_samples(path, {"eta": 1.0}, draw)
-    other, _ = beyond_training.cached_samples(path, {"eta": 0.0}, draw)
-    assert len(calls) == 2 and torch.equal(first, same) and not torch.equal(first, other)
-
-
 def test_arguments():
     args = beyond_training.parse_args(["--no-kid"])  # KID is on by default (needs the weights)
     assert (args.preset, args.base, args.factor, args.minutes, args.kid) == (32, 32, 4, 10.0, False)

@@ -19,6 +19,7 @@ from _args import positive_float, positive_int  # noqa: E402
 from _common import (  # noqa: E402
     ROOT,
     Timing,
+    cached_timed,
     format_bytes,
     machine_description,
     peak_memory,
@@ -49,6 +50,20 @@ def make_alloc_step(nbytes: int):
         return float(x[-1] + held[0])
 
     return step
+
+
+def test_cached_timed_computes_again_only_when_the_settings_change(tmp_path):
+    path, calls = tmp_path / "s.pt", []
+
+    def draw():
+        calls.append(1)
+        return torch.full((1, 3, 2, 2), float(len(calls)))
+
+    first, seconds = cached_timed(path, {"eta": 1.0}, draw)
+    same, same_seconds = cached_timed(path, {"eta": 1.0}, draw)
+    other, _ = cached_timed(path, {"eta": 0.0}, draw)
+    assert len(calls) == 2 and torch.equal(first, same) and not torch.equal(first, other)
+    assert same_seconds == seconds >= 0  # the time of the computation, not of the read
 
 
 def test_time_cases_interleaves_and_counts():
