@@ -68,7 +68,6 @@ def test_goal_line():
                                    {"rows": [row(1.0, 100.0), row(4.0, 90.0)]}) == []
 
 
-@pytest.mark.slow  # worker processes end to end: 30-65 s on 2 cores
 def test_real_statistics_are_cached_before_the_workers_score(monkeypatch):
     calls = []
     monkeypatch.setattr(rate_quality, "inception_metrics",
@@ -84,6 +83,7 @@ def test_real_statistics_are_cached_before_the_workers_score(monkeypatch):
     assert calls == [("score", ["--step", "5"])]
 
 
+@pytest.mark.slow  # worker processes end to end: 30-65 s on 2 cores
 def test_smoke(tmp_path, fashion_mnist):
     out, doc, figures = tmp_path / "out", tmp_path / "benchmarks.md", tmp_path / "figures"
     result = rate_quality.main(["--smoke", "--out", str(out), "--write", "--doc", str(doc),
