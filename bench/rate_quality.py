@@ -206,8 +206,8 @@ def metrics_of(args: argparse.Namespace, images: Tensor) -> dict:
 def score_all(args: argparse.Namespace, step: int) -> None:
     r"""Scores every rate in the worker processes. The real Inception statistics are cached
     here first (not with ``--smoke``, which scores by SWD alone): otherwise every worker of a
-    first run would extract the same features of ``--num-real`` images at once (about 12 min
-    each for 2,000 on this machine)."""
+    first run would extract the same features of ``--num-real`` images at once (three at once
+    took about 12 min each for 2,000 on this 2-core machine)."""
     if not args.smoke:
         real, name = inception_reference(args)
         inception_metrics({}, real, args.num_real, name, seed=args.seed)
