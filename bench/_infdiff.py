@@ -131,6 +131,8 @@ class Recipe:
     noise_sigma_pixels: float | None = None
     parametrization: str = "mollified_eps"
     snr_gamma: float | None = None  # Min-SNR-γ loss weights (examples/shapes_demo.py: 5)
+    # how the training nodes are drawn (pyg_infdiff.graph.subsample's method)
+    subsample_method: str = "uniform"
 
 
 class LossBudget:
@@ -247,7 +249,7 @@ def train_infdiff(
         mollifier = None  # mollified once, when the cache was built
     if encoder is not None:
         encoder_rate = rate if encoder_rate is None else encoder_rate
-    collator = GraphCollator(mollifier, rate=rate,
+    collator = GraphCollator(mollifier, rate=rate, method=recipe.subsample_method,
                              radius=config.radius if radius_edges else None,
                              encoder_rate=encoder_rate if encoder is not None else None)
     loader = make_loader(dataset, collator, recipe.batch_size, seed=seed, drop_last=True)

@@ -39,6 +39,11 @@ on a subset (``context=``, as the main job reads it; :meth:`Pretrained.context_f
 scored by SWD and KID against held-out renders (dataset seed 1000): KID, not FID, because a few
 hundred samples bias FID far more than KID.
 
+``--subsample-method`` draws each step's nodes another way (``stratified``: one random pixel
+per block of a Z-order curve; ``halton``; see :func:`pyg_infdiff.graph.subsample`), uniform
+by default as in the examples; another method writes its own section, whose name is also the
+default cache folder (``rate_quality_stratified``, ``rate_quality_shapes_halton``).
+
 Everything is cached in ``--out`` (default ``bench/_out/rate_quality`` and
 ``bench/_out/rate_quality_shapes``): runs resume from their checkpoints, finished runs, samples
 and scores are reused, so an interrupted benchmark continues where it stopped. On this machine
@@ -46,6 +51,8 @@ the default run takes about an hour on both cores, the shapes run about as long:
 
     python bench/rate_quality.py --write
     python bench/rate_quality.py --dataset shapes --write
+    python bench/rate_quality.py --rates 1,4 --subsample-method stratified --out \
+        bench/_out/rq_strat --write                        # stratified nodes (own section)
     python bench/rate_quality.py --smoke --out /tmp/rq     # seconds per part, SWD (tests)
 """
 from __future__ import annotations
@@ -110,6 +117,7 @@ def recipe(args: argparse.Namespace) -> Recipe:
                      ema_start=100, snr_gamma=5.0, keep_last=None)
     else:
         out = Recipe(parametrization="x0", lr=LR, batch_size=BATCH, keep_last=None)
+    out.subsample_method = args.subsample_method
     if args.smoke:
         out.checkpoint_every, out.warmup, out.batch_size = 5, 5, 8
     return out
@@ -325,9 +333,11 @@ def report(args: argparse.Namespace, result: dict, picture: Path | None = None) 
     step = result["equal_steps"]
     lines = [
         f"## Quality against the subsampling rate: {DATASETS[args.dataset]['title']} "
-        f"{args.resolution}²", "",
+        f"{args.resolution}²"
+        + ("" if args.subsample_method == "uniform" else f", {args.subsample_method} nodes"), "",
         f"One model per rate, the same recipe and seed (lr {recipe(args).lr:g}, batch "
-        f"{recipe(args).batch_size}), {args.minutes:g} CPU minutes each on one thread, two "
+        f"{recipe(args).batch_size}, nodes drawn by `method=\"{args.subsample_method}\"`), "
+        f"{args.minutes:g} CPU minutes each on one thread, two "
         f"side by side. Equal steps: every model at step {step:,}, the most every run reached; "
         f"equal time: every model at the end of its run. {args.num_samples:,} samples each "
         f"(DDIM {args.sample_steps} steps, deblurred) against {args.num_real:,} "
@@ -422,6 +432,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num-real", type=positive_int, default=None,
                    help="real images to score against (default: 2,000 test images of "
                    "Fashion-MNIST, 128 held-out renders of shapes)")
+    p.add_argument("--subsample-method", choices=["uniform", "halton", "stratified"],
+                   default="uniform", help="how each step's training nodes are drawn "
+                   "(pyg_infdiff.graph.subsample); not the default: its own section")
     p.add_argument("--jobs", type=positive_int, default=2, help="runs at a time (one thread each)")
     p.add_argument("--out", type=Path, default=None,
                    help="cache folder (default: bench/_out/rate_quality[_shapes])")
@@ -443,6 +456,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             setattr(args, name, defaults[name])
     args.resolution, args.channels = defaults["resolution"], defaults["channels"]
     args.section = defaults["section"]
+    if args.subsample_method != "uniform":
+        args.section += f"_{args.subsample_method}"
     if args.out is None:
         args.out = OUT / args.section
     args.rates = sorted(float(v) for v in args.rates.split(","))

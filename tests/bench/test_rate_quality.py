@@ -121,3 +121,33 @@ def test_smoke_shapes(tmp_path):
     assert "shapes 64²" in body and "context=" in body
     samples, = figures.glob("bench_rate_quality_shapes_samples.*")
     assert 0 < samples.stat().st_size <= 200_000 and samples.name in body
+
+
+def test_subsample_method_reaches_the_collator_and_has_its_own_section(monkeypatch, tmp_path):
+    default = rate_quality.parse_args([])
+    assert rate_quality.recipe(default).subsample_method == "uniform"
+    args = rate_quality.parse_args(["--subsample-method", "stratified"])
+    assert args.section == "rate_quality_stratified" and args.out.name == args.section
+    assert rate_quality.parse_args(["--dataset", "shapes", "--subsample-method", "halton"]
+                                   ).section == "rate_quality_shapes_halton"
+    recipe = rate_quality.recipe(args)
+    assert recipe.subsample_method == "stratified"
+    # train_infdiff hands the recipe's method to the collator (stopped right there)
+    import _infdiff
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def collator(*a, **kwargs):
+        seen.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(_infdiff, "GraphCollator", collator)
+    with pytest.raises(Stop):
+        _infdiff.train_infdiff(tmp_path, [], rate_quality.model_config(args), 28, 4.0,
+                               0.01, recipe)
+    assert seen["method"] == "stratified" and seen["rate"] == 4.0
+    with pytest.raises(SystemExit):
+        rate_quality.parse_args(["--subsample-method", "sobol"])
