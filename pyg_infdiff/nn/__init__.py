@@ -9,7 +9,10 @@ r"""Neural-operator layers for graphs of function samples.
 * :class:`SpectralConv`: the Fourier-neural-operator convolution, the dense blocks' alternative
   to :math:`3^d` convolutions.
 * :class:`SinusoidalTimeEmbedding`, :class:`TimeEmbedding`: diffusion-time features.
+* :func:`set_edge_sum_backend`, :func:`get_edge_sum_backend`: how the graph path's depthwise
+  edge sum runs on a CPU (chunked, or loops compiled by :func:`torch.compile`).
 """
+from pyg_infdiff.nn._edge_sum import get_edge_sum_backend, set_edge_sum_backend
 from pyg_infdiff.nn.dense import Downsample, ResBlock, SelfAttention, Upsample
 from pyg_infdiff.nn.embedding import SinusoidalTimeEmbedding, TimeEmbedding
 from pyg_infdiff.nn.kernel import ContinuousKernel
@@ -34,4 +37,6 @@ __all__ = [
     "SpectralConv",
     "TimeEmbedding",
     "Upsample",
+    "get_edge_sum_backend",
+    "set_edge_sum_backend",
 ]

@@ -1,6 +1,7 @@
 """The chunked depthwise edge sum (pyg_infdiff.nn._edge_sum) gives the autograd composition of
 its parts exactly: values and both gradients, with a per-edge kernel or a tabulated one, for
 any chunking; and the layer gives the same numbers through it as through message passing."""
+import warnings
 from unittest import mock
 
 import pytest
@@ -132,3 +133,122 @@ def test_the_depthwise_layer_is_its_formula(dim, on_lattice, num, validate, seed
     for a, b in zip(torch.autograd.grad(out.square().sum(), params),
                     torch.autograd.grad(ref.square().sum(), params), strict=True):
         torch.testing.assert_close(a, b)
+
+
+# ---------------------------------------------------------------- the compiled backend
+@pytest.fixture
+def backend():
+    r"""Sets the edge sum's backend for one test; restores the backend, the compiled loops
+    and the record of a failed compilation afterwards."""
+    saved = _edge_sum.get_edge_sum_backend(), dict(_edge_sum._compiled), _edge_sum._compile_error
+    yield _edge_sum.set_edge_sum_backend
+    _edge_sum.set_edge_sum_backend(saved[0])
+    _edge_sum._compiled.clear()
+    _edge_sum._compiled.update(saved[1])
+    _edge_sum._compile_error = saved[2]
+
+
+def sum_and_grads(table, seed=0, num_src=40, num_dst=30, num_edges=300, channels=5):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(num_src, channels, generator=gen, requires_grad=True)
+    rows = 7 if table else num_edges
+    kernel = torch.randn(rows, channels, generator=gen, requires_grad=True)
+    src = torch.randint(0, num_src, (num_edges,), generator=gen)
+    dst = torch.randint(0, num_dst, (num_edges,), generator=gen)
+    tap = torch.randint(0, rows, (num_edges,), generator=gen) if table else None
+    grad = torch.randn(num_dst, channels, generator=gen)
+    out = edge_sum(x, kernel, src, dst, num_dst, tap=tap)
+    return (out, *torch.autograd.grad(out, (x, kernel), grad))
+
+
+@pytest.mark.parametrize("table", [False, True])
+def test_the_compiled_loops_give_the_chunked_sum_and_repeat_exactly(table, backend):
+    backend("fused")
+    fused = sum_and_grads(table)
+    backend("compiled")
+    compiled = sum_and_grads(table)
+    for a, b in zip(compiled, fused, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    # one thread, edge order: the same bits on a second run, other sizes and a second thread
+    assert all(torch.equal(a, b) for a, b in zip(sum_and_grads(table), compiled, strict=True))
+    other = sum_and_grads(table, seed=1, num_src=57, num_dst=9, num_edges=123, channels=3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        again = sum_and_grads(table, seed=1, num_src=57, num_dst=9, num_edges=123, channels=3)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.get_num_threads() == threads
+    assert all(torch.equal(a, b) for a, b in zip(other, again, strict=True))
+
+
+def test_auto_compiles_large_sums_on_a_cpu_only(backend, monkeypatch):
+    backend("auto")
+    calls = []
+    real = _edge_sum._CompiledEdgeSum.apply
+    monkeypatch.setattr(_edge_sum._CompiledEdgeSum, "apply",
+                        lambda *a: calls.append(a[2].numel()) or real(*a))
+    monkeypatch.setattr(_edge_sum, "AUTO_MIN_ELEMENTS", 100 * 5)
+    sum_and_grads(table=True, num_edges=99)  # 495 edges x channels: chunks
+    assert calls == []
+    sum_and_grads(table=True, num_edges=100)  # 500: compiled
+    assert calls == [100]
+    backend("fused")
+    sum_and_grads(table=True, num_edges=1000)
+    assert calls == [100]
+    backend("compiled")  # any size, but only on a CPU
+    assert _edge_sum._wants_compiled(torch.zeros(2, 1), 1)
+    assert not _edge_sum._wants_compiled(torch.zeros(2, 1, device="meta"), 10**9)
+
+
+def test_a_failing_compiler_falls_back_under_auto_and_raises_when_asked_for(backend,
+                                                                             monkeypatch):
+    def broken(fn, **kwargs):
+        def call(*args):
+            raise OSError("no C++ compiler")
+        return call
+
+    monkeypatch.setattr(_edge_sum.torch, "compile", broken)
+    monkeypatch.setattr(_edge_sum, "AUTO_MIN_ELEMENTS", 1)
+    _edge_sum._compiled.clear()
+    _edge_sum._compile_error = None
+    backend("fused")
+    expected = sum_and_grads(table=True)
+    backend("compiled")
+    with pytest.raises(RuntimeError, match="set_edge_sum_backend"):
+        sum_and_grads(table=True)
+    backend("auto")
+    with pytest.warns(RuntimeWarning, match="OSError: no C.. compiler"):
+        got = sum_and_grads(table=True)  # this call eager, the same numbers
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b)
+    assert not _edge_sum._wants_compiled(torch.zeros(2, 1), 10**9)  # chunks from now on
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sum_and_grads(table=True)
+
+
+def test_the_backend_setting(backend, monkeypatch):
+    assert backend("fused") in ("auto", "fused", "compiled")
+    assert backend("compiled") == "fused"
+    assert _edge_sum.get_edge_sum_backend() == "compiled"
+    with pytest.raises(ValueError, match="auto, fused, compiled"):
+        backend("triton")
+    monkeypatch.setattr(_edge_sum, "_backend", "fast")  # as from $PYG_INFDIFF_EDGE_SUM
+    with pytest.raises(ValueError, match="PYG_INFDIFF_EDGE_SUM"):
+        sum_and_grads(table=True)
+
+
+def test_the_layer_through_the_compiled_loops(backend):
+    conv = KernelIntegralConv(3, 4, 0.3, path="graph")
+    gen = torch.Generator().manual_seed(3)
+    pos = torch.rand(60, 2, generator=gen)
+    edge_index = radius_graph(pos, 0.3)
+    x = torch.randn(60, 3, generator=gen, requires_grad=True)
+    results = []
+    for name in ("fused", "compiled"):
+        backend(name)
+        out = conv(x, pos, edge_index)
+        results.append((out, *torch.autograd.grad(out.square().sum(), [x, *conv.parameters()])))
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
