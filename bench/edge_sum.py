@@ -1,5 +1,6 @@
-r"""Benchmark: the fused depthwise edge sum of :class:`KernelIntegralConv`'s graph path, and the
-training step of a model on sparse nodes of high-resolution functions (issue 13's step cost).
+r"""Benchmark: the depthwise edge sum of :class:`KernelIntegralConv`'s graph path (composed,
+chunked, compiled), and the training step of a model on sparse nodes of high-resolution
+functions (issue 13's step cost).
 
 Three measurements, every case interleaved with the others (:func:`_common.time_cases`), medians:
 
@@ -8,13 +9,17 @@ Three measurements, every case interleaved with the others (:func:`_common.time_
   arm (iii): 16 graphs of 1,024 random pixels of :math:`128^2` renders, the radius of
   ``--preset`` (10 pixels of :math:`128^2` for preset 32). *Composition*: gather the kernel
   rows and the sources per edge, multiply, ``index_add_`` (the layer's path before; autograd
-  keeps the per-edge tensors for the backward). *Fused*: :func:`pyg_infdiff.nn._edge_sum`
-  (cache-sized chunks, backward by hand, nothing per edge kept).
+  keeps the per-edge tensors for the backward). *Fused*: :func:`pyg_infdiff.nn._edge_sum`'s
+  chunked backend (cache-sized chunks, backward by hand, nothing per edge kept). *Compiled*:
+  its compiled backend (one loop per sum, written by :func:`torch.compile`, run on one thread;
+  the library's default, ``"auto"``, takes it at these sizes; the first call, which compiles,
+  is a warm-up).
 * **The training step** (loss, backward, clipping, AdamW; ``bench/subsampling.py``'s
   :class:`InfDiffStep`) of ``--preset`` on (i) every pixel of :math:`32^2` renders (no radius
   edges: the dense path, as ``bench/beyond_training.py`` trains it) and on (iii) 1,024 random
   pixels of :math:`128^2` renders (16× subsampled, radius edges: the graph path), the latter
-  with the fused sum, with the composition, and with the noise drawn as a whole field
+  with the library's default sum (compiled), with the fused sum, with the composition, and
+  with the noise drawn as a whole field
   (:meth:`~pyg_infdiff.diffusion.MollifiedDiffusion.draw_noise`) instead of the training draw on
   the lattice (:meth:`~pyg_infdiff.diffusion.MollifiedDiffusion.training_noise`), and with the
   kernel radius of ``--small-radius-px`` (2.5 pixels of 32², the main job's, about half the
@@ -35,6 +40,7 @@ Run::
 from __future__ import annotations
 
 import argparse
+from functools import partial
 from unittest import mock
 
 import torch
@@ -50,10 +56,15 @@ from pyg_infdiff.diffusion import MollifiedDiffusion
 from pyg_infdiff.graph import LatticeIndex
 from pyg_infdiff.models import UNetConfig
 from pyg_infdiff.nn import kernel_conv
-from pyg_infdiff.nn._edge_sum import composed_edge_sum, edge_sum
+from pyg_infdiff.nn._edge_sum import (
+    AUTO_MIN_ELEMENTS,
+    composed_edge_sum,
+    edge_sum,
+    set_edge_sum_backend,
+)
 from pyg_infdiff.nn.stencil import LatticeStencil
 
-TITLE = "## The fused edge sum and the step of sparse high-resolution training"
+TITLE = "## The edge sum and the step of sparse high-resolution training"
 GOAL_RATIO = 1.3
 
 
@@ -94,19 +105,34 @@ def sum_cases(args: argparse.Namespace, channels: int) -> tuple[dict, int]:
     table = torch.randn(stencil.offset.size(0) + 1, channels, generator=gen, requires_grad=True)
     grad = torch.randn(batch.num_nodes, channels, generator=gen)
 
-    def case(fn):
+    def case(fn, backend="auto"):
         def call():
-            fn(x, table, src, dst, batch.num_nodes, tap=tap).backward(grad)
+            with backend_of(backend):
+                fn(x, table, src, dst, batch.num_nodes, tap=tap).backward(grad)
             x.grad = table.grad = None
         return call
 
-    return {"composition": case(composed_edge_sum), "fused": case(edge_sum)}, src.numel()
+    return {"composition": case(composed_edge_sum), "fused": case(edge_sum, "fused"),
+            "compiled": case(edge_sum, "compiled")}, src.numel()
+
+
+class backend_of:
+    r"""The edge sum's backend (:func:`set_edge_sum_backend`) inside the block."""
+
+    def __init__(self, backend: str) -> None:
+        self.backend = backend
+
+    def __enter__(self) -> None:
+        self.previous = set_edge_sum_backend(self.backend)
+
+    def __exit__(self, *exc) -> None:
+        set_edge_sum_backend(self.previous)
 
 
 def step_cases(args: argparse.Namespace) -> tuple[dict, dict]:
-    r"""The training steps of (i) and (iii) (fused, composition, the noise drawn as a
-    function, and with the smaller radius of ``--small-radius-px``), and their collations, by
-    the name of the step's arm."""
+    r"""The training steps of (i) and (iii) (the library's default sum, fused, composition, the
+    noise drawn as a function, and with the smaller radius of ``--small-radius-px``, default
+    and fused), and their collations, by the name of the step's arm."""
     steps, collations = {}, {}
     small, small_base = small_arm(args), small_base_arm(args)
     for name, side, rate, edges, radius_px in (
@@ -120,19 +146,24 @@ def step_cases(args: argparse.Namespace) -> tuple[dict, dict]:
         steps[name] = InfDiffStep(model, diffusion, batch, optimizer,
                                   torch.Generator().manual_seed(0))
         collations[name] = lambda c=collator, it=items: c(it)
-    fused = steps["(iii)"]
+    default = steps["(iii)"]
+
+    def fused(step=default):
+        with backend_of("fused"):
+            step()
 
     def unfused():
         with mock.patch.object(kernel_conv, "edge_sum", composed_edge_sum):
-            fused()
+            default()
 
     def function_noise():  # the noise drawn as a whole field, as before training_noise
         with mock.patch.object(MollifiedDiffusion, "training_noise", _draw_noise):
-            fused()
+            default()
 
-    return {"(i)": steps["(i)"], "(iii) fused": fused, "(iii) composition": unfused,
-            "(iii) fused, noise as a function": function_noise,
-            small_base: steps[small_base], f"{small} fused": steps[small]}, collations
+    return {"(i)": steps["(i)"], "(iii)": default, "(iii) fused": fused,
+            "(iii) composition": unfused, "(iii), noise as a function": function_noise,
+            small_base: steps[small_base], small: steps[small],
+            f"{small} fused": partial(fused, steps[small])}, collations
 
 
 def small_arm(args: argparse.Namespace) -> str:
@@ -146,8 +177,8 @@ def small_base_arm(args: argparse.Namespace) -> str:
 
 
 def arm_of(step: str) -> str:
-    r"""The arm (collation) of a step case: its name up to "fused" or "composition"."""
-    for word in (" fused", " composition"):
+    r"""The arm (collation) of a step case: its name up to "fused", "composition" or ","."""
+    for word in (" fused", " composition", ","):
         step = step.split(word)[0]
     return step
 
@@ -186,16 +217,19 @@ def run(args: argparse.Namespace) -> dict:
     noise_ms = {k: 1e3 * t.median
                 for k, t in time_cases(noise_cases(args), args.repeats, warmup=1).items()}
     return dict(sums=sums, num_edges=num_edges, steps=step_ms, collate=collate_ms, noise=noise_ms,
-                nodes=steps["(iii) fused"].nodes_per_graph,
-                edges_per_graph=steps["(iii) fused"].edges_per_graph,
-                small_edges_per_graph=steps[f"{small_arm(args)} fused"].edges_per_graph,
-                radius_px=model_config(args).radius * args.base)
+                nodes=steps["(iii)"].nodes_per_graph,
+                edges_per_graph=steps["(iii)"].edges_per_graph,
+                small_edges_per_graph=steps[small_arm(args)].edges_per_graph,
+                radius_px=model_config(args).radius * args.base,
+                batch_elements=(steps["(iii)"].edges_per_graph * args.batch_size
+                                * model_config(args).operator_channels))
 
 
 def report(args: argparse.Namespace, result: dict) -> str:
     sums, steps, coll, noise = result["sums"], result["steps"], result["collate"], result["noise"]
     sum_rows = [[f"{c}", f"{t['composition']:.1f}", f"{t['fused']:.1f}",
-                 f"{t['composition'] / t['fused']:.2f}×"] for c, t in sums.items()]
+                 f"{t['compiled']:.1f}", f"{t['composition'] / t['fused']:.2f}×",
+                 f"{t['fused'] / t['compiled']:.2f}×"] for c, t in sums.items()]
     base = steps["(i)"] + coll["(i)"]
     step_rows = []
     for name, ms in steps.items():
@@ -203,16 +237,17 @@ def report(args: argparse.Namespace, result: dict) -> str:
         total = ms + coll[arm]
         step_rows.append([name, f"{ms:.0f}", f"{coll[arm]:.0f}", f"{ms / steps['(i)']:.2f}×",
                           f"{total / base:.2f}×"])
-    ratio = (steps["(iii) fused"] + coll["(iii)"]) / base
+    ratio = (steps["(iii)"] + coll["(iii)"]) / base
     verdict = "met" if ratio <= GOAL_RATIO else "NOT met"
     small = small_arm(args)
     small_base = small_base_arm(args)
-    small_ratio = (steps[f"{small} fused"] + coll[small]) / (steps[small_base] + coll[small_base])
+    small_ratio = (steps[small] + coll[small]) / (steps[small_base] + coll[small_base])
     return "\n".join([
         TITLE, "",
         f"The edge sum alone, forward + backward, on the {result['num_edges']:,} edges of one "
         f"batch of (iii) (ms):", "",
-        markdown_table(["channels", "composition", "fused", "speed-up"], sum_rows), "",
+        markdown_table(["channels", "composition", "fused", "compiled",
+                        "fused vs composition", "compiled vs fused"], sum_rows), "",
         f"The training step of `--preset {args.preset}`, batch {args.batch_size} (ms):", "",
         markdown_table(["arm", "step", "collation", "step vs (i)", "step + collation vs (i)"],
                        step_rows), "",
@@ -225,8 +260,11 @@ def report(args: argparse.Namespace, result: dict) -> str:
                         for arm in ("(i)", "(iii)")]), "",
         f"- (i): every pixel of {args.base}² renders, dense path. (iii): "
         f"{result['nodes']:,} random pixels of {args.high}² renders ({args.rate:g}× "
-        f"subsampled), {result['edges_per_graph']:,} radius edges per graph, graph path. "
-        f"'noise as a function': (iii) with the noise of `draw_noise` instead. Kernel radius "
+        f"subsampled), {result['edges_per_graph']:,} radius edges per graph, graph path, "
+        f"with the library's default edge sum (`\"auto\"`: compiled loops from "
+        f"{AUTO_MIN_ELEMENTS:,} edges × channels, here {result['batch_elements']:,}); 'fused': "
+        f"with the chunked sum; 'noise as a function': with the noise of `draw_noise` "
+        f"instead. Kernel radius "
         f"{result['radius_px']:.3g} pixels of {args.base}² (the preset's); "
         f"{small_arm(args)}: as (iii) with a radius of {args.small_radius_px:g} pixels "
         f"(`examples/shapes_demo.py`'s), {result['small_edges_per_graph']:,} edges per graph; "

@@ -11,6 +11,9 @@ import pytest
 from _publish import read_section
 from bench_scripts import load_script
 
+from pyg_infdiff.nn import get_edge_sum_backend
+from pyg_infdiff.nn._edge_sum import AUTO_MIN_ELEMENTS
+
 data = load_script("data")
 noise = load_script("noise")
 kernel_conv = load_script("kernel_conv")
@@ -172,9 +175,10 @@ def test_edge_sum_smoke(tmp_path):
     result, doc, command = _run("edge_sum", tmp_path)
     assert set(result["sums"]) == {8}
     _positive(*result["sums"][8].values(), *result["steps"].values(), *result["collate"].values())
-    assert set(result["steps"]) == {"(i)", "(iii) fused", "(iii) composition",
-                                    "(iii) fused, noise as a function",
-                                    "(i) radius 2.5 px", "(iii) radius 2.5 px fused"}
+    assert set(result["steps"]) == {"(i)", "(iii)", "(iii) fused", "(iii) composition",
+                                    "(iii), noise as a function", "(i) radius 2.5 px",
+                                    "(iii) radius 2.5 px", "(iii) radius 2.5 px fused"}
+    assert set(result["sums"][8]) == {"composition", "fused", "compiled"}
     assert set(result["collate"]) == {"(i)", "(iii)", "(i) radius 2.5 px", "(iii) radius 2.5 px"}
     assert set(result["noise"]) == {f"{arm} {how}" for arm in ("(i)", "(iii)")
                                     for how in ("function", "lattice")}
@@ -183,7 +187,9 @@ def test_edge_sum_smoke(tmp_path):
     body = read_section("edge_sum", doc)
     _common_lines(body, command)
     assert body.startswith(edge_sum.TITLE)
-    assert "| channels | composition | fused | speed-up |" in body
+    assert ("| channels | composition | fused | compiled | fused vs composition | compiled vs "
+            "fused |") in body
+    assert f"compiled loops from {AUTO_MIN_ELEMENTS:,} edges × channels, here " in body
     assert "Goal (issue 13): a step of (iii)" in body
     assert "with the radius of 2.5 pixels in both arms: " in body
     assert "| arm | as a function | on the lattice | speed-up |" in body
@@ -198,6 +204,17 @@ def test_edge_sum_cases_compute_the_same_sum():
     src, dst = torch.randint(0, 40, (300,), generator=gen), torch.randint(0, 30, (300,),
                                                                            generator=gen)
     tap = torch.randint(0, 6, (300,), generator=gen)
-    torch.testing.assert_close(edge_sum.composed_edge_sum(x, table, src, dst, 30, tap=tap),
-                               edge_sum.edge_sum(x, table, src, dst, 30, tap=tap))
+    expected = edge_sum.composed_edge_sum(x, table, src, dst, 30, tap=tap)
+    before = get_edge_sum_backend()
+    for backend in ("fused", "compiled"):
+        with edge_sum.backend_of(backend):
+            torch.testing.assert_close(edge_sum.edge_sum(x, table, src, dst, 30, tap=tap),
+                                       expected)
+    assert get_edge_sum_backend() == before  # restored
     assert args.rate == 4.0 and args.preset == "tiny"
+
+
+def test_arm_of_a_step_case():
+    assert edge_sum.arm_of("(iii) radius 2.5 px fused") == "(iii) radius 2.5 px"
+    assert edge_sum.arm_of("(iii), noise as a function") == "(iii)"
+    assert edge_sum.arm_of("(iii) composition") == edge_sum.arm_of("(iii)") == "(iii)"
