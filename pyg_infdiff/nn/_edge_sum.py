@@ -101,6 +101,11 @@ def _kernel_rows(kernel: Tensor, tap: Tensor | None, sl: slice) -> Tensor:
     return kernel[sl] if tap is None else kernel.index_select(0, tap[sl])
 
 
+def _saved(ctx) -> tuple:
+    # what both edge sums keep for the backward pass, and which inputs need gradients
+    return (*ctx.saved_tensors, *ctx.needs_input_grad[:2])
+
+
 class _EdgeSum(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, kernel: Tensor, src: Tensor, dst: Tensor, tap: Tensor | None,
@@ -118,8 +123,7 @@ class _EdgeSum(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: Tensor):
-        x, kernel, src, dst, tap = ctx.saved_tensors
-        need_x, need_kernel = ctx.needs_input_grad[:2]
+        x, kernel, src, dst, tap, need_x, need_kernel = _saved(ctx)
         grad_x = torch.zeros_like(x) if need_x else None
         grad_kernel = torch.zeros_like(kernel) if need_kernel else None
         grad = grad.contiguous()
@@ -207,8 +211,7 @@ class _CompiledEdgeSum(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: Tensor):
-        x, kernel, src, dst, tap = ctx.saved_tensors
-        need_x, need_kernel = ctx.needs_input_grad[:2]
+        x, kernel, src, dst, tap, need_x, need_kernel = _saved(ctx)
         grad = grad.contiguous()
         grad_x = grad_kernel = None
         if need_x:  # the same sum along the reversed edges
