@@ -16,11 +16,13 @@ any device.
 With the ``"compiled"`` backend (:func:`set_edge_sum_backend`), the forward sum and the two sums
 of the backward pass are each one loop that :func:`torch.compile` (Inductor's C++ code) writes:
 gather, multiply and add per edge, nothing per edge stored. Those loops run on one thread: in
-edge order, as the chunked sum adds, so the two backends give the same numbers bit for bit and a
-run repeats exactly; and without the atomic additions that a parallel scatter needs, which made
-a parallel compiled sum slower than the chunked one on two threads. On a training batch of
-``bench/edge_sum.py`` (611,686 edges, 32 channels) they take the sum, forward and backward,
-from 84.9 to 11.9 ms on one thread (49.6 ms for the chunked sum on two). The first call
+edge order, as the chunked sum adds, so the two backends add the same terms in the same order
+(bit for bit alike on this project's machine; the tests allow rounding) and a run repeats
+exactly; and without the atomic additions that a parallel scatter needs, which made a parallel
+compiled sum slower than the chunked one on two threads. While a loop runs, the process's
+intra-op thread count is 1 (:func:`torch.set_num_threads`, restored afterwards). On a training
+batch of ``bench/edge_sum.py`` (611,686 edges, 32 channels) they take the sum, forward and
+backward, from 84.9 to 11.9 ms on one thread (49.6 ms for the chunked sum on two). The first call
 compiles (about 12 s; about 3 s in later processes, which find the code in Inductor's cache on
 disk), so ``"auto"``, the default, compiles only sums of at least :data:`AUTO_MIN_ELEMENTS`
 edges × channels, on a CPU.
@@ -44,8 +46,8 @@ EdgeSumBackend = Literal["auto", "fused", "compiled"]
 #: The environment variable that sets the backend when a process starts.
 BACKEND_ENV_VAR = "PYG_INFDIFF_EDGE_SUM"
 #: Under ``"auto"``, sums of at least this many edges × channels run as compiled loops: a
-#: training batch of sparse nodes is far above it (9.8 M in ``bench/edge_sum.py``), the tests'
-#: graphs and a layer read once are below it, where a compilation would cost more than it saves.
+#: training batch of sparse nodes is far above it (9.8 M and 19.6 M in ``bench/edge_sum.py``), the
+#: tests' graphs and a layer read once are below it, where compiling would cost more than it saves.
 AUTO_MIN_ELEMENTS = 1 << 20
 _BACKENDS = ("auto", "fused", "compiled")
 _backend: str = os.environ.get(BACKEND_ENV_VAR, "auto")
@@ -63,8 +65,9 @@ def set_edge_sum_backend(backend: EdgeSumBackend) -> str:
     * ``"auto"``: compiled loops for sums of at least :data:`AUTO_MIN_ELEMENTS` edges ×
       channels, the chunks below that or where compiling fails (with one warning).
 
-    Both give the same numbers. Off the CPU the sum is one pass of PyTorch operations, and
-    under :func:`torch.compile` of a whole model the compiler fuses the sum itself. The
+    Both add the same terms in the same order. Off the CPU the sum is one pass of PyTorch
+    operations, and under :func:`torch.compile` of a whole model the compiler fuses the sum
+    itself. The
     environment variable ``PYG_INFDIFF_EDGE_SUM`` sets the backend when a process starts.
     (default: ``"auto"``)
 
