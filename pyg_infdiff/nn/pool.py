@@ -296,19 +296,12 @@ class GridPool(nn.Module):
         Widening with taps :math:`1, 2, \dots, 2^{k-1}` cells apart reaches every offset
         below :math:`2^k` along each axis (the binomial weights are positive there), so
         :math:`k = \lceil \log_2 \max_a g_a \rceil` steps fill every grid point of a graph
-        with a node; each changes only the empty points. On a CPU the steps stop once no
-        window is empty (a read back that costs nothing there; with about 4 nodes per grid cell
-        no window is empty, and the steps took about 6 of the 108 ms of the forward pass of
-        ``bench/edge_sum.py``'s sparse training step, in an ad hoc profile). Elsewhere, and
-        under :func:`torch.compile`, all :math:`k` steps run: no host synchronisation, one
-        compiled graph."""
+        with a node. All :math:`k` steps run (no read back of whether a window is still empty:
+        no host synchronisation, one compiled graph); each changes only the empty points."""
         filled = den > 0
         out = num / torch.where(filled, den, torch.ones_like(den))  # finite gradients
-        stop_early = den.device.type == "cpu" and not torch.compiler.is_compiling()
         dilation = 1
-        while dilation < max(self.grid_shape):  # at most a fixed number of steps, from the grid
-            if stop_early and bool(filled.all()):
-                break
+        while dilation < max(self.grid_shape):  # a fixed number of steps, from the grid only
             num, den = _widen(num, dilation), _widen(den, dilation)
             now = den > 0
             wide = num / torch.where(now, den, torch.ones_like(den))

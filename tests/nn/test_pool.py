@@ -1,8 +1,6 @@
 r"""GridUnpool (multilinear interpolation), the window pools of GridPool (method "tent", its
 normalised transpose, and "box"), and their round trips. The inverse-distance pool is in
 test_pool_idw.py."""
-from unittest import mock
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -296,37 +294,3 @@ def test_window_pool_gradient_and_repr_and_errors():
     with pytest.raises(ValueError, match="at least one node"):
         GridPool((4, 4), method="tent")(torch.randn(5, 1), torch.rand(5, 2),
                                         torch.zeros(5, dtype=torch.long), 2)
-
-
-@settings(max_examples=15, deadline=None)
-@given(rate=st.sampled_from([1.0, 4.0, 16.0, 64.0]), grid=st.sampled_from([4, 8, 16]),
-       seed=st.integers(0, 2**16))
-def test_widening_stops_once_no_window_is_empty(rate, grid, seed):
-    # On a CPU the widening steps stop when every window holds a node: the same values and
-    # gradients as all steps (the compiled path's), and no step at all without empty windows.
-    from pyg_infdiff.nn import pool as pool_module
-
-    gen = torch.Generator().manual_seed(seed)
-    pos = LatticeIndex.full((32, 32)).pos()
-    pos = pos[subsample((32, 32), rate=rate, generator=gen)]
-    x = torch.randn(pos.size(0), 2, generator=gen, requires_grad=True)
-    widened = []
-    real_widen = pool_module._widen
-    results = []
-    for compiling in (False, True):
-        widened.clear()
-        with mock.patch.object(pool_module, "_widen",
-                               lambda t, d: widened.append(d) or real_widen(t, d)), \
-                mock.patch.object(torch.compiler, "is_compiling", lambda c=compiling: c):
-            out = GridPool((grid, grid), method="tent")(x, pos)
-        results.append((out, *torch.autograd.grad(out.square().sum(), x), len(widened)))
-    (early, early_grad, early_steps), (full, full_grad, full_steps) = results
-    torch.testing.assert_close(early, full)
-    torch.testing.assert_close(early_grad, full_grad)
-    assert full_steps == 2 * (grid.bit_length() - 1)  # num and den, log2(grid) steps
-    index, weight = multilinear_weights(pos, (grid, grid))
-    empty = torch.zeros(grid * grid).index_add_(0, index.view(-1), weight.view(-1)) == 0
-    if not bool(empty.any()):
-        assert early_steps == 0
-    else:
-        assert 0 < early_steps <= full_steps
