@@ -22,7 +22,7 @@ exactly; and without the atomic additions that a parallel scatter needs, which m
 compiled sum slower than the chunked one on two threads. While a loop runs, the process's
 intra-op thread count is 1 (:func:`torch.set_num_threads`, restored afterwards). On a training
 batch of ``bench/edge_sum.py`` (611,686 edges, 32 channels) they take the sum, forward and
-backward, from 82.5 to 11.4 ms on one thread (54.7 ms for the chunked sum on two). The first call
+backward, from 79.2 to 10.9 ms on one thread (46.3 ms for the chunked sum on two). The first call
 compiles (about 12 s; about 3 s in later processes, which find the code in Inductor's cache on
 disk), so ``"auto"``, the default, compiles only sums of at least :data:`AUTO_MIN_ELEMENTS`
 edges × channels, on a CPU.
