@@ -63,6 +63,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import get_args
 
 import torch
 from _args import positive_float, positive_int
@@ -75,6 +76,7 @@ from torch import Tensor
 
 from pyg_infdiff.data import ContinuousShapes, FashionMNIST, MollifiedCache, ShapesConfig
 from pyg_infdiff.data.images import save_rows
+from pyg_infdiff.graph.subsample import SubsampleMethod
 from pyg_infdiff.models import UNetConfig, monte_carlo_density
 from pyg_infdiff.noise import GaussianMollifier
 from pyg_infdiff.training import load_pretrained
@@ -432,7 +434,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num-real", type=positive_int, default=None,
                    help="real images to score against (default: 2,000 test images of "
                    "Fashion-MNIST, 128 held-out renders of shapes)")
-    p.add_argument("--subsample-method", choices=["uniform", "halton", "stratified"],
+    p.add_argument("--subsample-method", choices=get_args(SubsampleMethod),
                    default="uniform", help="how each step's training nodes are drawn "
                    "(pyg_infdiff.graph.subsample); not the default: its own section")
     p.add_argument("--jobs", type=positive_int, default=2, help="runs at a time (one thread each)")

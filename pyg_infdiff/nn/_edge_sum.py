@@ -67,9 +67,8 @@ def set_edge_sum_backend(backend: EdgeSumBackend) -> str:
 
     Both add the same terms in the same order. Off the CPU the sum is one pass of PyTorch
     operations, and under :func:`torch.compile` of a whole model the compiler fuses the sum
-    itself. The
-    environment variable ``PYG_INFDIFF_EDGE_SUM`` sets the backend when a process starts.
-    (default: ``"auto"``)
+    itself. The environment variable ``PYG_INFDIFF_EDGE_SUM`` sets the backend when a process
+    starts. (default: ``"auto"``)
 
     Args:
         backend (str): ``"auto"``, ``"fused"`` or ``"compiled"``.
@@ -144,24 +143,13 @@ class _EdgeSum(torch.autograd.Function):
         return grad_x, grad_kernel, None, None, None, None
 
 
-def _gather_sum(x: Tensor, kernel: Tensor, src: Tensor, dst: Tensor, tap: Tensor | None,
-                num_dst: int) -> Tensor:
-    # out[d(e)] += kernel[tap(e)] * x[s(e)], summed in edge order: what the compiled loop is
-    rows = kernel if tap is None else kernel.index_select(0, tap)
-    out = x.new_zeros(num_dst, x.size(1), dtype=torch.promote_types(x.dtype, kernel.dtype))
-    return out.index_add_(0, dst, rows * x.index_select(0, src))
-
-
-def _kernel_grad(grad: Tensor, x: Tensor, src: Tensor, dst: Tensor, tap: Tensor | None,
-                 num_rows: int) -> Tensor:
+def _kernel_grad(grad: Tensor, x: Tensor, src: Tensor, dst: Tensor, num_rows: int,
+                 tap: Tensor | None) -> Tensor:
     # d out / d kernel: per edge, or summed into the rows of the table
     per_edge = grad.index_select(0, dst) * x.index_select(0, src)
     if tap is None:
         return per_edge
     return per_edge.new_zeros(num_rows, per_edge.size(1)).index_add_(0, tap, per_edge)
-
-
-_LOOPS: dict[str, Callable] = {"sum": _gather_sum, "kernel_grad": _kernel_grad}
 
 
 class _OneThread:
@@ -207,7 +195,7 @@ class _CompiledEdgeSum(torch.autograd.Function):
     def forward(ctx, x: Tensor, kernel: Tensor, src: Tensor, dst: Tensor, tap: Tensor | None,
                 num_dst: int) -> Tensor:
         with torch.no_grad():
-            out = _run_loop("sum", x, kernel, src, dst, tap, num_dst)
+            out = _run_loop("sum", x, kernel, src, dst, num_dst, tap)
         ctx.save_for_backward(x, kernel, src, dst, tap)
         return out
 
@@ -218,10 +206,10 @@ class _CompiledEdgeSum(torch.autograd.Function):
         grad = grad.contiguous()
         grad_x = grad_kernel = None
         if need_x:  # the same sum along the reversed edges
-            grad_x = _run_loop("sum", grad, kernel, dst, src, tap, x.size(0)).to(x.dtype)
+            grad_x = _run_loop("sum", grad, kernel, dst, src, x.size(0), tap).to(x.dtype)
         if need_kernel:
-            grad_kernel = _run_loop("kernel_grad", grad, x, src, dst, tap,
-                                    kernel.size(0)).to(kernel.dtype)
+            grad_kernel = _run_loop("kernel_grad", grad, x, src, dst, kernel.size(0),
+                                    tap).to(kernel.dtype)
         return grad_x, grad_kernel, None, None, None, None
 
 
@@ -261,7 +249,14 @@ def composed_edge_sum(x: Tensor, kernel: Tensor, src: Tensor, dst: Tensor, num_d
                       tap: Tensor | None = None) -> Tensor:
     r""":func:`edge_sum` written with autograd from its parts: gather the kernel rows and the
     sources per edge, multiply, add by target (what :func:`edge_sum` traces to under
-    :func:`torch.compile`, and the reference of ``bench/edge_sum.py``)."""
+    :func:`torch.compile`, the forward loop of its compiled backend, and the reference of
+    ``bench/edge_sum.py``)."""
     rows = kernel if tap is None else kernel.index_select(0, tap)
     msg = rows * x.index_select(0, src)
     return msg.new_zeros(num_dst, x.size(1)).index_add_(0, dst, msg)
+
+
+# The loops of the compiled backend, as PyTorch expressions for the compiler: the sum is its
+# composition (in edge order, out[d(e)] += kernel[tap(e)] * x[s(e)]), the kernel's gradient
+# the products per edge, summed into the rows of a table.
+_LOOPS: dict[str, Callable] = {"sum": composed_edge_sum, "kernel_grad": _kernel_grad}
