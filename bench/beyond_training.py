@@ -62,6 +62,16 @@ from functools import partial
 from pathlib import Path
 
 from _args import positive_float, positive_int
+from _beyond_training_arms import (
+    FLOOR,
+    arm_folder,
+    arm_names,
+    bicubic_name,
+    config_radius_px,
+    noise_pixels,
+    recipe_of,
+    variant,
+)
 from _common import ROOT, cached_timed, machine_description, relative_to_root
 from _infdiff import FIGURES, Recipe, resolve_device, train_infdiff, unet_config
 from _publish import add_publish_args, compact_figure, markdown_table
@@ -84,60 +94,6 @@ from pyg_infdiff.noise import GaussianMollifier
 from pyg_infdiff.training import load_pretrained
 
 OUT = ROOT / "bench" / "_out" / "beyond_training"
-#: The recipe of ``examples/shapes_demo.py`` (the README's main job), predicting :math:`T x_0`
-#: as the CPU presets of ``examples/celebahq_train.py`` do; its Min-SNR loss weights come from
-#: ``--snr-gamma``.
-RECIPE = dict(batch_size=16, lr=1e-3, warmup=100, ema_decay=0.995, ema_start=100,
-              parametrization="x0")
-FLOOR = "held-out renders (floor)"
-
-
-def recipe_of(args: argparse.Namespace) -> dict:
-    r"""The :class:`Recipe` fields of every arm (smaller batches in the smoke run)."""
-    recipe = dict(RECIPE, checkpoint_every=5 if args.smoke else 250,
-                  snr_gamma=args.snr_gamma or None)
-    if args.smoke:
-        recipe.update(batch_size=4, warmup=5, ema_start=0)
-    return recipe
-
-
-def config_radius_px(args: argparse.Namespace) -> float:
-    r"""The kernel radius of every arm in pixels of the base resolution."""
-    if args.radius_px is not None:
-        return args.radius_px
-    return unet_config(args.preset).radius * args.base
-
-
-def noise_pixels(args: argparse.Namespace, rate: float) -> float | None:
-    r"""The noise's width in pixels of an arm's data (:obj:`None`: the data mollifier's, half a
-    pixel): with ``--noise-at nodes``, half the spacing of the nodes of a rate."""
-    if args.noise_at == "data" or rate == 1:
-        return None
-    return 0.5 * rate ** 0.5
-
-
-def variant(args: argparse.Namespace) -> str:
-    r"""The suffix of what ``--noise-at nodes`` changes (arm (iii)'s folder, the section and
-    the figure): ``"_noise_nodes"``, or nothing."""
-    return "_noise_nodes" if args.noise_at == "nodes" else ""
-
-
-def arm_folder(args: argparse.Namespace, arm: str) -> str:
-    r"""The run folder of an arm (arm (iii) with the noise at the node spacing has its own)."""
-    return f"arm_{arm}" + (variant(args) if arm == "iii" else "")
-
-
-def arm_names(base: int, high: int, rate: float) -> dict[str, str]:
-    r"""The labels of the model arms."""
-    return {"i": f"(i) {base}² lattice model", "iii": f"(iii) {high}² renders, {rate:g}× "
-            "subsampled", "iv": f"(iv) {high}² renders, all pixels"}
-
-
-def bicubic_name(base: int, side: int) -> str:
-    r"""The label of arm (ii) at one resolution."""
-    return f"(ii) bicubic ×{side // base} of (i)'s {base}² samples"
-
-
 def build_cache(args: argparse.Namespace, side: int, channels: int) -> tuple[MollifiedCache,
                                                                               float]:
     r"""The training set at one resolution, rendered and mollified once (half a pixel)."""
